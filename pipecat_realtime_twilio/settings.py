@@ -1,0 +1,154 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Configuration from the environment and ``.env``, checked at startup."""
+
+import contextvars
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
+DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Settings of the runner and the agents it builds.
+
+    Every field is read from the environment variable of the same name in upper
+    case (``OPENAI_API_KEY`` for ``openai_api_key``) or from a ``.env`` file in
+    the working directory. ``.env.example`` documents each one.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", validate_default=True)
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI API key; required unless talking to an emulator."
+    )
+    openai_realtime_url: str = Field(
+        default=DEFAULT_REALTIME_URL,
+        description="Websocket URL of the Realtime API (OpenAI, Azure, or the bundled emulator).",
+    )
+    openai_realtime_model: str = Field(
+        default=DEFAULT_REALTIME_MODEL, description="Realtime model of every call."
+    )
+    twilio_account_sid: str | None = Field(default=None, description="Twilio account SID (AC...).")
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, description="Twilio auth token; signs and checks Twilio's requests."
+    )
+    twilio_api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.twilio.com"), description="Twilio REST API origin."
+    )
+    twilio_validate_signatures: bool = Field(
+        default=True,
+        description="Check X-Twilio-Signature on webhooks. Turn off only for local development.",
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None, description="The https origin Twilio reaches this runner at."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the runner listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the runner listens on.")
+    bot: str = Field(default="default", description="Bot that answers calls.")
+    bots_dir: str = Field(default="bots", description="Folder the bots are loaded from.")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the runner."
+    )
+
+    @field_validator("openai_realtime_url")
+    @classmethod
+    def _check_realtime_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value.rstrip("/")
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _check_account_sid(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("AC") and len(value) == 34):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 characters")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def public_origin(self) -> str:
+        """``PUBLIC_URL`` without a trailing slash (requires it to be set)."""
+        if self.public_url is None:
+            raise SettingsError("PUBLIC_URL is not set")
+        return str(self.public_url).rstrip("/")
+
+    @property
+    def websocket_origin(self) -> str:
+        """``PUBLIC_URL`` as a websocket origin: ``wss://`` for https, ``ws://`` for http."""
+        scheme, rest = self.public_origin.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
+
+    def require_for_serving(self) -> None:
+        """Check what answering real calls needs, naming every missing setting.
+
+        Raises:
+            SettingsError: If a setting the runner needs is missing.
+        """
+        missing = []
+        if self.openai_api_key is None:
+            missing.append("OPENAI_API_KEY (the OpenAI API key)")
+        if self.public_url is None:
+            missing.append("PUBLIC_URL (the https origin Twilio reaches, e.g. a tunnel)")
+        if self.twilio_validate_signatures and self.twilio_auth_token is None:
+            missing.append("TWILIO_AUTH_TOKEN (to check Twilio's request signatures)")
+        if missing:
+            raise SettingsError("missing settings: " + "; ".join(missing))
+
+
+def load_settings(**overrides) -> Settings:
+    """Load settings from the environment and ``.env``, with overrides.
+
+    Args:
+        **overrides: Field values that take precedence over the environment.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: If a setting is invalid; the message names each one.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+_current: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "pipecat_realtime_twilio_settings", default=None
+)
+
+
+def current_settings() -> Settings:
+    """Return the settings of the runner building this call, or load them from the environment.
+
+    The runner sets them while it builds a call's pipeline, so processors that
+    take connection options from settings (such as the Realtime agent) follow
+    the runner's configuration; anywhere else they come from the environment.
+    """
+    settings = _current.get()
+    return settings if settings is not None else load_settings()
+
+
+def use_settings(settings: Settings) -> contextvars.Token:
+    """Make ``settings`` what :func:`current_settings` returns in this context."""
+    return _current.set(settings)

@@ -1,0 +1,36 @@
+import warnings
+
+import numpy as np
+
+from pipecat_realtime_twilio.audio import pcm16_to_ulaw, ulaw_duration_ms, ulaw_to_pcm16
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop as reference
+
+
+def test_ulaw_round_trip_is_identity_on_every_code():
+    codes = bytes(range(256))
+    assert pcm16_to_ulaw(ulaw_to_pcm16(codes)) == codes
+
+
+def test_decoder_matches_g711_except_negative_zero():
+    codes = bytes(range(256))
+    ours = np.frombuffer(ulaw_to_pcm16(codes), dtype=np.int16)
+    ref = np.frombuffer(reference.ulaw2lin(codes, 2), dtype=np.int16)
+    differing = np.nonzero(ours != ref)[0].tolist()
+    assert differing == [0x7F]
+    assert ours[0x7F] == -1 and ref[0x7F] == 0
+
+
+def test_encoder_matches_g711_on_every_sample_but_minus_one():
+    samples = np.arange(-32768, 32768, dtype=np.int16)
+    ours = np.frombuffer(pcm16_to_ulaw(samples.tobytes()), dtype=np.uint8)
+    ref = np.frombuffer(reference.lin2ulaw(samples.tobytes(), 2), dtype=np.uint8)
+    differing = samples[np.nonzero(ours != ref)[0]].tolist()
+    assert differing == [-1]
+
+
+def test_odd_trailing_byte_is_ignored_and_duration():
+    assert pcm16_to_ulaw(b"\x00\x00\x01") == b"\xff"
+    assert ulaw_duration_ms(160) == 20
