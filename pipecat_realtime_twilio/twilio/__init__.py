@@ -1,0 +1,1 @@
+"""Twilio side of a call: Media Streams serializer, TwiML and webhook signatures."""

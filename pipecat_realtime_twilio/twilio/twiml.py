@@ -1,0 +1,33 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""TwiML documents the runner answers Twilio with, built with the ``twilio`` package."""
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+
+def stream_twiml(
+    stream_url: str, parameters: dict[str, str] | None = None, *, action_url: str | None = None
+) -> str:
+    """Build TwiML that connects the call to a bidirectional Media Stream.
+
+    Args:
+        stream_url: The ``wss://`` URL of the runner's media-stream websocket.
+        parameters: Values Twilio hands back in the stream's ``start`` message
+            (``start.customParameters``).
+        action_url: Where Twilio asks for more TwiML once the stream ends; with
+            none, the call ends with the stream.
+
+    Returns:
+        The TwiML document.
+    """
+    response = VoiceResponse()
+    connect = Connect(action=action_url) if action_url else Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in (parameters or {}).items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
