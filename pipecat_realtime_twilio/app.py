@@ -1,0 +1,160 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""The call runner: Twilio's voice webhook and media-stream websocket as FastAPI routes."""
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
+from loguru import logger
+
+from pipecat_realtime_twilio.bot import Bot, BotError, load_bots, select_bot
+from pipecat_realtime_twilio.call import CallSession, StreamRejected
+from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
+from pipecat_realtime_twilio.settings import Settings, load_settings, use_settings
+from pipecat_realtime_twilio.twilio.security import verified_form
+from pipecat_realtime_twilio.twilio.twiml import stream_twiml
+
+_FINISHED_CALLS_KEPT = 100
+
+
+@dataclass
+class CallSummary:
+    """What the runner remembers of a finished call.
+
+    Parameters:
+        call_sid: The Twilio Call SID.
+        bot: The bot that answered.
+        from_number: The caller's number, as the webhook reported it.
+        to_number: The called number.
+        started_at: Unix time the stream started.
+        ended_at: Unix time the call ended.
+        end_reason: Why the call ended.
+        transcript: Both sides of the conversation, in order.
+    """
+
+    call_sid: str
+    bot: str
+    from_number: str
+    to_number: str
+    started_at: float
+    ended_at: float
+    end_reason: str
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+
+
+class CallRunner:
+    """Answers Twilio calls with bots.
+
+    Holds the settings and bots, serves ``POST /incoming`` (TwiML that opens a
+    media stream) and ``WS /media-stream`` (one fresh pipeline per call), and
+    keeps the last finished calls in :attr:`finished`.
+    """
+
+    def __init__(self, settings: Settings, bots: dict[str, Bot]):
+        """Initialize the runner.
+
+        Args:
+            settings: The runner's settings.
+            bots: The bots by name; ``settings.bot`` must be among them.
+        """
+        select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
+        self.settings = settings
+        self.bots = bots
+        self.active: dict[str, CallSession] = {}
+        self.finished: deque[CallSummary] = deque(maxlen=_FINISHED_CALLS_KEPT)
+        self.router = APIRouter()
+        self.router.add_api_route("/incoming", self.incoming, methods=["POST"])
+        self.router.add_api_websocket_route("/media-stream", self.media_stream)
+
+    async def incoming(self, request: Request) -> Response:
+        """Answer Twilio's voice webhook with TwiML that streams the call to us."""
+        form = await verified_form(request, self.settings)
+        bot = self.settings.bot
+        logger.info(
+            f"Incoming call {form.get('CallSid', '?')} from {form.get('From', '?')} "
+            f"to {form.get('To', '?')}: bot '{bot}'"
+        )
+        # The stream route sits beside this one, wherever the router is mounted.
+        prefix = request.url.path.rsplit("/", 1)[0]
+        twiml = stream_twiml(
+            f"{self.settings.websocket_origin}{prefix}/media-stream",
+            {"bot": bot, "from": form.get("From", ""), "to": form.get("To", "")},
+        )
+        return Response(content=twiml, media_type="application/xml")
+
+    async def media_stream(self, websocket: WebSocket) -> None:
+        """Run one call on a Twilio media stream."""
+        try:
+            call = await CallSession.accept(websocket)
+        except StreamRejected as e:
+            logger.warning(f"Refused a media stream: {e}")
+            await websocket.close(code=1008)
+            return
+        with logger.contextualize(call_sid=call.call_sid):
+            await self._run_call(call)
+
+    async def _run_call(self, call: CallSession) -> None:
+        bot_name = call.parameters.get("bot") or self.settings.bot
+        if bot_name not in self.bots:
+            logger.warning(
+                f"Stream asked for unknown bot '{bot_name}'; using '{self.settings.bot}'"
+            )
+            bot_name = self.settings.bot
+        bot = self.bots[bot_name]
+        token = use_settings(self.settings)
+        try:
+            processors = await bot.build(call)
+        except BotError as e:
+            logger.error(str(e))
+            await call.close()
+            return
+        finally:
+            token.var.reset(token)
+        self.active[call.call_sid] = call
+        logger.info(f"Call {call.call_sid} streaming to bot '{bot_name}'")
+        try:
+            await call.run(processors)
+        finally:
+            self.active.pop(call.call_sid, None)
+            transcript = [
+                e for p in processors if isinstance(p, RealtimeAgent) for e in p.transcript
+            ]
+            self.finished.append(
+                CallSummary(
+                    call_sid=call.call_sid,
+                    bot=bot_name,
+                    from_number=call.parameters.get("from", ""),
+                    to_number=call.parameters.get("to", ""),
+                    started_at=call.start.started_at,
+                    ended_at=time.time(),
+                    end_reason=call.end_reason or "unknown",
+                    transcript=sorted(transcript, key=lambda e: e.at),
+                )
+            )
+
+
+def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = None) -> FastAPI:
+    """Create the runner's FastAPI app.
+
+    To add the routes to an app of your own instead, build a :class:`CallRunner`
+    and ``app.include_router(runner.router)``.
+
+    Args:
+        settings: The settings; loaded from the environment when None.
+        bots: The bots; loaded from ``BOTS_DIR`` when None.
+
+    Returns:
+        The app, with the :class:`CallRunner` at ``app.state.runner``.
+    """
+    settings = settings or load_settings()
+    runner = CallRunner(settings, bots if bots is not None else load_bots(settings.bots_dir))
+    app = FastAPI(title="pipecat-realtime-twilio")
+    app.include_router(runner.router)
+    app.state.runner = runner
+    return app

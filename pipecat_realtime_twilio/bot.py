@@ -1,0 +1,134 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Bots: a bot builds a call's pipeline, fresh for every call."""
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipecat.processors.frame_processor import FrameProcessor
+
+from pipecat_realtime_twilio.call import CallSession
+from pipecat_realtime_twilio.settings import SettingsError
+
+PipelineBuilder = Callable[[CallSession], list[FrameProcessor] | Awaitable[list[FrameProcessor]]]
+
+
+class BotError(Exception):
+    """A bot file cannot be loaded or built; the message names the file."""
+
+
+@dataclass
+class Bot:
+    """A bot the runner can answer calls with.
+
+    Parameters:
+        name: The bot's name (its file name without the extension).
+        description: One line about the bot (its module docstring's first line).
+        builder: Builds the call's pipeline from the :class:`CallSession`.
+        path: The file the bot was loaded from, if any.
+    """
+
+    name: str
+    description: str
+    builder: PipelineBuilder
+    path: Path | None = None
+
+    async def build(self, call: CallSession) -> list[FrameProcessor]:
+        """Build a fresh pipeline for one call.
+
+        Args:
+            call: The call to build for.
+
+        Returns:
+            The pipeline's processors.
+
+        Raises:
+            BotError: If the builder fails or returns something other than processors.
+        """
+        try:
+            processors = self.builder(call)
+            if inspect.isawaitable(processors):
+                processors = await processors
+        except Exception as e:
+            raise BotError(f"bot '{self.name}' ({self.path}) failed to build: {e}") from e
+        if not isinstance(processors, list) or not all(
+            isinstance(p, FrameProcessor) for p in processors
+        ):
+            raise BotError(
+                f"bot '{self.name}' ({self.path}): pipeline() must return a list of processors"
+            )
+        return processors
+
+
+def load_bot_file(path: Path) -> Bot:
+    """Load a Python bot: a module that defines ``pipeline(call)``.
+
+    Args:
+        path: The ``.py`` file.
+
+    Returns:
+        The bot.
+
+    Raises:
+        BotError: If the file cannot be imported or defines no ``pipeline``.
+    """
+    name = path.stem
+    module_name = f"pipecat_realtime_twilio_bots.{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise BotError(f"{path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(module_name, None)
+        raise BotError(f"{path}: failed to import: {type(e).__name__}: {e}") from e
+    builder = getattr(module, "pipeline", None)
+    if not callable(builder):
+        raise BotError(f"{path}: defines no pipeline(call) function")
+    doc = (module.__doc__ or "").strip().splitlines()
+    return Bot(name=name, description=doc[0] if doc else "", builder=builder, path=path)
+
+
+def load_bots(bots_dir: str | Path) -> dict[str, Bot]:
+    """Load every bot in a folder (``*.py`` files not starting with ``_``).
+
+    Args:
+        bots_dir: The folder (``BOTS_DIR``).
+
+    Returns:
+        The bots by name.
+
+    Raises:
+        SettingsError: If the folder does not exist.
+        BotError: If a bot file cannot be loaded.
+    """
+    folder = Path(bots_dir)
+    if not folder.is_dir():
+        raise SettingsError(f"BOTS_DIR: folder '{folder}' does not exist")
+    return {
+        path.stem: load_bot_file(path)
+        for path in sorted(folder.glob("*.py"))
+        if not path.name.startswith("_")
+    }
+
+
+def select_bot(bots: dict[str, Bot], name: str) -> Bot:
+    """Return the bot called ``name``.
+
+    Raises:
+        SettingsError: If there is no such bot; the message lists the ones there are.
+    """
+    if name not in bots:
+        known = ", ".join(sorted(bots)) or "none"
+        raise SettingsError(f"BOT: no bot named '{name}' (bots found: {known})")
+    return bots[name]

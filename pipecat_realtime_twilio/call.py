@@ -1,0 +1,280 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""CallSession: one Twilio Media Stream, its transport and its pipeline."""
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fastapi import WebSocket
+from loguru import logger
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketInputTransport,
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from pipecat.workers.runner import WorkerRunner
+
+from pipecat_realtime_twilio.audio import SAMPLE_RATE
+from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
+
+START_TIMEOUT_SECS = 10.0
+"""How long a new media stream may take to send its ``start`` message."""
+
+_MAX_MESSAGES_BEFORE_START = 10
+
+
+class StreamRejected(Exception):
+    """The websocket did not open a valid Twilio media stream."""
+
+
+@dataclass
+class StreamStart:
+    """What Twilio's ``start`` message says about a media stream.
+
+    Parameters:
+        stream_sid: The Media Stream SID (MZ...).
+        call_sid: The Call SID (CA...).
+        account_sid: The account SID (AC...).
+        parameters: The TwiML ``<Parameter>`` values (``start.customParameters``).
+        media_format: The stream's media format.
+        started_at: Unix time the ``start`` message arrived.
+    """
+
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    media_format: dict = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+
+async def read_stream_start(
+    websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
+) -> StreamStart:
+    """Read Twilio's ``connected`` and ``start`` messages from an accepted websocket.
+
+    Args:
+        websocket: The accepted media-stream websocket.
+        timeout: Seconds to wait for ``start``.
+
+    Returns:
+        The stream's start information.
+
+    Raises:
+        StreamRejected: If no valid ``start`` arrives in time or the format is not 8 kHz μ-law.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for _ in range(_MAX_MESSAGES_BEFORE_START):
+        try:
+            message = await asyncio.wait_for(websocket.receive(), deadline - loop.time())
+        except TimeoutError:
+            raise StreamRejected(f"no 'start' message within {timeout:.0f} s") from None
+        if message["type"] == "websocket.disconnect":
+            raise StreamRejected("the stream closed before 'start'")
+        raw = message.get("text") or message.get("bytes") or b""
+        if len(raw) > MAX_MESSAGE_BYTES:
+            logger.warning(f"Ignoring a {len(raw)}-byte message before 'start'")
+            continue
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            logger.warning(f"Ignoring a non-JSON message before 'start': {raw[:80]!r}")
+            continue
+        if not isinstance(data, dict) or data.get("event") != "start":
+            if not (isinstance(data, dict) and data.get("event") == "connected"):
+                logger.warning(f"Ignoring an unexpected message before 'start': {raw[:80]!r}")
+            continue
+        return _parse_start(data)
+    raise StreamRejected(f"no 'start' among the first {_MAX_MESSAGES_BEFORE_START} messages")
+
+
+def _parse_start(data: dict) -> StreamStart:
+    start = data.get("start")
+    if not isinstance(start, dict):
+        raise StreamRejected("'start' message without a start object")
+    stream_sid = start.get("streamSid") or data.get("streamSid")
+    call_sid = start.get("callSid")
+    if not isinstance(stream_sid, str) or not isinstance(call_sid, str):
+        raise StreamRejected("'start' message without streamSid or callSid")
+    media_format = start.get("mediaFormat") or {}
+    encoding = media_format.get("encoding", "audio/x-mulaw")
+    rate = int(media_format.get("sampleRate", SAMPLE_RATE))
+    if encoding != "audio/x-mulaw" or rate != SAMPLE_RATE:
+        raise StreamRejected(f"unsupported media format {encoding} at {rate} Hz")
+    parameters = start.get("customParameters") or {}
+    return StreamStart(
+        stream_sid=stream_sid,
+        call_sid=call_sid,
+        account_sid=str(start.get("accountSid", "")),
+        parameters={str(k): str(v) for k, v in parameters.items()},
+        media_format=media_format,
+    )
+
+
+class CallSession:
+    """One phone call on a Twilio media stream.
+
+    Owns the websocket transport (Pipecat's ``FastAPIWebsocketTransport`` with
+    :class:`TwilioSerializer`, both at 8 kHz) and runs the call's pipeline.
+    A bot builds its pipeline from :meth:`input` and :meth:`output`::
+
+        call = await CallSession.accept(websocket)
+        await call.run([call.input(), RealtimeAgent(instructions="..."), call.output()])
+
+    The call ends when the caller hangs up (Twilio's ``stop`` or the socket
+    closing), which cancels the pipeline at once so the Realtime socket, which
+    bills while open, is closed without delay.
+    """
+
+    def __init__(self, websocket: WebSocket, start: StreamStart):
+        """Initialize the call on an accepted websocket whose ``start`` was read.
+
+        Args:
+            websocket: The media-stream websocket.
+            start: The stream's start information.
+        """
+        self.start = start
+        self._websocket = websocket
+        self._hung_up = asyncio.Event()
+        self.serializer = TwilioSerializer(start.stream_sid, start.call_sid, on_stop=self._on_stop)
+        self._transport = FastAPIWebsocketTransport(
+            websocket,
+            FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_in_sample_rate=SAMPLE_RATE,
+                audio_out_enabled=True,
+                audio_out_sample_rate=SAMPLE_RATE,
+                audio_out_10ms_chunks=2,
+                audio_out_end_silence_secs=0,
+                serializer=self.serializer,
+                allowed_origins=[],  # Twilio sends no Origin header
+            ),
+        )
+        self._transport.event_handler("on_client_disconnected")(self._on_disconnected)
+        self.worker: PipelineWorker | None = None
+        self.end_reason: str | None = None
+
+    @classmethod
+    async def accept(
+        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
+    ) -> "CallSession":
+        """Accept a media-stream websocket and read its ``start`` message.
+
+        Args:
+            websocket: The websocket Twilio opened (not yet accepted).
+            timeout: Seconds to wait for ``start``.
+
+        Returns:
+            The call session.
+
+        Raises:
+            StreamRejected: If the stream does not start properly.
+        """
+        await websocket.accept()
+        return await cls.from_websocket(websocket, timeout)
+
+    @classmethod
+    async def from_websocket(
+        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
+    ) -> "CallSession":
+        """Start a call on a websocket that is already accepted.
+
+        Use this where something else accepted the media stream, such as
+        Pipecat's development runner (``runner_args.websocket``).
+
+        Args:
+            websocket: The accepted websocket, before Twilio's ``start`` was read.
+            timeout: Seconds to wait for ``start``.
+
+        Returns:
+            The call session.
+
+        Raises:
+            StreamRejected: If the stream does not start properly.
+        """
+        return cls(websocket, await read_stream_start(websocket, timeout))
+
+    @property
+    def call_sid(self) -> str:
+        """The Twilio Call SID."""
+        return self.start.call_sid
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """The TwiML ``<Parameter>`` values of the stream."""
+        return self.start.parameters
+
+    def input(self) -> FastAPIWebsocketInputTransport:
+        """The processor that brings the caller's audio and keypresses into the pipeline."""
+        return self._transport.input()
+
+    def output(self) -> FastAPIWebsocketOutputTransport:
+        """The processor that plays the pipeline's audio to the caller."""
+        return self._transport.output()
+
+    @staticmethod
+    def pipeline_params() -> PipelineParams:
+        """Pipeline parameters of a phone call: 8 kHz in and out, metrics on."""
+        return PipelineParams(
+            audio_in_sample_rate=SAMPLE_RATE,
+            audio_out_sample_rate=SAMPLE_RATE,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        )
+
+    async def run(self, processors: Sequence[FrameProcessor]) -> None:
+        """Run the call's pipeline until the call ends.
+
+        Args:
+            processors: The bot's pipeline, normally starting with :meth:`input`
+                and ending with :meth:`output`.
+        """
+        self.worker = PipelineWorker(
+            Pipeline(list(processors)),
+            params=self.pipeline_params(),
+            idle_timeout_secs=None,
+            enable_rtvi=False,
+        )
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        run_task = asyncio.create_task(runner.run())
+        hangup_task = asyncio.create_task(self._hung_up.wait())
+        try:
+            await asyncio.wait({run_task, hangup_task}, return_when=asyncio.FIRST_COMPLETED)
+            if self._hung_up.is_set() and not run_task.done():
+                self.end_reason = self.end_reason or "caller hung up"
+                await self.worker.cancel(reason=self.end_reason)
+            await run_task
+        finally:
+            hangup_task.cancel()
+            if not run_task.done():
+                run_task.cancel()
+        self.end_reason = self.end_reason or "pipeline ended"
+        logger.info(f"Call {self.call_sid} ended: {self.end_reason}")
+
+    async def close(self) -> None:
+        """End a call whose pipeline never ran by closing its stream."""
+        try:
+            await self._websocket.close()
+        except RuntimeError:
+            pass  # already closed by the other side
+
+    async def _on_stop(self) -> None:
+        self.end_reason = self.end_reason or "caller hung up"
+        self._hung_up.set()
+
+    async def _on_disconnected(self, transport, websocket) -> None:
+        self.end_reason = self.end_reason or "stream closed"
+        self._hung_up.set()
