@@ -1,0 +1,1 @@
+"""Testing kit: a Realtime API emulator, a Twilio caller simulator and a fake Twilio REST API."""
