@@ -1,0 +1,225 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""A whole phone call without a phone: runner, simulated Twilio caller and (offline) emulator."""
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pipecat_realtime_twilio.app import CallSummary, create_app
+from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE
+from pipecat_realtime_twilio.settings import Settings, SettingsError
+from pipecat_realtime_twilio.testing.caller import TwilioCaller, load_wav_as_ulaw, write_ulaw_wav
+from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
+from pipecat_realtime_twilio.testing.server import LocalServer
+
+SAMPLE_TEXT = "Hi there. What time do you open tomorrow morning?"
+"""What the built-in caller sample says."""
+
+EMULATOR_ANSWER = (
+    "This is the bundled Realtime emulator speaking, so my answers are scripted, "
+    "but I heard every word of that."
+)
+
+_GREETING_RE = re.compile(r"Greet the caller now by saying: (.+)$", re.DOTALL)
+_QUIET_SECS = 1.0
+
+
+@dataclass
+class SimulationResult:
+    """What happened on a simulated call.
+
+    Parameters:
+        summary: The runner's summary of the call (transcript, end reason).
+        used_emulator: Whether the bundled Realtime emulator stood in for OpenAI.
+        heard_path: The WAV file of what the caller heard, in real time.
+        heard_ms: How much bot audio the caller heard.
+        greeting_ms: Stream start to the first greeting audio played at the phone.
+        answer_ms: End of the caller's speech to the first answer audio played at the phone.
+        duration_s: Stream start to hang-up.
+    """
+
+    summary: CallSummary
+    used_emulator: bool
+    heard_path: Path
+    heard_ms: float
+    greeting_ms: float | None
+    answer_ms: float | None
+    duration_s: float
+
+
+def sample_audio() -> bytes:
+    """Return the built-in caller sample as 8 kHz μ-law."""
+    with resources.as_file(
+        resources.files("pipecat_realtime_twilio") / "assets/caller.wav"
+    ) as path:
+        return load_wav_as_ulaw(path)
+
+
+def _emulated_model(session, trigger: str) -> Reply:
+    """Stand in for the model: greet as instructed, otherwise answer with a scripted line."""
+    for event in reversed(session.client_events):
+        if event.get("type") == "response.create":
+            instructions = (event.get("response") or {}).get("instructions") or ""
+            match = _GREETING_RE.search(instructions)
+            if match and trigger == "response.create":
+                return Reply(text=match.group(1).strip())
+            break
+    return Reply(text=EMULATOR_ANSWER)
+
+
+async def simulate_call(
+    settings: Settings,
+    *,
+    wav: Path | None = None,
+    out: Path = Path("heard.wav"),
+    bot: str | None = None,
+    timeout: float = 60.0,
+) -> SimulationResult:
+    """Run the runner, call it as Twilio would, speak, listen, hang up.
+
+    With no ``OPENAI_API_KEY`` the bundled Realtime emulator stands in for
+    OpenAI, so the call runs offline; with a key it talks to the real API.
+
+    Args:
+        settings: The runner's settings (PUBLIC_URL, Twilio credentials and the
+            Realtime URL are replaced by local ones for the simulation).
+        wav: What the caller says; the built-in sample when None.
+        out: Where to write what the caller heard.
+        bot: The bot to call; ``settings.bot`` when None.
+        timeout: Seconds before the simulation gives up.
+
+    Returns:
+        The result, with transcript and timings.
+    """
+    caller_audio = load_wav_as_ulaw(wav) if wav else sample_audio()
+    emulator = None
+    if settings.openai_api_key is None:
+        emulator = RealtimeEmulator(
+            replies=_emulated_model, transcripts=[SAMPLE_TEXT] if wav is None else None
+        )
+        await emulator.start()
+    server = LocalServer()
+    auth_token = secrets.token_hex(16)
+    overrides = {
+        "public_url": server.url,
+        "twilio_auth_token": auth_token,
+        "twilio_validate_signatures": True,
+    }
+    if bot:
+        overrides["bot"] = bot
+    if emulator:
+        overrides["openai_realtime_url"] = emulator.url
+    server.app = create_app(Settings(_env_file=None, **{**settings.model_dump(), **overrides}))
+    runner = server.app.state.runner
+    caller = TwilioCaller(server_url=server.url, public_url=server.url, auth_token=auth_token)
+    try:
+        await server.start()
+        async with asyncio.timeout(timeout):
+            return await _converse(caller, runner, caller_audio, out, emulator is not None)
+    except TimeoutError:
+        raise SettingsError(
+            f"the simulated call did not finish within {timeout:.0f} s "
+            "(is the Realtime API reachable with this key?)"
+        ) from None
+    finally:
+        await caller.close()
+        await server.stop()
+        if emulator:
+            await emulator.stop()
+
+
+async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path, emulated: bool):
+    loop = asyncio.get_running_loop()
+    await caller.call()
+    stream_start = caller.started_at or loop.time()
+
+    await caller.wait_until(lambda: caller.heard_ms > 0, timeout=30)
+    await _wait_quiet(caller)
+    greeting_bytes = len(caller.heard)
+
+    await caller.say(caller_audio)
+    said_at = loop.time()
+    await caller.wait_until(lambda: len(caller.heard) > greeting_bytes, timeout=30)
+    await _wait_quiet(caller)
+
+    await caller.hangup()
+    hung_up = caller.hung_up_at or loop.time()
+    await _wait_finished(runner, caller.call_sid)
+    summary = next(s for s in runner.finished if s.call_sid == caller.call_sid)
+
+    write_ulaw_wav(out, _real_time_recording(caller))
+    greeting_at = caller.play_time_of(0)
+    answer_at = caller.play_time_of(greeting_bytes)
+    return SimulationResult(
+        summary=summary,
+        used_emulator=emulated,
+        heard_path=out,
+        heard_ms=len(caller.heard) / BYTES_PER_MS,
+        greeting_ms=(greeting_at - stream_start) * 1000 if greeting_at else None,
+        answer_ms=(answer_at - said_at) * 1000 if answer_at else None,
+        duration_s=hung_up - stream_start,
+    )
+
+
+async def _wait_quiet(caller: TwilioCaller) -> None:
+    """Wait until the phone has played everything and heard nothing new for a while."""
+    loop = asyncio.get_running_loop()
+
+    def quiet() -> bool:
+        last_played = max((t for t, played, _ in caller.playback if played), default=None)
+        return (
+            caller.buffered_ms == 0
+            and last_played is not None
+            and loop.time() - last_played >= _QUIET_SECS
+        )
+
+    await caller.wait_until(quiet, timeout=60)
+
+
+async def _wait_finished(runner, call_sid: str) -> None:
+    while not any(s.call_sid == call_sid for s in runner.finished):
+        await asyncio.sleep(0.02)
+
+
+def _real_time_recording(caller: TwilioCaller) -> bytes:
+    """What the phone played, tick by tick, with silence where nothing played."""
+    recording = bytearray()
+    for _, played, offset in caller.playback:
+        recording += caller.heard[offset : offset + played]
+        recording += bytes([ULAW_SILENCE]) * (FRAME_BYTES - played)
+    return bytes(recording)
+
+
+def print_result(result: SimulationResult) -> None:
+    """Print the transcript and timings of a simulated call."""
+    summary = result.summary
+    where = (
+        "the bundled Realtime emulator (no OPENAI_API_KEY set; the bot's words are scripted)"
+        if result.used_emulator
+        else "the OpenAI Realtime API"
+    )
+    print(f"Simulated call {summary.call_sid} to bot '{summary.bot}' on {where}.")
+    print("\nTranscript:")
+    for entry in summary.transcript:
+        print(f"  [{entry.at - summary.started_at:5.1f} s] {entry.role:>6}: {entry.text}")
+    if not summary.transcript:
+        print("  (empty)")
+    print("\nTimings:")
+    if result.greeting_ms is not None:
+        print(f"  greeting heard       {result.greeting_ms:7.0f} ms after the stream started")
+    if result.answer_ms is not None:
+        print(
+            f"  answer heard         {result.answer_ms:7.0f} ms after the caller's audio ended "
+            "(includes server VAD's end-of-speech silence)"
+        )
+    print(f"  bot audio heard      {result.heard_ms / 1000:7.1f} s")
+    print(f"  call duration        {result.duration_s:7.1f} s  (ended: {summary.end_reason})")
+    print(f"\nWhat the caller heard: {result.heard_path}")

@@ -1,0 +1,74 @@
+"""Shared fixtures: a Realtime emulator, the runner on a local port, and a simulated caller."""
+
+import contextlib
+import secrets
+from pathlib import Path
+
+import pytest
+
+from pipecat_realtime_twilio.app import create_app
+from pipecat_realtime_twilio.bot import load_bots
+from pipecat_realtime_twilio.settings import Settings
+from pipecat_realtime_twilio.testing.caller import TwilioCaller
+from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
+from pipecat_realtime_twilio.testing.server import LocalServer
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture
+async def emulator():
+    async with RealtimeEmulator() as emulator:
+        yield emulator
+
+
+def runner_settings(emulator: RealtimeEmulator, public_url: str, **overrides) -> Settings:
+    """Settings of a runner that talks to ``emulator``, ignoring the environment."""
+    values = {
+        "openai_api_key": "sk-test",
+        "openai_realtime_url": emulator.url,
+        "twilio_auth_token": AUTH_TOKEN,
+        "public_url": public_url,
+        "bots_dir": str(ROOT / "bots"),
+        "bot": "default",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def runner(emulator):
+    """The call runner serving the repository's bots on a local port, against the emulator."""
+    server = LocalServer()
+    settings = runner_settings(emulator, server.url)
+    server.app = create_app(settings, load_bots(settings.bots_dir))
+    async with server:
+        yield server
+
+
+@pytest.fixture
+async def caller(runner):
+    async with TwilioCaller(
+        server_url=runner.url, public_url=runner.url, auth_token=AUTH_TOKEN
+    ) as caller:
+        yield caller
+
+
+@contextlib.asynccontextmanager
+async def phone_call(*, bot: str = "default", **emulator_options):
+    """A runner against a fresh emulator, and a caller that has not dialled yet.
+
+    Yields:
+        (emulator, runner, caller): the ``RealtimeEmulator``, the ``CallRunner``
+        and the ``TwilioCaller``.
+    """
+    async with RealtimeEmulator(**emulator_options) as emulator:
+        server = LocalServer()
+        settings = runner_settings(emulator, server.url, bot=bot)
+        server.app = create_app(settings, load_bots(settings.bots_dir))
+        async with server:
+            async with TwilioCaller(
+                server_url=server.url, public_url=server.url, auth_token=AUTH_TOKEN
+            ) as caller:
+                yield emulator, server.app.state.runner, caller

@@ -1,0 +1,148 @@
+"""A whole call over real sockets: webhook -> TwiML -> media stream -> emulator and back."""
+
+import asyncio
+import json
+import os
+
+import httpx
+import pytest
+from conftest import phone_call
+
+from pipecat_realtime_twilio.audio import BYTES_PER_MS
+from pipecat_realtime_twilio.testing.caller import silence, tone
+from pipecat_realtime_twilio.testing.emulator import Reply
+
+
+def random_ulaw(ms: int) -> bytes:
+    """Loud noise over every μ-law code (0x7F, the negative zero, included)."""
+    return os.urandom(ms * BYTES_PER_MS)
+
+
+async def wait_quiet_after(caller, offset: int, timeout: float = 10.0, quiet_s: float = 0.6):
+    """Wait until audio past ``offset`` was heard, then until nothing more plays for a while."""
+    loop = asyncio.get_running_loop()
+    await caller.wait_until(lambda: len(caller.heard) > offset, timeout=timeout)
+    state = {"length": -1, "since": loop.time()}
+
+    def quiet() -> bool:
+        if len(caller.heard) != state["length"] or caller.buffered_ms:
+            state.update(length=len(caller.heard), since=loop.time())
+        return loop.time() - state["since"] >= quiet_s
+
+    await caller.wait_until(quiet, timeout=timeout)
+
+
+async def test_call_end_to_end_greeting_then_answer():
+    async with phone_call() as (emulator, runner, caller):
+        dial = await caller.call()
+        assert dial.stream_url == runner.settings.websocket_origin + "/media-stream"
+        assert dial.parameters["bot"] == "default"
+
+        await wait_quiet_after(caller, 0)
+        greeting = len(caller.heard)
+        assert greeting > 0
+
+        await caller.say(tone(1000) + silence(800))
+        await wait_quiet_after(caller, greeting)
+        assert len(caller.heard) > greeting
+
+        session = emulator.sessions[0]
+        types = [event["type"] for event in session.client_events]
+        assert types[0] == "session.update"
+        assert types.index("session.update") < types.index("input_audio_buffer.append")
+        assert "response.create" in types
+        audio = session.config["audio"]
+        assert audio["input"]["format"]["type"] == "audio/pcmu"
+        assert audio["output"]["format"]["type"] == "audio/pcmu"
+        assert audio["input"]["turn_detection"]["type"] == "server_vad"
+        assert [r.trigger for r in session.responses] == ["response.create", "vad"]
+        # Every client event the project sent was valid for the openai models.
+        assert emulator.validation_errors == []
+        assert emulator.server_event_errors == []
+
+        await caller.hangup()
+        await caller.wait_until(lambda: runner.finished, timeout=5)
+        summary = runner.finished[0]
+        assert summary.bot == "default"
+        assert [e.role for e in summary.transcript][:1] == ["bot"]
+        assert "caller" in [e.role for e in summary.transcript]
+
+
+async def test_audio_is_bit_exact_both_ways():
+    greeting, answer = random_ulaw(1200), random_ulaw(1600)
+    async with phone_call(replies=[Reply(audio=greeting), Reply(audio=answer)]) as (
+        emulator,
+        _,
+        caller,
+    ):
+        await caller.call()
+        await wait_quiet_after(caller, 0)
+        assert bytes(caller.heard[: len(greeting)]) == greeting
+
+        spoken = random_ulaw(1500)
+        await caller.say(spoken + silence(800))
+        await wait_quiet_after(caller, len(greeting))
+        heard_answer = bytes(caller.heard[len(greeting) : len(greeting) + len(answer)])
+        assert heard_answer == answer
+
+        # The model received the caller's bytes unchanged.
+        assert spoken in bytes(emulator.sessions[0].input_audio)
+        assert emulator.validation_errors == []
+
+
+async def test_malformed_packets_are_dropped_and_the_call_goes_on():
+    async with phone_call() as (emulator, runner, caller):
+        await caller.call()
+        await wait_quiet_after(caller, 0)
+        greeting = len(caller.heard)
+
+        stream_sid = caller.stream_sid
+        await caller.send_raw("{this is not json")
+        await caller.send_raw(
+            json.dumps(
+                {"event": "media", "streamSid": stream_sid, "media": {"payload": "@@not base64@@"}}
+            )
+        )
+        await caller.send_raw(json.dumps({"event": "surprise", "streamSid": stream_sid}))
+        await caller.send_raw("x" * (1024 * 1024))
+
+        await caller.say(tone(1000) + silence(800))
+        await wait_quiet_after(caller, greeting)
+        assert len(caller.heard) > greeting
+        call = runner.active[caller.call_sid]
+        assert call.serializer.dropped_messages == 4
+        assert len(emulator.sessions) == 1
+        assert [r.trigger for r in emulator.sessions[0].responses] == ["response.create", "vad"]
+
+
+async def test_caller_hang_up_closes_the_openai_socket():
+    async with phone_call() as (emulator, runner, caller):
+        await caller.call()
+        await wait_quiet_after(caller, 0)
+        session = emulator.sessions[0]
+        assert session.closed_at is None
+
+        await caller.hangup()
+        await emulator.wait_for(lambda: session.closed_at is not None, timeout=5)
+        assert session.closed_at >= caller.hung_up_at
+        await caller.wait_until(lambda: runner.finished, timeout=5)
+        assert runner.finished[0].end_reason == "caller hung up"
+        assert runner.active == {}
+        assert len(emulator.sessions) == 1
+
+
+@pytest.mark.parametrize("signature", [None, "bm90IHRoZSBzaWduYXR1cmU="])
+async def test_webhook_without_valid_signature_is_refused(runner, signature):
+    headers = {"X-Twilio-Signature": signature} if signature else {}
+    async with httpx.AsyncClient(base_url=runner.url) as client:
+        response = await client.post(
+            "/incoming", data={"CallSid": "CA" + "0" * 32, "From": "+1555"}, headers=headers
+        )
+    assert response.status_code == 403
+
+
+async def test_webhook_answers_twiml_built_for_the_public_url(caller):
+    dial = await caller.dial()
+    assert dial.status == 200
+    assert dial.stream_url.endswith("/media-stream")
+    assert dial.parameters == {"bot": "default", "from": caller.from_number, "to": caller.to_number}

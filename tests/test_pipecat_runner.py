@@ -1,0 +1,80 @@
+"""The README's example bot, run by Pipecat's own development runner, answers a call."""
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+from pipecat_realtime_twilio.testing.caller import TwilioCaller
+from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pipecat_runner_bot.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the runner exited with {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"Pipecat's runner did not listen on {port}")
+
+
+async def test_example_bot_under_pipecats_development_runner(tmp_path):
+    port = free_port()
+    async with RealtimeEmulator() as emulator:
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_REALTIME_URL": emulator.url,
+            "PIPECAT_ALLOWED_ORIGINS": "",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLE),
+            "-t",
+            "twilio",
+            "-x",
+            f"127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_for_port(port, process)
+            async with TwilioCaller(
+                server_url=f"http://127.0.0.1:{port}",
+                public_url=f"https://127.0.0.1:{port}",
+                auth_token="unused",
+                webhook_path="/",
+                sign=False,
+            ) as caller:
+                dial = await caller.call()
+                assert dial.stream_url == f"wss://127.0.0.1:{port}/ws"
+                await caller.wait_heard(500, timeout=15)
+                session = emulator.sessions[0]
+                assert session.config["audio"]["output"]["format"]["type"] == "audio/pcmu"
+                await caller.hangup()
+                await emulator.wait_for(lambda: session.closed_at is not None, timeout=5)
+            assert emulator.validation_errors == []
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=15)
