@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from pipecat_realtime_twilio.app import CallSummary, create_app
-from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE
+from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller, load_wav_as_ulaw, write_ulaw_wav
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
@@ -42,7 +44,8 @@ class SimulationResult:
         heard_path: The WAV file of what the caller heard, in real time.
         heard_ms: How much bot audio the caller heard.
         greeting_ms: Stream start to the first greeting audio played at the phone.
-        answer_ms: End of the caller's speech to the first answer audio played at the phone.
+        answer_ms: End of the caller's speech (its last loud packet) to the first answer
+            audio played at the phone.
         duration_s: Stream start to hang-up.
     """
 
@@ -146,7 +149,9 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
     greeting_bytes = len(caller.heard)
 
     await caller.say(caller_audio)
-    said_at = loop.time()
+    # When the caller's last spoken packet (not its trailing silence) went out.
+    trailing_ms = (len(caller_audio) - _speech_end(caller_audio)) / BYTES_PER_MS
+    speech_ended_at = loop.time() - trailing_ms / 1000
     await caller.wait_until(lambda: len(caller.heard) > greeting_bytes, timeout=30)
     await _wait_quiet(caller)
 
@@ -164,7 +169,7 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
         heard_path=out,
         heard_ms=len(caller.heard) / BYTES_PER_MS,
         greeting_ms=(greeting_at - stream_start) * 1000 if greeting_at else None,
-        answer_ms=(answer_at - said_at) * 1000 if answer_at else None,
+        answer_ms=(answer_at - speech_ended_at) * 1000 if answer_at else None,
         duration_s=hung_up - stream_start,
     )
 
@@ -187,6 +192,14 @@ async def _wait_quiet(caller: TwilioCaller) -> None:
 async def _wait_finished(runner, call_sid: str) -> None:
     while not any(s.call_sid == call_sid for s in runner.finished):
         await asyncio.sleep(0.02)
+
+
+def _speech_end(ulaw: bytes, threshold: float = 300.0) -> int:
+    """Return the byte offset just past the last 20 ms packet with speech energy."""
+    pcm = np.frombuffer(ulaw_to_pcm16(ulaw[: len(ulaw) - len(ulaw) % FRAME_BYTES]), np.int16)
+    frames = pcm.reshape(-1, FRAME_BYTES).astype(np.float64)
+    loud = np.nonzero(np.sqrt((frames**2).mean(axis=1)) >= threshold)[0]
+    return int(loud[-1] + 1) * FRAME_BYTES if len(loud) else len(ulaw)
 
 
 def _real_time_recording(caller: TwilioCaller) -> bytes:
@@ -217,8 +230,8 @@ def print_result(result: SimulationResult) -> None:
         print(f"  greeting heard       {result.greeting_ms:7.0f} ms after the stream started")
     if result.answer_ms is not None:
         print(
-            f"  answer heard         {result.answer_ms:7.0f} ms after the caller's audio ended "
-            "(includes server VAD's end-of-speech silence)"
+            f"  answer heard         {result.answer_ms:7.0f} ms after the caller stopped speaking "
+            "(server VAD waits for silence first)"
         )
     print(f"  bot audio heard      {result.heard_ms / 1000:7.1f} s")
     print(f"  call duration        {result.duration_s:7.1f} s  (ended: {summary.end_reason})")
