@@ -2,7 +2,14 @@ import warnings
 
 import numpy as np
 
-from pipecat_realtime_twilio.audio import pcm16_to_ulaw, ulaw_duration_ms, ulaw_to_pcm16
+from pipecat_realtime_twilio.audio import (
+    ALAW_SILENCE,
+    alaw_to_pcm16,
+    pcm16_to_alaw,
+    pcm16_to_ulaw,
+    ulaw_duration_ms,
+    ulaw_to_pcm16,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -34,3 +41,24 @@ def test_encoder_matches_g711_on_every_sample_but_minus_one():
 def test_odd_trailing_byte_is_ignored_and_duration():
     assert pcm16_to_ulaw(b"\x00\x00\x01") == b"\xff"
     assert ulaw_duration_ms(160) == 20
+
+
+def test_alaw_round_trip_is_identity_on_every_code():
+    codes = bytes(range(256))
+    assert pcm16_to_alaw(alaw_to_pcm16(codes)) == codes
+
+
+def test_alaw_decoder_matches_g711_on_every_code():
+    # Unlike the mu-law decoder there is no intentional difference: A-law has no negative zero.
+    codes = bytes(range(256))
+    assert alaw_to_pcm16(codes) == reference.alaw2lin(codes, 2)
+
+
+def test_alaw_encoder_matches_g711_on_every_sample():
+    samples = np.arange(-32768, 32768, dtype=np.int16).tobytes()
+    assert pcm16_to_alaw(samples) == reference.lin2alaw(samples, 2)
+
+
+def test_alaw_silence_odd_trailing_byte_and_empty_input():
+    assert pcm16_to_alaw(b"\x00\x00\x00\x00\x01") == bytes([ALAW_SILENCE]) * 2
+    assert pcm16_to_alaw(b"") == b"" and alaw_to_pcm16(b"") == b""

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 from conftest import ROOT
+from test_pipecat_runner import free_port, wait_for_port
 from twilio.request_validator import RequestValidator
 
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
-from test_pipecat_runner import free_port, wait_for_port
 
 SETTINGS = [
     "OPENAI_API_KEY",
