@@ -16,13 +16,9 @@ from pathlib import Path
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.call import CallSession
-from pipecat_realtime_twilio.settings import SettingsError
+from pipecat_realtime_twilio.errors import BotError, SettingsError
 
 PipelineBuilder = Callable[[CallSession], list[FrameProcessor] | Awaitable[list[FrameProcessor]]]
-
-
-class BotError(Exception):
-    """A bot file cannot be loaded or built; the message names the file."""
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipecat_realtime_twilio.bot import BotError, load_bots
-from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings
+from pipecat_realtime_twilio.errors import BotError, SettingsError
+from pipecat_realtime_twilio.settings import Settings, load_settings
 
 _LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
@@ -39,13 +39,13 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    settings.require_for_serving()
     import uvicorn
 
     from pipecat_realtime_twilio.app import create_app
 
-    settings = _settings(args)
-    configure_logging(settings.log_level)
-    settings.require_for_serving()
     if not settings.twilio_validate_signatures:
         logger.warning(
             "TWILIO_VALIDATE_SIGNATURES is off: anyone can call the webhook. "
@@ -61,10 +61,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from pipecat_realtime_twilio.simulate import print_result, simulate_call
-
     settings = _settings(args)
     configure_logging(args.log_level or "WARNING")
+    from pipecat_realtime_twilio.simulate import print_result, simulate_call
+
     result = asyncio.run(
         simulate_call(settings, wav=args.wav, out=args.out, bot=args.bot, timeout=args.timeout)
     )
@@ -75,6 +75,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _bots(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
+    from pipecat_realtime_twilio.bot import load_bots
+
     bots = load_bots(settings.bots_dir)
     width = max((len(name) for name in bots), default=0)
     for name, bot in bots.items():

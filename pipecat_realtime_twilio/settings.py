@@ -12,12 +12,10 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipecat_realtime_twilio.errors import SettingsError
+
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
-
-
-class SettingsError(Exception):
-    """A setting is missing or invalid; the message names it."""
 
 
 class Settings(BaseSettings):

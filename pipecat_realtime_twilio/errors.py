@@ -1,0 +1,15 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Errors a user fixes in configuration; their messages name the setting or file."""
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+class BotError(Exception):
+    """A bot file cannot be loaded or built; the message names the file."""
