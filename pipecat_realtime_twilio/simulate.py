@@ -18,9 +18,10 @@ import numpy as np
 from pipecat_realtime_twilio.app import CallSummary, create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
 from pipecat_realtime_twilio.settings import Settings, SettingsError
-from pipecat_realtime_twilio.testing.caller import TwilioCaller, load_wav_as_ulaw, write_ulaw_wav
+from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.server import LocalServer
+from pipecat_realtime_twilio.testing.sounds import load_wav_as_ulaw, write_ulaw_wav
 
 SAMPLE_TEXT = "Hi there. What time do you open tomorrow morning?"
 """What the built-in caller sample says."""

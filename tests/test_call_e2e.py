@@ -9,8 +9,8 @@ import pytest
 from conftest import phone_call
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
-from pipecat_realtime_twilio.testing.caller import silence, tone
 from pipecat_realtime_twilio.testing.emulator import Reply
+from pipecat_realtime_twilio.testing.sounds import silence, tone
 
 
 def random_ulaw(ms: int) -> bytes:

@@ -17,16 +17,10 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from websockets.exceptions import InvalidStatus
 
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
-from pipecat_realtime_twilio.testing.caller import (
-    CallRejected,
-    TwilioCaller,
-    load_wav_as_ulaw,
-    parse_twiml,
-    silence,
-    tone,
-    write_ulaw_wav,
-)
+from pipecat_realtime_twilio.testing.caller import CallRejected, TwilioCaller
 from pipecat_realtime_twilio.testing.server import LocalServer
+from pipecat_realtime_twilio.testing.sounds import load_wav_as_ulaw, silence, tone, write_ulaw_wav
+from pipecat_realtime_twilio.testing.twiml import parse_twiml
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC = "https://bot.example.com"

@@ -7,9 +7,10 @@ from fastapi import FastAPI
 
 from pipecat_realtime_twilio.app import CallRunner
 from pipecat_realtime_twilio.bot import load_bots
-from pipecat_realtime_twilio.testing.caller import TwilioCaller, silence, tone
+from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.server import LocalServer
+from pipecat_realtime_twilio.testing.sounds import silence, tone
 
 WEATHER_BOT = textwrap.dedent(
     '''

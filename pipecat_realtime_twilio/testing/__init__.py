@@ -1,1 +1,11 @@
-"""Testing kit: a Realtime API emulator, a Twilio caller simulator and a fake Twilio REST API."""
+"""Testing kit: run a whole phone call on 127.0.0.1, no phone, network or key needed.
+
+- :mod:`~pipecat_realtime_twilio.testing.emulator`: ``RealtimeEmulator``, a local OpenAI
+  Realtime API (GA) server that validates every client event against the ``openai`` models.
+- :mod:`~pipecat_realtime_twilio.testing.caller`: ``TwilioCaller``, a client that calls a
+  runner as Twilio does, with a phone playback clock that echoes marks as audio is played.
+- :mod:`~pipecat_realtime_twilio.testing.fake_rest`: ``FakeTwilioRest``, a fake Twilio REST API.
+- :mod:`~pipecat_realtime_twilio.testing.sounds`: caller speech (tones, silence, WAV files).
+- :mod:`~pipecat_realtime_twilio.testing.twiml`: TwiML parsed the way Twilio reads it.
+- :mod:`~pipecat_realtime_twilio.testing.server`: ``LocalServer``, an ASGI app on a local port.
+"""

@@ -34,8 +34,8 @@ Example::
         await caller.wait_heard(1000)
         await caller.hangup()
 
-The module also has small audio helpers for making caller speech: `tone`,
-`silence`, `load_wav_as_ulaw` and `write_ulaw_wav`.
+Caller speech comes from :mod:`pipecat_realtime_twilio.testing.sounds` (``tone``,
+``silence``, WAV files); TwiML parsing from :mod:`pipecat_realtime_twilio.testing.twiml`.
 """
 
 from __future__ import annotations
@@ -45,19 +45,14 @@ import base64
 import binascii
 import json
 import secrets
-import struct
 import uuid
-import wave
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
-import numpy as np
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -65,173 +60,15 @@ from websockets.exceptions import ConnectionClosed
 
 from pipecat_realtime_twilio.audio import (
     BYTES_PER_MS,
-    SAMPLE_RATE,
     ULAW_SILENCE,
-    pcm16_to_ulaw,
-    ulaw_to_pcm16,
 )
+from pipecat_realtime_twilio.testing.twiml import DialResult, parse_twiml
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 """The header carrying Twilio's request signature."""
 
 DTMF_DIGITS = "0123456789*#"
 """The digits a Media Stream ``dtmf`` event can carry."""
-
-
-# --------------------------------------------------------------------------------------------
-# Audio helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _ms_to_bytes(ms: float) -> int:
-    return int(round(ms * BYTES_PER_MS))
-
-
-def tone(ms: float, freq: float = 440.0, amplitude: int = 8000) -> bytes:
-    """Make a sine tone as 8 kHz μ-law, e.g. to stand in for caller speech.
-
-    Args:
-        ms: Duration in milliseconds.
-        freq: Frequency in Hz.
-        amplitude: Peak amplitude as a 16-bit PCM value (0..32767).
-
-    Returns:
-        The μ-law encoded tone, ``ms * 8`` bytes.
-    """
-    n = _ms_to_bytes(ms)
-    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
-    pcm = np.clip(np.round(amplitude * np.sin(2 * np.pi * freq * t)), -32768, 32767)
-    return pcm16_to_ulaw(pcm.astype("<i2").tobytes())
-
-
-def silence(ms: float) -> bytes:
-    """Make μ-law silence (code 0xFF).
-
-    Args:
-        ms: Duration in milliseconds.
-
-    Returns:
-        ``ms * 8`` bytes of μ-law silence.
-    """
-    return bytes([ULAW_SILENCE]) * _ms_to_bytes(ms)
-
-
-_WAVE_FORMAT_PCM = 0x0001
-_WAVE_FORMAT_MULAW = 0x0007
-_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-
-
-def _read_riff(path: str | Path) -> tuple[int, int, int, int, bytes]:
-    """Read a WAV file's format and data chunks without the `wave` module.
-
-    Python's `wave` module only reads integer PCM, so μ-law and
-    ``WAVE_FORMAT_EXTENSIBLE`` files are read here.
-
-    Returns:
-        ``(format_tag, channels, sample_rate, bits_per_sample, data)``.
-    """
-    raw = Path(path).read_bytes()
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        raise ValueError(f"{path}: not a RIFF/WAVE file")
-    pos = 12
-    fmt: tuple[int, int, int, int] | None = None
-    data: bytes | None = None
-    while pos + 8 <= len(raw):
-        chunk_id = raw[pos : pos + 4]
-        (size,) = struct.unpack_from("<I", raw, pos + 4)
-        body = raw[pos + 8 : pos + 8 + size]
-        if chunk_id == b"fmt ":
-            if len(body) < 16:
-                raise ValueError(f"{path}: truncated fmt chunk")
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-            if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
-                (tag,) = struct.unpack_from("<H", body, 24)  # first field of the SubFormat GUID
-            fmt = (tag, channels, rate, bits)
-        elif chunk_id == b"data":
-            data = body
-        pos += 8 + size + (size & 1)
-    if fmt is None or data is None:
-        raise ValueError(f"{path}: missing fmt or data chunk")
-    return (*fmt, data)
-
-
-def _resample_linear(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    if rate == new_rate or len(samples) == 0:
-        return samples
-    n_out = int(round(len(samples) * new_rate / rate))
-    positions = np.arange(n_out, dtype=np.float64) * (rate / new_rate)
-    return np.interp(positions, np.arange(len(samples), dtype=np.float64), samples)
-
-
-def load_wav_as_ulaw(path: str | Path) -> bytes:
-    """Load a WAV file as 8 kHz mono μ-law, ready for `TwilioCaller.say`.
-
-    Reads integer PCM (8, 16 or 32 bit) with the stdlib `wave` module and
-    μ-law WAV files with a small RIFF reader, at any sample rate and channel
-    count. Channels are averaged to mono and other rates are resampled to
-    8 kHz by linear interpolation. An 8 kHz mono μ-law file is returned
-    byte for byte.
-
-    Args:
-        path: The WAV file to read.
-
-    Returns:
-        The audio as 8 kHz μ-law bytes.
-
-    Raises:
-        ValueError: If the file is not a WAV file in a supported encoding.
-    """
-    try:
-        with wave.open(str(path), "rb") as wav:
-            tag = _WAVE_FORMAT_PCM
-            channels = wav.getnchannels()
-            rate = wav.getframerate()
-            bits = wav.getsampwidth() * 8
-            data = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError):
-        tag, channels, rate, bits, data = _read_riff(path)
-
-    if channels < 1 or rate < 1:
-        raise ValueError(f"{path}: invalid WAV header ({channels} channels, {rate} Hz)")
-    if tag == _WAVE_FORMAT_MULAW and bits == 8:
-        if channels == 1 and rate == SAMPLE_RATE:
-            return bytes(data)
-        frames = len(data) // channels
-        pcm = np.frombuffer(ulaw_to_pcm16(data[: frames * channels]), dtype="<i2")
-        samples = pcm.astype(np.float64)
-    elif tag == _WAVE_FORMAT_PCM and bits in (8, 16, 32):
-        width = bits // 8
-        frames = len(data) // (width * channels)
-        data = data[: frames * width * channels]
-        if bits == 8:
-            samples = (np.frombuffer(data, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
-        elif bits == 16:
-            samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
-        else:
-            samples = np.frombuffer(data, dtype="<i4").astype(np.float64) / 65536.0
-    else:
-        raise ValueError(
-            f"{path}: unsupported WAV encoding (format tag {tag:#06x}, {bits} bits); "
-            "use 8/16/32-bit PCM or 8-bit μ-law"
-        )
-    mono = samples.reshape(-1, channels).mean(axis=1)
-    resampled = _resample_linear(mono, rate, SAMPLE_RATE)
-    pcm16 = np.clip(np.round(resampled), -32768, 32767).astype("<i2")
-    return pcm16_to_ulaw(pcm16.tobytes())
-
-
-def write_ulaw_wav(path: str | Path, ulaw: bytes) -> None:
-    """Write μ-law audio as a 16-bit PCM, 8 kHz, mono WAV file (e.g. `TwilioCaller.heard`).
-
-    Args:
-        path: Where to write the file.
-        ulaw: 8 kHz μ-law audio.
-    """
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        wav.writeframes(ulaw_to_pcm16(bytes(ulaw)))
 
 
 def make_sid(prefix: str) -> str:
@@ -264,126 +101,6 @@ class CallRejected(Exception):
         super().__init__(f"voice webhook answered HTTP {status}: {body[:200]!r}")
         self.status = status
         self.body = body
-
-
-class TwimlError(ValueError):
-    """The webhook's answer is not a TwiML document Twilio could execute."""
-
-
-@dataclass
-class TwimlVerb:
-    """One TwiML element with its attributes, text and nested elements.
-
-    Parameters:
-        name: The element name, e.g. ``"Say"`` or ``"Connect"``.
-        attributes: The element's attributes.
-        text: The element's text, stripped (e.g. what ``<Say>`` speaks).
-        children: Nested elements (nouns), e.g. ``<Stream>`` inside ``<Connect>``.
-    """
-
-    name: str
-    attributes: dict[str, str] = field(default_factory=dict)
-    text: str = ""
-    children: list[TwimlVerb] = field(default_factory=list)
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> TwimlVerb:
-        """Build a verb tree from a parsed XML element."""
-        return cls(
-            name=element.tag,
-            attributes=dict(element.attrib),
-            text=(element.text or "").strip(),
-            children=[cls.from_element(child) for child in element],
-        )
-
-
-@dataclass
-class DialResult:
-    """What the voice webhook answered, parsed the way Twilio reads it.
-
-    Parameters:
-        status: HTTP status of the webhook response.
-        twiml: The response body as text.
-        content_type: The response's Content-Type header.
-        url: The public URL that was requested (and signed).
-        params: The form parameters that were sent.
-        signature: The ``X-Twilio-Signature`` that was sent, if signing.
-        verbs: Every top-level TwiML verb, in order.
-        stream_url: The ``<Connect><Stream url>``, exactly as written.
-        stream_attributes: All attributes of the ``<Stream>`` element.
-        parameters: The ``<Parameter name value>`` pairs inside ``<Stream>``.
-        connect_action: The ``<Connect action>`` attribute as written, if any.
-        connect_method: The ``<Connect method>`` (Twilio's default is POST).
-        action_url: ``connect_action`` resolved against ``url``, if any.
-        after_connect: The verbs after ``<Connect>``, which Twilio runs when the stream
-            ends and there is no action URL.
-    """
-
-    status: int
-    twiml: str
-    content_type: str | None = None
-    url: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-    signature: str | None = None
-    verbs: list[TwimlVerb] = field(default_factory=list)
-    stream_url: str | None = None
-    stream_attributes: dict[str, str] = field(default_factory=dict)
-    parameters: dict[str, str] = field(default_factory=dict)
-    connect_action: str | None = None
-    connect_method: str = "POST"
-    action_url: str | None = None
-    after_connect: list[TwimlVerb] = field(default_factory=list)
-
-    @property
-    def verb_names(self) -> list[str]:
-        """The names of the top-level verbs, e.g. ``["Say", "Connect", "Hangup"]``."""
-        return [verb.name for verb in self.verbs]
-
-
-def parse_twiml(
-    twiml: str, *, url: str = "", status: int = 200, content_type: str | None = None
-) -> DialResult:
-    """Parse a TwiML document the way Twilio does for a ``<Connect><Stream>`` call.
-
-    Args:
-        twiml: The TwiML text.
-        url: The URL the document was fetched from; relative ``action`` URLs resolve
-            against it.
-        status: HTTP status to record in the result.
-        content_type: Content-Type to record in the result.
-
-    Returns:
-        The parsed document.
-
-    Raises:
-        TwimlError: If the text is not XML or its root is not ``<Response>``.
-    """
-    try:
-        root = ET.fromstring(twiml.strip())
-    except ET.ParseError as exc:
-        raise TwimlError(f"TwiML is not well-formed XML ({exc}): {twiml[:200]!r}") from exc
-    if root.tag != "Response":
-        raise TwimlError(f"TwiML root element is <{root.tag}>, not <Response>")
-    result = DialResult(status=status, twiml=twiml, content_type=content_type, url=url)
-    result.verbs = [TwimlVerb.from_element(element) for element in root]
-    for index, element in enumerate(root):
-        if element.tag != "Connect":
-            continue
-        stream = element.find("Stream")
-        if stream is None:
-            continue
-        result.stream_url = stream.get("url")
-        result.stream_attributes = dict(stream.attrib)
-        result.parameters = {
-            param.get("name", ""): param.get("value", "") for param in stream.iter("Parameter")
-        }
-        result.connect_action = element.get("action")
-        result.connect_method = (element.get("method") or "POST").upper()
-        if result.connect_action:
-            result.action_url = urljoin(url, result.connect_action) if url else None
-        result.after_connect = result.verbs[index + 1 :]
-        break
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -1007,7 +724,7 @@ class TwilioCaller:
         Raises:
             TimeoutError: If not enough audio was played in time.
         """
-        need = _ms_to_bytes(ms)
+        need = round(ms * BYTES_PER_MS)
         await self.wait_until(
             lambda: len(self.heard) >= need, timeout, message=f"{ms:g} ms of played audio"
         )
