@@ -7,6 +7,7 @@
 """CallSession: one Twilio Media Stream, its transport and its pipeline."""
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -266,10 +267,8 @@ class CallSession:
 
     async def close(self) -> None:
         """End a call whose pipeline never ran by closing its stream."""
-        try:
+        with contextlib.suppress(RuntimeError):  # already closed by the other side
             await self._websocket.close()
-        except RuntimeError:
-            pass  # already closed by the other side
 
     async def _on_stop(self) -> None:
         self.end_reason = self.end_reason or "caller hung up"

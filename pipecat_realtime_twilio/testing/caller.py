@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import secrets
 import uuid
@@ -572,7 +573,7 @@ class TwilioCaller:
         self._hanging_up = True
         await self._cancel_tasks([self._media_task, self._playback_task])
         loop = asyncio.get_running_loop()
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await self._send_event(
                 {
                     "event": "stop",
@@ -581,13 +582,9 @@ class TwilioCaller:
                     "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
                 }
             )
-        except ConnectionClosed:
-            pass
         self.hung_up_at = loop.time()
-        try:
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
             await asyncio.wait_for(self._ws.close(1000), timeout=5)
-        except (TimeoutError, ConnectionClosed):
-            pass
         if self._receive_task is not None:
             await self._cancel_tasks([self._receive_task], wait=2.0)
         self._finish()
@@ -599,10 +596,8 @@ class TwilioCaller:
         self._closed = True
         await self._cancel_tasks(list(self._tasks) + list(self._side_tasks))
         if self._ws is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), timeout=2)
-            except Exception:
-                pass
         self._finish()
 
     async def __aenter__(self) -> TwilioCaller:
@@ -786,15 +781,13 @@ class TwilioCaller:
         loop = asyncio.get_running_loop()
         period = self.frame_ms / 1000
         tick = 0
-        try:
+        with contextlib.suppress(ConnectionClosed):
             while True:
                 delay = start + tick * period - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self._send_media_packet(timestamp_ms=tick * self.frame_ms)
                 tick += 1
-        except ConnectionClosed:
-            pass
 
     async def _send_media_packet(self, timestamp_ms: int) -> None:
         chunk = bytes(self._outgoing[: self.frame_bytes])
@@ -838,11 +831,9 @@ class TwilioCaller:
     async def _receive_loop(self) -> None:
         ws = self._require_ws()
         loop = asyncio.get_running_loop()
-        try:
+        with contextlib.suppress(ConnectionClosed):
             async for raw in ws:
                 self._handle_message(loop.time(), raw)
-        except ConnectionClosed:
-            pass
         if not self._hanging_up and not self._closed:
             self.stream_ended_at = loop.time()
             self.close_code = ws.close_code

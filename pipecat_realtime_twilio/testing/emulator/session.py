@@ -14,6 +14,7 @@ responses in ``responses``; both are mixed into ``EmulatedSession``.
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 from collections.abc import Awaitable
@@ -264,7 +265,7 @@ class EmulatedSession(InputAudio, Responses):
         self._emit({"type": "session.created", "session": copy.deepcopy(self.config)})
 
     async def _run(self) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed):
             async for message in self._ws:
                 try:
                     self._on_message(message)
@@ -279,8 +280,6 @@ class EmulatedSession(InputAudio, Responses):
                         None,
                         error_type="server_error",
                     )
-        except ConnectionClosed:
-            pass
 
     async def _shutdown(self) -> None:
         if self.closed_at is None:
