@@ -17,7 +17,7 @@ from pipecat_realtime_twilio.bot import Bot, BotError, load_bots, select_bot
 from pipecat_realtime_twilio.call import CallSession, StreamRejected
 from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
 from pipecat_realtime_twilio.settings import Settings, load_settings, use_settings
-from pipecat_realtime_twilio.twilio.security import verified_form
+from pipecat_realtime_twilio.twilio.security import account_allowed, verified_form
 from pipecat_realtime_twilio.twilio.twiml import stream_twiml
 
 _FINISHED_CALLS_KEPT = 100
@@ -95,6 +95,10 @@ class CallRunner:
         except StreamRejected as e:
             logger.warning(f"Refused a media stream: {e}")
             await websocket.close(code=1008)
+            return
+        if not account_allowed(call.start.account_sid, self.settings):
+            logger.warning(f"Refused a media stream of account {call.start.account_sid!r}")
+            await call.close(code=1008)
             return
         with logger.contextualize(call_sid=call.call_sid):
             await self._run_call(call)

@@ -265,10 +265,14 @@ class CallSession:
         self.end_reason = self.end_reason or "pipeline ended"
         logger.info(f"Call {self.call_sid} ended: {self.end_reason}")
 
-    async def close(self) -> None:
-        """End a call whose pipeline never ran by closing its stream."""
+    async def close(self, code: int = 1000) -> None:
+        """End a call whose pipeline never ran by closing its stream.
+
+        Args:
+            code: The websocket close code.
+        """
         with contextlib.suppress(RuntimeError):  # already closed by the other side
-            await self._websocket.close()
+            await self._websocket.close(code=code)
 
     async def _on_stop(self) -> None:
         self.end_reason = self.end_reason or "caller hung up"

@@ -38,12 +38,12 @@ class Settings(BaseSettings):
     openai_realtime_model: str = Field(
         default=DEFAULT_REALTIME_MODEL, description="Realtime model of every call."
     )
-    twilio_account_sid: str | None = Field(default=None, description="Twilio account SID (AC...).")
+    twilio_account_sid: str | None = Field(
+        default=None,
+        description="Twilio account SID (AC...); when set, other accounts' calls are refused.",
+    )
     twilio_auth_token: SecretStr | None = Field(
         default=None, description="Twilio auth token; signs and checks Twilio's requests."
-    )
-    twilio_api_url: AnyHttpUrl = Field(
-        default=AnyHttpUrl("https://api.twilio.com"), description="Twilio REST API origin."
     )
     twilio_validate_signatures: bool = Field(
         default=True,

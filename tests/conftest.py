@@ -56,7 +56,7 @@ async def caller(runner):
 
 
 @contextlib.asynccontextmanager
-async def phone_call(*, bot: str = "default", **emulator_options):
+async def phone_call(*, bot: str = "default", settings: dict | None = None, **emulator_options):
     """A runner against a fresh emulator, and a caller that has not dialled yet.
 
     Yields:
@@ -65,7 +65,7 @@ async def phone_call(*, bot: str = "default", **emulator_options):
     """
     async with RealtimeEmulator(**emulator_options) as emulator:
         server = LocalServer()
-        settings = runner_settings(emulator, server.url, bot=bot)
+        settings = runner_settings(emulator, server.url, bot=bot, **(settings or {}))
         server.app = create_app(settings, load_bots(settings.bots_dir))
         async with server:
             async with TwilioCaller(

@@ -3,12 +3,14 @@
 import asyncio
 import json
 import os
+from collections import deque
 
 import httpx
 import pytest
 from conftest import phone_call
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
+from pipecat_realtime_twilio.testing.caller import CallRejected
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
@@ -146,3 +148,28 @@ async def test_webhook_answers_twiml_built_for_the_public_url(caller):
     assert dial.status == 200
     assert dial.stream_url.endswith("/media-stream")
     assert dial.parameters == {"bot": "default", "from": caller.from_number, "to": caller.to_number}
+
+
+async def test_other_accounts_are_refused_on_the_webhook_and_the_stream():
+    ours = "AC" + "a" * 32
+    async with phone_call(settings={"twilio_account_sid": ours}) as (emulator, runner, caller):
+        caller.account_sid = "AC" + "b" * 32
+        with pytest.raises(CallRejected) as refused:
+            await caller.dial()
+        assert refused.value.status == 403
+
+        caller.account_sid = ours
+        await caller.dial()
+        caller.account_sid = "AC" + "b" * 32  # a stream claiming another account
+        await caller.connect()
+        await caller.wait_ended(timeout=5)
+        assert caller.close_code == 1008
+        assert emulator.sessions == [] and runner.finished == deque()
+
+
+async def test_our_account_is_answered():
+    ours = "AC" + "a" * 32
+    async with phone_call(settings={"twilio_account_sid": ours}) as (_, _runner, caller):
+        caller.account_sid = ours
+        await caller.call()
+        await caller.wait_heard(200, timeout=10)

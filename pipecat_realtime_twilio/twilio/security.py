@@ -50,4 +50,15 @@ async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
     if not signature or not RequestValidator(token).validate(url, form, signature):
         logger.warning(f"Refused a request to {url}: missing or wrong X-Twilio-Signature")
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
+    if not account_allowed(form.get("AccountSid"), settings):
+        logger.warning(f"Refused a request to {url} from account {form.get('AccountSid')!r}")
+        raise HTTPException(status_code=403, detail="unknown Twilio account")
     return form
+
+
+def account_allowed(account_sid: str | None, settings: Settings) -> bool:
+    """Whether a request or stream of ``account_sid`` may use this runner.
+
+    With ``TWILIO_ACCOUNT_SID`` set, only that account may; otherwise any.
+    """
+    return settings.twilio_account_sid is None or account_sid == settings.twilio_account_sid
