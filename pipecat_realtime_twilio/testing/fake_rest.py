@@ -33,7 +33,7 @@ Pointing the ``twilio`` client at another base URL:
         from twilio.rest import Client
 
         client = Client(account_sid, auth_token, http_client=AsyncTwilioHttpClient())
-        client.api.base_url = api_url  # e.g. fake.url or settings.TWILIO_API_URL
+        client.api.base_url = api_url  # e.g. fake.url
         call = await client.calls.create_async(to=..., from_=..., twiml=...)
 
     ``client.calls`` is ``client.api.account.calls``, so it goes through that domain.
