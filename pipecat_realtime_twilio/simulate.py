@@ -32,7 +32,7 @@ EMULATOR_ANSWER = (
 )
 
 _GREETING_RE = re.compile(r"Greet the caller now by saying: (.+)$", re.DOTALL)
-_QUIET_SECS = 1.0
+_QUIET_MS = 1000.0
 
 
 @dataclass
@@ -145,16 +145,14 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
     await caller.call()
     stream_start = caller.started_at or loop.time()
 
-    await caller.wait_until(lambda: caller.heard_ms > 0, timeout=30)
-    await _wait_quiet(caller)
+    await caller.wait_quiet(quiet_ms=_QUIET_MS, timeout=60)
     greeting_bytes = len(caller.heard)
 
     await caller.say(caller_audio)
     # When the caller's last spoken packet (not its trailing silence) went out.
     trailing_ms = (len(caller_audio) - _speech_end(caller_audio)) / BYTES_PER_MS
     speech_ended_at = loop.time() - trailing_ms / 1000
-    await caller.wait_until(lambda: len(caller.heard) > greeting_bytes, timeout=30)
-    await _wait_quiet(caller)
+    await caller.wait_quiet(after=greeting_bytes, quiet_ms=_QUIET_MS, timeout=60)
 
     await caller.hangup()
     hung_up = caller.hung_up_at or loop.time()
@@ -173,21 +171,6 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
         answer_ms=(answer_at - speech_ended_at) * 1000 if answer_at else None,
         duration_s=hung_up - stream_start,
     )
-
-
-async def _wait_quiet(caller: TwilioCaller) -> None:
-    """Wait until the phone has played everything and heard nothing new for a while."""
-    loop = asyncio.get_running_loop()
-
-    def quiet() -> bool:
-        last_played = max((t for t, played, _ in caller.playback if played), default=None)
-        return (
-            caller.buffered_ms == 0
-            and last_played is not None
-            and loop.time() - last_played >= _QUIET_SECS
-        )
-
-    await caller.wait_until(quiet, timeout=60)
 
 
 async def _wait_finished(runner, call_sid: str) -> None:

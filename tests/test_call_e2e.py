@@ -1,6 +1,5 @@
 """A whole call over real sockets: webhook -> TwiML -> media stream -> emulator and back."""
 
-import asyncio
 import json
 import os
 from collections import deque
@@ -20,32 +19,18 @@ def random_ulaw(ms: int) -> bytes:
     return os.urandom(ms * BYTES_PER_MS)
 
 
-async def wait_quiet_after(caller, offset: int, timeout: float = 10.0, quiet_s: float = 0.6):
-    """Wait until audio past ``offset`` was heard, then until nothing more plays for a while."""
-    loop = asyncio.get_running_loop()
-    await caller.wait_until(lambda: len(caller.heard) > offset, timeout=timeout)
-    state = {"length": -1, "since": loop.time()}
-
-    def quiet() -> bool:
-        if len(caller.heard) != state["length"] or caller.buffered_ms:
-            state.update(length=len(caller.heard), since=loop.time())
-        return loop.time() - state["since"] >= quiet_s
-
-    await caller.wait_until(quiet, timeout=timeout)
-
-
 async def test_call_end_to_end_greeting_then_answer():
     async with phone_call() as (emulator, runner, caller):
         dial = await caller.call()
         assert dial.stream_url == runner.settings.websocket_origin + "/media-stream"
         assert dial.parameters["bot"] == "default"
 
-        await wait_quiet_after(caller, 0)
+        await caller.wait_quiet()
         greeting = len(caller.heard)
         assert greeting > 0
 
         await caller.say(tone(1000) + silence(800))
-        await wait_quiet_after(caller, greeting)
+        await caller.wait_quiet(after=greeting)
         assert len(caller.heard) > greeting
 
         session = emulator.sessions[0]
@@ -78,12 +63,12 @@ async def test_audio_is_bit_exact_both_ways():
         caller,
     ):
         await caller.call()
-        await wait_quiet_after(caller, 0)
+        await caller.wait_quiet()
         assert bytes(caller.heard[: len(greeting)]) == greeting
 
         spoken = random_ulaw(1500)
         await caller.say(spoken + silence(800))
-        await wait_quiet_after(caller, len(greeting))
+        await caller.wait_quiet(after=len(greeting))
         heard_answer = bytes(caller.heard[len(greeting) : len(greeting) + len(answer)])
         assert heard_answer == answer
 
@@ -95,7 +80,7 @@ async def test_audio_is_bit_exact_both_ways():
 async def test_malformed_packets_are_dropped_and_the_call_goes_on():
     async with phone_call() as (emulator, runner, caller):
         await caller.call()
-        await wait_quiet_after(caller, 0)
+        await caller.wait_quiet()
         greeting = len(caller.heard)
 
         stream_sid = caller.stream_sid
@@ -109,7 +94,7 @@ async def test_malformed_packets_are_dropped_and_the_call_goes_on():
         await caller.send_raw("x" * (1024 * 1024))
 
         await caller.say(tone(1000) + silence(800))
-        await wait_quiet_after(caller, greeting)
+        await caller.wait_quiet(after=greeting)
         assert len(caller.heard) > greeting
         call = runner.active[caller.call_sid]
         assert call.serializer.dropped_messages == 4
@@ -120,7 +105,7 @@ async def test_malformed_packets_are_dropped_and_the_call_goes_on():
 async def test_caller_hang_up_closes_the_openai_socket():
     async with phone_call() as (emulator, runner, caller):
         await caller.call()
-        await wait_quiet_after(caller, 0)
+        await caller.wait_quiet()
         session = emulator.sessions[0]
         assert session.closed_at is None
 

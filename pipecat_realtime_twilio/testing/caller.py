@@ -724,6 +724,35 @@ class TwilioCaller:
             lambda: len(self.heard) >= need, timeout, message=f"{ms:g} ms of played audio"
         )
 
+    async def wait_quiet(
+        self, after: int = 0, quiet_ms: float = 600.0, timeout: float = 10.0
+    ) -> None:
+        """Wait until audio past byte ``after`` of :attr:`heard` was played, then silence.
+
+        Silence means nothing is buffered and nothing was played for ``quiet_ms``:
+        the bot has finished saying what it started to say.
+
+        Args:
+            after: Byte offset in :attr:`heard` that new audio must pass.
+            quiet_ms: How long the phone must stay silent.
+            timeout: Seconds to wait at most, for each of the two conditions.
+
+        Raises:
+            TimeoutError: If no new audio played, or it did not stop, in time.
+        """
+        await self.wait_until(
+            lambda: len(self.heard) > after, timeout, message=f"audio past byte {after}"
+        )
+        loop = asyncio.get_running_loop()
+
+        def quiet() -> bool:
+            last = next((t for t, played, _ in reversed(self.playback) if played), None)
+            return (
+                not self._playbuf and last is not None and (loop.time() - last) * 1000 >= quiet_ms
+            )
+
+        await self.wait_until(quiet, timeout, message=f"{quiet_ms:g} ms of silence")
+
     async def wait_event(self, event: str, count: int = 1, timeout: float = 5.0) -> dict:
         """Wait until ``count`` messages with ``event`` were received from the server.
 
