@@ -1,7 +1,10 @@
 """Shared fixtures: a Realtime emulator, the runner on a local port, and a simulated caller."""
 
+import asyncio
 import contextlib
 import secrets
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,34 @@ async def phone_call(*, bot: str = "default", settings: dict | None = None, **em
                 server_url=server.url, public_url=server.url, auth_token=AUTH_TOKEN
             ) as caller:
                 yield emulator, server.app.state.runner, caller
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def spawn(*args: str, cwd, env: dict[str, str], capture: bool = False):
+    """Start ``python ARGS`` with this interpreter, output captured or discarded."""
+    stream = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=cwd, env=env, stdout=stream, stderr=stream
+    )
+
+
+async def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
+    """Wait until ``process`` listens on ``port`` (fails early if it exits)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {port} within {timeout:.0f} s")

@@ -2,13 +2,11 @@
 
 import asyncio
 import os
-import sys
 import wave
 from pathlib import Path
 
 import httpx
-from conftest import ROOT
-from test_pipecat_runner import free_port, wait_for_port
+from conftest import ROOT, free_port, spawn, wait_for_port
 from twilio.request_validator import RequestValidator
 
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
@@ -33,16 +31,7 @@ def clean_env(**values: str) -> dict[str, str]:
 
 
 async def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 90):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipecat_realtime_twilio",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn("-m", "pipecat_realtime_twilio", *args, cwd=cwd, env=env, capture=True)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     return process.returncode, stdout.decode(), stderr.decode()
 
@@ -75,16 +64,7 @@ async def test_serve_answers_a_signed_webhook(tmp_path):
         PORT=str(port),
         BOTS_DIR=str(ROOT / "bots"),
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipecat_realtime_twilio",
-        "serve",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await spawn("-m", "pipecat_realtime_twilio", "serve", cwd=tmp_path, env=env)
     try:
         await wait_for_port(port, process)
         form = {"CallSid": "CA" + "1" * 32, "From": "+15550001111", "To": "+15550002222"}

@@ -2,35 +2,14 @@
 
 import asyncio
 import os
-import socket
-import sys
 from pathlib import Path
+
+from conftest import free_port, spawn, wait_for_port
 
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pipecat_runner_bot.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"the runner exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"Pipecat's runner did not listen on {port}")
 
 
 async def test_example_bot_under_pipecats_development_runner(tmp_path):
@@ -42,8 +21,7 @@ async def test_example_bot_under_pipecats_development_runner(tmp_path):
             "OPENAI_REALTIME_URL": emulator.url,
             "PIPECAT_ALLOWED_ORIGINS": "",
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
+        process = await spawn(
             str(EXAMPLE),
             "-t",
             "twilio",
@@ -55,8 +33,6 @@ async def test_example_bot_under_pipecats_development_runner(tmp_path):
             str(port),
             cwd=tmp_path,
             env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             await wait_for_port(port, process)
