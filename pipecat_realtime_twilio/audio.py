@@ -163,8 +163,3 @@ def pcm16_to_alaw(pcm: bytes) -> bytes:
         A-law encoded samples, one byte each.
     """
     return _encode(_ALAW_ENCODE, pcm)
-
-
-def ulaw_duration_ms(num_bytes: int) -> float:
-    """Return how many milliseconds ``num_bytes`` of 8 kHz μ-law last."""
-    return num_bytes / BYTES_PER_MS

@@ -164,11 +164,6 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._llm_needs_conversation_setup = False
         self._register_event_handler("on_transcript")
 
-    @property
-    def instructions(self) -> str:
-        """The agent's system prompt."""
-        return self._instructions
-
     #
     # lifecycle
     #

@@ -7,7 +7,6 @@ from pipecat_realtime_twilio.audio import (
     alaw_to_pcm16,
     pcm16_to_alaw,
     pcm16_to_ulaw,
-    ulaw_duration_ms,
     ulaw_to_pcm16,
 )
 
@@ -38,9 +37,8 @@ def test_encoder_matches_g711_on_every_sample_but_minus_one():
     assert differing == [-1]
 
 
-def test_odd_trailing_byte_is_ignored_and_duration():
+def test_odd_trailing_byte_is_ignored():
     assert pcm16_to_ulaw(b"\x00\x00\x01") == b"\xff"
-    assert ulaw_duration_ms(160) == 20
 
 
 def test_alaw_round_trip_is_identity_on_every_code():
