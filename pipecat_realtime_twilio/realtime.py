@@ -38,6 +38,9 @@ DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 _NO_KEY_NEEDED = "no-key-needed"
 
+GREETING_INSTRUCTION = "The call has just been answered. Greet the caller now by saying: "
+"""Appended to the instructions, with the greeting, for the response that greets the caller."""
+
 
 @dataclass
 class TranscriptEntry:
@@ -214,10 +217,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             events.ResponseCreateEvent(
                 response=events.ResponseProperties(
                     output_modalities=["audio"],
-                    instructions=(
-                        f"{self._instructions}\n\nThe call has just been answered. "
-                        f"Greet the caller now by saying: {self._greeting}"
-                    ),
+                    instructions=f"{self._instructions}\n\n{GREETING_INSTRUCTION}{self._greeting}",
                 )
             )
         )

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipecat_realtime_twilio.app import CallSummary, create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
+from pipecat_realtime_twilio.realtime import GREETING_INSTRUCTION
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
@@ -31,7 +32,7 @@ EMULATOR_ANSWER = (
     "but I heard every word of that."
 )
 
-_GREETING_RE = re.compile(r"Greet the caller now by saying: (.+)$", re.DOTALL)
+_GREETING_RE = re.compile(re.escape(GREETING_INSTRUCTION) + "(.+)$", re.DOTALL)
 _QUIET_MS = 1000.0
 
 
