@@ -20,19 +20,29 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketInputTransport,
-    FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
-    FastAPIWebsocketTransport,
 )
 from pipecat.workers.runner import WorkerRunner
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
+from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.twilio.output import (
+    CHUNK_MS,
+    MAX_LEAD_MS,
+    TwilioOutputTransport,
+    TwilioTransport,
+)
+from pipecat_realtime_twilio.twilio.rest import TwilioRest
 from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
+from pipecat_realtime_twilio.twilio.twiml import dial_twiml
 
 START_TIMEOUT_SECS = 10.0
 """How long a new media stream may take to send its ``start`` message."""
 
 _MAX_MESSAGES_BEFORE_START = 10
+
+CALL_METADATA_KEY = "pipecat_realtime_twilio.call"
+"""Where the pipeline's ``StartFrame.metadata`` carries the :class:`CallSession`."""
 
 
 class StreamRejected(Exception):
@@ -136,21 +146,45 @@ class CallSession:
 
     The call ends when the caller hangs up (Twilio's ``stop`` or the socket
     closing), which cancels the pipeline at once so the Realtime socket, which
-    bills while open, is closed without delay.
+    bills while open, is closed without delay. The bot ends it with :meth:`end`
+    or :meth:`transfer`, which close the stream once the caller has heard
+    everything; Twilio then runs what follows the ``<Connect>`` (or requests its
+    ``action`` URL, where the runner answers with :attr:`next_twiml`).
+
+    The pipeline's ``StartFrame.metadata`` carries the call under
+    :data:`CALL_METADATA_KEY`, which is how a ``RealtimeAgent`` finds the phone.
     """
 
-    def __init__(self, websocket: WebSocket, start: StreamStart):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        start: StreamStart,
+        *,
+        rest: TwilioRest | None = None,
+        chunk_ms: int = CHUNK_MS,
+        max_lead_ms: int = MAX_LEAD_MS,
+    ):
         """Initialize the call on an accepted websocket whose ``start`` was read.
 
         Args:
             websocket: The media-stream websocket.
             start: The stream's start information.
+            rest: Twilio's REST API, for a transfer when no ``<Connect action>``
+                URL of ours follows the stream.
+            chunk_ms: Milliseconds of audio per ``media`` message (each gets a mark).
+            max_lead_ms: Most audio buffered at Twilio ahead of the phone.
         """
         self.start = start
         self._websocket = websocket
         self._hung_up = asyncio.Event()
-        self.serializer = TwilioSerializer(start.stream_sid, start.call_sid, on_stop=self._on_stop)
-        self._transport = FastAPIWebsocketTransport(
+        self._end_requested = asyncio.Event()
+        self.rest = rest
+        self.handles_stream_action = False
+        self.next_twiml: str | None = None
+        self.serializer = TwilioSerializer(
+            start.stream_sid, start.call_sid, on_stop=self._on_stop, on_mark=self._on_mark
+        )
+        self._transport = TwilioTransport(
             websocket,
             FastAPIWebsocketParams(
                 audio_in_enabled=True,
@@ -162,6 +196,9 @@ class CallSession:
                 serializer=self.serializer,
                 allowed_origins=[],  # Twilio sends no Origin header
             ),
+            stream_sid=start.stream_sid,
+            chunk_ms=chunk_ms,
+            max_lead_ms=max_lead_ms,
         )
         self._transport.event_handler("on_client_disconnected")(self._on_disconnected)
         self.worker: PipelineWorker | None = None
@@ -221,19 +258,72 @@ class CallSession:
         """The processor that brings the caller's audio and keypresses into the pipeline."""
         return self._transport.input()
 
-    def output(self) -> FastAPIWebsocketOutputTransport:
-        """The processor that plays the pipeline's audio to the caller."""
+    def output(self) -> TwilioOutputTransport:
+        """The processor that plays the pipeline's audio to the caller.
+
+        It knows what the caller has heard (see :class:`TwilioOutputTransport`).
+        """
         return self._transport.output()
 
-    @staticmethod
-    def pipeline_params() -> PipelineParams:
-        """Pipeline parameters of a phone call: 8 kHz in and out, metrics on."""
+    def pipeline_params(self) -> PipelineParams:
+        """Pipeline parameters of a phone call: 8 kHz in and out, metrics on, the call."""
         return PipelineParams(
             audio_in_sample_rate=SAMPLE_RATE,
             audio_out_sample_rate=SAMPLE_RATE,
             enable_metrics=True,
             enable_usage_metrics=True,
+            start_metadata={CALL_METADATA_KEY: self},
         )
+
+    async def end(self, reason: str = "bot ended the call", *, timeout: float = 30.0) -> None:
+        """End the call once the caller has heard everything already sent or queued.
+
+        Closing the stream lets Twilio run what follows the ``<Connect>``; with
+        the runner's TwiML that is its action URL, which answers ``<Hangup/>``
+        (or :attr:`next_twiml`).
+
+        Args:
+            reason: Why the call ends (logged and kept in :attr:`end_reason`).
+            timeout: Most seconds to wait for the audio to play out.
+        """
+        if not await self.output().wait_idle(timeout):
+            logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
+        self._request_end(reason)
+
+    async def transfer(self, number: str, *, timeout: float = 30.0) -> None:
+        """Transfer the call to ``number`` (cold) once the caller has heard everything.
+
+        Through the runner's ``<Connect action>`` URL when it follows the stream
+        (answering ``<Dial>``), otherwise through Twilio's REST API.
+
+        Args:
+            number: The phone number (E.164) or SIP URI to dial.
+            timeout: Most seconds to wait for the audio to play out.
+
+        Raises:
+            CallControlError: If neither the action URL nor the REST API is available,
+                or the REST request fails.
+        """
+        twiml = dial_twiml(number)
+        if not self.handles_stream_action and self.rest is None:
+            raise CallControlError(
+                "a transfer needs the runner's <Connect action> URL or Twilio REST "
+                "credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
+            )
+        await self.output().wait_idle(timeout)
+        if self.handles_stream_action:
+            self.next_twiml = twiml
+        else:
+            try:
+                await self.rest.redirect(self.call_sid, twiml)
+            except Exception as e:
+                raise CallControlError(f"the REST transfer failed: {e}") from e
+        logger.info(f"Call {self.call_sid}: transferring to {number}")
+        self._request_end(f"transferred to {number}")
+
+    def _request_end(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason
+        self._end_requested.set()
 
     async def run(self, processors: Sequence[FrameProcessor]) -> None:
         """Run the call's pipeline until the call ends.
@@ -252,14 +342,21 @@ class CallSession:
         await runner.add_workers(self.worker)
         run_task = asyncio.create_task(runner.run())
         hangup_task = asyncio.create_task(self._hung_up.wait())
+        end_task = asyncio.create_task(self._end_requested.wait())
         try:
-            await asyncio.wait({run_task, hangup_task}, return_when=asyncio.FIRST_COMPLETED)
-            if self._hung_up.is_set() and not run_task.done():
+            await asyncio.wait(
+                {run_task, hangup_task, end_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not run_task.done():
+                if self._end_requested.is_set() and not self._hung_up.is_set():
+                    # Close the stream first: Twilio moves on to what follows <Connect>.
+                    await self.close()
                 self.end_reason = self.end_reason or "caller hung up"
                 await self.worker.cancel(reason=self.end_reason)
             await run_task
         finally:
             hangup_task.cancel()
+            end_task.cancel()
             if not run_task.done():
                 run_task.cancel()
         self.end_reason = self.end_reason or "pipeline ended"
@@ -273,6 +370,9 @@ class CallSession:
         """
         with contextlib.suppress(RuntimeError):  # already closed by the other side
             await self._websocket.close(code=code)
+
+    async def _on_mark(self, name: str) -> None:
+        await self.output().mark_echoed(name)
 
     async def _on_stop(self) -> None:
         self.end_reason = self.end_reason or "caller hung up"

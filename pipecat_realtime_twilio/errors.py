@@ -13,3 +13,7 @@ class SettingsError(Exception):
 
 class BotError(Exception):
     """A bot file cannot be loaded or built; the message names the file."""
+
+
+class CallControlError(Exception):
+    """A call could not be ended or transferred as asked."""

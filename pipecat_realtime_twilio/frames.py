@@ -4,19 +4,24 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Frames this package adds to Pipecat's."""
+"""Frames of our own."""
 
 from dataclasses import dataclass
 
-from pipecat.frames.frames import SystemFrame
+from pipecat.frames.frames import TTSAudioRawFrame
 
 
 @dataclass
-class TwilioMarkFrame(SystemFrame):
-    """Twilio echoed a mark: the phone has played everything sent before it.
+class RealtimeAudioFrame(TTSAudioRawFrame):
+    """Bot audio from the Realtime API, tagged with the conversation item it belongs to.
+
+    The phone output tracks what the caller has heard of each item, which is
+    what a barge-in truncates.
 
     Parameters:
-        mark_name: The mark's name as it was sent.
+        item_id: The assistant item (``item_...``) the audio belongs to.
+        response_id: The response (``resp_...``) that produced it.
     """
 
-    mark_name: str
+    item_id: str | None = None
+    response_id: str | None = None

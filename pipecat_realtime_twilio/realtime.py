@@ -6,20 +6,25 @@
 
 """RealtimeAgent: Pipecat's OpenAI Realtime service, tuned for an 8 kHz phone line."""
 
+import asyncio
 import base64
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     Frame,
     FunctionCallResultFrame,
     InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
     LLMFullResponseStartFrame,
+    ProposedUserStartedSpeakingFrame,
     StartFrame,
-    TTSAudioRawFrame,
     TTSStartedFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -28,18 +33,38 @@ from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import CurrentAudioResponse, OpenAIRealtimeLLMService
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
+from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+from pipecat_realtime_twilio.limits import CallLimits, LimitsWatcher
 from pipecat_realtime_twilio.settings import (
     DEFAULT_REALTIME_URL,
     SettingsError,
     current_settings,
 )
+from pipecat_realtime_twilio.tools import RealtimeTool
+
+if TYPE_CHECKING:
+    from pipecat_realtime_twilio.call import CallSession
+    from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
 
 DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 _NO_KEY_NEEDED = "no-key-needed"
 
-GREETING_INSTRUCTION = "The call has just been answered. Greet the caller now by saying: "
-"""Appended to the instructions, with the greeting, for the response that greets the caller."""
+SAY_INSTRUCTION = "Now say exactly this to the caller, word for word, and nothing else: "
+"""Appended to the instructions, with the words, for a response that says given words."""
+
+KEYPAD_INPUT = "The caller pressed these keys on the phone keypad: "
+"""How keypad digits reach the model, as a user message followed by the digits."""
+
+TOOL_ERROR_MESSAGE = "Sorry, I couldn't do that just now."
+"""What the bot says when a tool fails or times out."""
+
+DTMF_TIMEOUT_SECS = 1.0
+"""Keypad digits pressed within this long of each other reach the model together."""
+
+_HEARD_EXTRA_SECS = 5.0
+_ENTRIES_KEPT = 8
 
 
 @dataclass
@@ -50,11 +75,13 @@ class TranscriptEntry:
         role: ``"caller"`` or ``"bot"``.
         text: What was said.
         at: Unix time the utterance was complete.
+        interrupted: The caller cut the bot off; ``text`` is cut to about what was heard.
     """
 
     role: Literal["caller", "bot"]
     text: str
     at: float = field(default_factory=time.time)
+    interrupted: bool = False
 
 
 class RealtimeAgent(OpenAIRealtimeLLMService):
@@ -71,14 +98,26 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
     - OpenAI's server VAD decides turns; no local turn model is loaded.
     - The bot speaks first: with a ``greeting`` it greets as soon as both the
       call and the session are up.
-    - It keeps a transcript of both sides (:attr:`transcript`) and answers a
-      function call's result without needing context aggregators.
+    - Barge-in acts on what the caller heard: when the caller starts speaking
+      the phone is cleared at once, the model's item is truncated at the ms the
+      caller actually heard (from Twilio's marks), and late audio of the
+      cancelled response is dropped.
+    - Keypad digits reach the model as conversation input (and the pipeline as
+      ``InputDTMFFrame``).
+    - Tools made with :func:`~pipecat_realtime_twilio.tools.realtime_tool`, and the
+      call-control tools ``end_call()`` and ``transfer_call(number)``, are
+      registered by passing them in ``tools``; a failing tool becomes a spoken
+      apology.
+    - It keeps a transcript of both sides (:attr:`transcript`).
 
-    The smallest bot is ``[call.input(), RealtimeAgent(instructions=...), call.output()]``.
+    The smallest bot is ``[call.input(), RealtimeAgent(instructions=...), call.output()]``;
+    inside a :class:`~pipecat_realtime_twilio.call.CallSession` pipeline the agent
+    finds the call and its phone output by itself.
 
     Event handlers available (besides the service's own):
 
     - on_transcript(agent, entry: TranscriptEntry): an utterance of either side is complete.
+    - on_keypad(agent, digits: str): keypad digits went to the model.
     """
 
     def __init__(
@@ -88,13 +127,16 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         greeting: str | None = None,
         voice: str = DEFAULT_VOICE,
         model: str | None = None,
-        tools: ToolsSchema | list | None = None,
+        tools: list | ToolsSchema | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         turn_detection: events.TurnDetection | events.SemanticTurnDetection | None = None,
         transcribe_caller: bool = True,
         transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL,
         speed: float | None = None,
+        limits: CallLimits | None = None,
+        tool_error_message: str = TOOL_ERROR_MESSAGE,
+        dtmf_timeout_secs: float = DTMF_TIMEOUT_SECS,
         **kwargs,
     ):
         """Initialize the agent.
@@ -105,14 +147,21 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
                 greet with these words). None: the bot waits for the caller.
             voice: The Realtime voice, e.g. ``"marin"`` or ``"cedar"``.
             model: Realtime model; defaults to ``OPENAI_REALTIME_MODEL``.
-            tools: Tools the model may call (Pipecat ``ToolsSchema`` or a list
-                of function schemas); register handlers with ``register_function``.
+            tools: Tools the model may call: :class:`RealtimeTool` objects (from
+                ``@realtime_tool``, ``end_call()``, ``transfer_call(...)``), whose
+                handlers are registered here, and/or Pipecat ``FunctionSchema``
+                objects or a ``ToolsSchema`` (register those handlers with
+                ``register_function``).
             api_key: OpenAI API key; defaults to ``OPENAI_API_KEY``.
             base_url: Realtime websocket URL; defaults to ``OPENAI_REALTIME_URL``.
             turn_detection: Server turn detection; defaults to server VAD.
             transcribe_caller: Whether to ask for a transcript of the caller.
             transcription_model: Model that transcribes the caller.
             speed: Speaking speed of the voice (0.25 to 1.5), default the model's.
+            limits: Maximum call duration and silence timeout, if any.
+            tool_error_message: What the bot says when a tool fails or times out.
+            dtmf_timeout_secs: Keypad digits pressed within this long of each
+                other go to the model together (``#`` sends at once).
             **kwargs: Further ``OpenAIRealtimeLLMService`` arguments.
 
         Raises:
@@ -131,9 +180,11 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             else:
                 api_key = _NO_KEY_NEEDED  # a local emulator or a keyless gateway
 
+        realtime_tools, tools_schema = _split_tools(tools)
+        turn_detection = turn_detection or events.TurnDetection()
         audio_input = events.AudioInput(
             format=events.PCMUAudioFormat(),
-            turn_detection=turn_detection or events.TurnDetection(),
+            turn_detection=turn_detection,
             transcription=(
                 events.InputAudioTranscription(model=transcription_model)
                 if transcribe_caller
@@ -144,7 +195,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         session = events.SessionProperties(
             output_modalities=["audio"],
             audio=events.AudioConfiguration(input=audio_input, output=audio_output),
-            tools=tools,
+            tools=tools_schema,
         )
         super().__init__(
             api_key=api_key,
@@ -154,32 +205,97 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             ),
             **kwargs,
         )
+        for tool in realtime_tools:
+            self.register_function(tool.name, tool.handler)
         self._instructions = instructions
         self._greeting = greeting
         self._greeted = False
         self._call_started = False
         self._session_sent = False
-        self._bot_text: list[str] = []
+        # The server cancels the response on speech unless told not to.
+        self._barge_in_enabled = getattr(turn_detection, "interrupt_response", None) is not False
+        self.tool_error_message = tool_error_message
         self.transcript: list[TranscriptEntry] = []
         # No context aggregators: the agent keeps its own (empty) context, so
         # Pipecat's function calling and response bookkeeping have one.
         self._context = LLMContext()
         self._llm_needs_conversation_setup = False
+
+        self._call: CallSession | None = None
+        self._phone: TwilioOutputTransport | None = None
+        # Per assistant item with audio not yet known to be heard: [content_index, bytes].
+        self._item_audio: dict[str, list[int]] = {}
+        self._item_response: dict[str, str] = {}
+        self._response_id: str | None = None
+        self._dropped_responses: set[str] = set()
+        self._response_text: dict[str, list[str]] = {}
+        self._heard_fraction: dict[str, float] = {}
+        self._bot_entries: OrderedDict[str, TranscriptEntry] = OrderedDict()
+        self._queued_instructions: list[str | None] = []
+        self._response_done = asyncio.Event()
+        self.caller_speaking = False
+
+        self._dtmf_timeout_secs = dtmf_timeout_secs
+        self._digits: list[str] = []
+        self._dtmf_task: asyncio.Task | None = None
+        self._limits = LimitsWatcher(self, limits) if limits else None
         self._register_event_handler("on_transcript")
+        self._register_event_handler("on_keypad")
+
+    @property
+    def call(self) -> "CallSession | None":
+        """The phone call this agent talks on (None outside a ``CallSession`` pipeline)."""
+        return self._call
+
+    @property
+    def responding(self) -> bool:
+        """Whether a response is in progress or waiting to start."""
+        return self._response_active or bool(self._queued_instructions)
 
     #
     # lifecycle
     #
 
     async def start(self, frame: StartFrame):
-        """Start the agent; greet once the session is ready.
+        """Start the agent; find the call; greet once the session is ready.
 
         Args:
             frame: The pipeline's start frame.
         """
+        from pipecat_realtime_twilio.call import CALL_METADATA_KEY
+
+        self._call = frame.metadata.get(CALL_METADATA_KEY)
+        self._phone = self._call.output() if self._call is not None else None
         await super().start(frame)
         self._call_started = True
+        if self._limits:
+            self._limits.start()
         await self._maybe_greet()
+
+    async def stop(self, frame):
+        """Stop the agent and its timers.
+
+        Args:
+            frame: The end frame.
+        """
+        await self._stop_timers()
+        await super().stop(frame)
+
+    async def cancel(self, frame):
+        """Cancel the agent and its timers.
+
+        Args:
+            frame: The cancel frame.
+        """
+        await self._stop_timers()
+        await super().cancel(frame)
+
+    async def _stop_timers(self):
+        if self._limits:
+            await self._limits.stop()
+        if self._dtmf_task:
+            await self.cancel_task(self._dtmf_task)
+            self._dtmf_task = None
 
     async def _connect(self):
         await super()._connect()
@@ -200,6 +316,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
     async def _handle_evt_session_updated(self, evt):
         await super()._handle_evt_session_updated(evt)
+        if self._queued_instructions and not self._response_active:
+            await self._respond(self._queued_instructions.pop(0))
         await self._maybe_greet()
 
     async def _maybe_greet(self):
@@ -209,18 +327,139 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             return
         self._greeted = True
         logger.debug(f"{self} greeting the caller")
+        await self.say(self._greeting, context="The call has just been answered.")
+
+    #
+    # responses
+    #
+
+    async def say(self, text: str, *, context: str | None = None) -> None:
+        """Make the bot say ``text`` (as soon as no other response is in progress).
+
+        Args:
+            text: The words to say.
+            context: A line of situation for the model, before the words.
+        """
+        prefix = f"{context} " if context else ""
+        await self._respond(f"{self._instructions}\n\n{prefix}{SAY_INSTRUCTION}{text}")
+
+    async def _respond(self, instructions: str | None = None) -> None:
+        """Ask for a response now, or when the one in progress is done.
+
+        Args:
+            instructions: Instructions for this response only; None keeps the session's.
+        """
+        if self._response_active or not self._api_session_ready:
+            self._queued_instructions.append(instructions)
+            return
         self._response_active = True
+        self._response_done.clear()
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
         await self.send_client_event(
             events.ResponseCreateEvent(
                 response=events.ResponseProperties(
-                    output_modalities=["audio"],
-                    instructions=f"{self._instructions}\n\n{GREETING_INSTRUCTION}{self._greeting}",
+                    output_modalities=["audio"], instructions=instructions
                 )
             )
         )
+
+    async def _create_response(self):
+        # Pipecat's path (e.g. after a function result) joins the same queue.
+        await self._respond()
+
+    async def _handle_evt_response_created(self, evt):
+        await super()._handle_evt_response_created(evt)
+        self._response_done.clear()
+        self._response_id = evt.response.id
+        self._response_text[evt.response.id] = []
+        self._prune_heard_items()
+
+    async def _handle_evt_response_done(self, evt):
+        await super()._handle_evt_response_done(evt)
+        response_id = evt.response.id
+        if self._response_id == response_id:
+            self._response_id = None
+        self._dropped_responses.discard(response_id)
+        await self._add_bot_entry(response_id)
+        if self._queued_instructions and not self._response_active:
+            await self._respond(self._queued_instructions.pop(0))
+        if not self._response_active:
+            self._response_done.set()
+
+    async def wait_heard(self, timeout: float = 60.0) -> bool:
+        """Wait until no response is in progress and the caller heard all the bot's audio.
+
+        Args:
+            timeout: Most seconds to wait.
+
+        Returns:
+            Whether that happened in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.responding:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._response_done.wait(), remaining)
+            except TimeoutError:
+                return False
+        if self._phone is None:
+            return True
+        pending = {item: size for item, (_, size) in self._item_audio.items()}
+        return await self._phone.wait_played(pending, max(0.0, deadline - loop.time()))
+
+    #
+    # call control
+    #
+
+    async def end_call(self, goodbye: str | None = None, *, reason: str = "bot ended the call"):
+        """End the call after the caller has heard everything (and ``goodbye``, if given).
+
+        Args:
+            goodbye: Words to say before hanging up.
+            reason: Why the call ends, for logs and records.
+
+        Raises:
+            CallControlError: Outside a ``CallSession`` pipeline.
+        """
+        call = self._require_call()
+        if goodbye:
+            await self.say(goodbye)
+        await self.wait_heard(timeout=_speech_timeout(goodbye))
+        await call.end(reason)
+
+    async def transfer_call(self, number: str, *, announcement: str | None = None):
+        """Transfer the call to ``number`` once the caller has heard everything.
+
+        Args:
+            number: The phone number (E.164) or SIP URI.
+            announcement: Words to say before transferring.
+
+        Raises:
+            CallControlError: Outside a ``CallSession`` pipeline, or when the
+                call cannot be transferred.
+        """
+        call = self._require_call()
+        if announcement:
+            await self.say(announcement)
+        await self.wait_heard(timeout=_speech_timeout(announcement))
+        await call.transfer(number)
+
+    async def interrupt(self) -> None:
+        """Stop the bot now: clear the phone, truncate what was not heard, cancel the response."""
+        await self._barge_in()
+        if self._response_active:
+            # response.done (cancelled) follows; what is queued waits for it.
+            await self.send_client_event(events.ResponseCancelEvent())
+
+    def _require_call(self) -> "CallSession":
+        if self._call is None:
+            raise CallControlError("call control needs the agent inside a CallSession pipeline")
+        return self._call
 
     #
     # audio: μ-law both ways, no resampling
@@ -241,6 +480,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         )
 
     async def _handle_evt_audio_delta(self, evt):
+        if evt.response_id in self._dropped_responses:
+            return  # late audio of a response the caller cut off
         await self.stop_ttfb_metrics()
         current = self._current_audio_response
         if current is None:
@@ -253,7 +494,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             self._current_audio_response = current
             await self.push_frame(TTSStartedFrame())
         elif current.item_id != evt.item_id:
-            # A response may speak through several items; truncation concerns the last.
+            # A response may speak through several items; without a phone,
+            # truncation concerns the last.
             current.item_id = evt.item_id
             current.content_index = evt.content_index
             current.response_id = evt.response_id
@@ -261,8 +503,17 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             current.total_size = 0
         ulaw = base64.b64decode(evt.delta)
         current.total_size += len(ulaw)
+        tracked = self._item_audio.setdefault(evt.item_id, [evt.content_index, 0])
+        tracked[1] += len(ulaw)
+        self._item_response[evt.item_id] = evt.response_id
         await self.push_frame(
-            TTSAudioRawFrame(audio=ulaw_to_pcm16(ulaw), sample_rate=SAMPLE_RATE, num_channels=1)
+            RealtimeAudioFrame(
+                audio=ulaw_to_pcm16(ulaw),
+                sample_rate=SAMPLE_RATE,
+                num_channels=1,
+                item_id=evt.item_id,
+                response_id=evt.response_id,
+            )
         )
 
     def _calculate_audio_duration_ms(
@@ -272,13 +523,134 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         return total_bytes // BYTES_PER_MS
 
     #
+    # barge-in, on what the caller heard
+    #
+
+    async def _handle_evt_speech_started(self, evt):
+        if self._barge_in_enabled:
+            # First thing, before anything can yield: the phone is cleared in
+            # the same event-loop turn as this event is handled.
+            await self._barge_in()
+        self.caller_speaking = True
+        if self._limits:
+            self._limits.caller_spoke()
+        self._response_create_owed = False
+        await self.broadcast_frame(ProposedUserStartedSpeakingFrame)
+
+    async def _handle_evt_speech_stopped(self, evt):
+        self.caller_speaking = False
+        if self._limits:
+            self._limits.caller_spoke()
+        await super()._handle_evt_speech_stopped(evt)
+
+    async def _truncate_current_audio_response(self):
+        # Reached from Pipecat's interruption handling (an InterruptionFrame from
+        # upstream). With a phone, truncate at what was heard, not by the clock.
+        if self._phone is None:
+            await super()._truncate_current_audio_response()
+        else:
+            await self._barge_in()
+
+    async def _barge_in(self) -> bool:
+        """Clear the phone and truncate every item at what the caller heard of it.
+
+        Returns:
+            Whether any audio went unheard (the bot was interrupted).
+        """
+        if self._phone is None:
+            await super()._truncate_current_audio_response()
+            return False
+        unheard = dict(self._item_audio)
+        heard = await self._phone.interrupt(unheard)
+        if self._response_id is not None:
+            self._dropped_responses.add(self._response_id)
+        self._current_audio_response = None
+        interrupted = False
+        cut: dict[str, list[int]] = {}  # response -> [heard, received]
+        for item, (content_index, received) in unheard.items():
+            played = min(heard.get(item, 0), received)
+            totals = cut.setdefault(self._item_response.get(item, ""), [0, 0])
+            totals[0] += played
+            totals[1] += received
+            if played >= received:
+                continue
+            interrupted = True
+            # Never beyond the item's audio: heard <= sent <= received.
+            await self.send_client_event(
+                events.ConversationItemTruncateEvent(
+                    item_id=item, content_index=content_index, audio_end_ms=played // BYTES_PER_MS
+                )
+            )
+        self._item_audio.clear()
+        self._item_response.clear()
+        if interrupted:
+            for response_id, (played, received) in cut.items():
+                if response_id and played < received:
+                    await self._note_cut(response_id, played / received if received else 0.0)
+            await self.push_frame(InterruptionFrame())
+        return interrupted
+
+    def _prune_heard_items(self) -> None:
+        if self._phone is None:
+            self._item_audio.clear()
+            self._item_response.clear()
+            return
+        for item, (_, size) in list(self._item_audio.items()):
+            if self._phone.clock.confirmed_bytes(item) >= size:
+                del self._item_audio[item]
+                self._item_response.pop(item, None)
+                self._phone.clock.forget(item)
+
+    #
+    # keypad
+    #
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Process a frame; keypad digits also go to the model.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputDTMFFrame):
+            self._digits.append(frame.button.value)
+            if self._dtmf_task:
+                await self.cancel_task(self._dtmf_task)
+                self._dtmf_task = None
+            if frame.button.value == "#":
+                await self._send_digits()
+            else:
+                self._dtmf_task = self.create_task(self._send_digits_later(), "dtmf")
+
+    async def _send_digits_later(self):
+        await asyncio.sleep(self._dtmf_timeout_secs)
+        self._dtmf_task = None
+        await self._send_digits()
+
+    async def _send_digits(self):
+        digits = "".join(self._digits)
+        self._digits.clear()
+        if not digits:
+            return
+        logger.debug(f"{self} keypad input {digits!r} to the model")
+        if self._limits:
+            self._limits.caller_spoke()
+        if self.responding or (self._phone is not None and not self._phone.idle):
+            await self.interrupt()
+            self._queued_instructions.clear()
+        await self._send_message_item(KEYPAD_INPUT + digits, role="user")
+        await self._call_event_handler("on_keypad", digits)
+        await self._respond()
+
+    #
     # transcript
     #
 
     async def _handle_evt_audio_transcript_delta(self, evt):
         await super()._handle_evt_audio_transcript_delta(evt)
         if evt.delta:
-            self._bot_text.append(evt.delta)
+            self._response_text.setdefault(evt.response_id, []).append(evt.delta)
 
     async def handle_evt_input_audio_transcription_completed(self, evt):
         """Record the caller's words, then let Pipecat push them as a transcription.
@@ -289,17 +661,30 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         await super().handle_evt_input_audio_transcription_completed(evt)
         text = (evt.transcript or "").strip()
         if text:
-            await self._add_transcript("caller", text)
+            await self._add_transcript(TranscriptEntry(role="caller", text=text))
 
-    async def _handle_evt_response_done(self, evt):
-        await super()._handle_evt_response_done(evt)
-        text = "".join(self._bot_text).strip()
-        self._bot_text.clear()
-        if text:
-            await self._add_transcript("bot", text)
+    async def _add_bot_entry(self, response_id: str):
+        text = "".join(self._response_text.pop(response_id, [])).strip()
+        if not text:
+            return
+        entry = TranscriptEntry(role="bot", text=text)
+        fraction = self._heard_fraction.pop(response_id, None)
+        if fraction is not None:
+            entry.text, entry.interrupted = _cut_words(text, fraction), True
+        self._bot_entries[response_id] = entry
+        while len(self._bot_entries) > _ENTRIES_KEPT:
+            self._bot_entries.popitem(last=False)
+        await self._add_transcript(entry)
 
-    async def _add_transcript(self, role: Literal["caller", "bot"], text: str):
-        entry = TranscriptEntry(role=role, text=text)
+    async def _note_cut(self, response_id: str, fraction: float):
+        """The caller heard ``fraction`` of a response: cut its transcript to match."""
+        entry = self._bot_entries.get(response_id)
+        if entry is None:
+            self._heard_fraction[response_id] = fraction  # applied at response.done
+        elif not entry.interrupted:
+            entry.text, entry.interrupted = _cut_words(entry.text, fraction), True
+
+    async def _add_transcript(self, entry: TranscriptEntry):
         self.transcript.append(entry)
         await self._call_event_handler("on_transcript", entry)
 
@@ -320,11 +705,42 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             and isinstance(frame, FunctionCallResultFrame)
             and _wants_answer(frame)
         ):
-            await self._create_response()
+            await self._respond()
 
 
 def _wants_answer(frame: FunctionCallResultFrame) -> bool:
     properties: Any = frame.properties
     if properties is None:
-        return True
-    return properties.is_final and properties.run_llm is not False
+        return frame.run_llm is not False
+    return properties.is_final and properties.run_llm is not False and frame.run_llm is not False
+
+
+def _split_tools(tools: list | ToolsSchema | None) -> tuple[list[RealtimeTool], ToolsSchema | None]:
+    """Separate our tools (schema plus handler) from plain schemas."""
+    if tools is None or isinstance(tools, ToolsSchema):
+        return [], tools
+    realtime_tools = [tool for tool in tools if isinstance(tool, RealtimeTool)]
+    schemas: list[Any] = []
+    for tool in tools:
+        if isinstance(tool, RealtimeTool):
+            schemas.append(tool.schema)
+        elif isinstance(tool, FunctionSchema):
+            schemas.append(tool)
+        else:
+            raise TypeError(f"unsupported tool {tool!r}: use @realtime_tool or a FunctionSchema")
+    names = [schema.name for schema in schemas]
+    duplicates = {name for name in names if names.count(name) > 1}
+    if duplicates:
+        raise ValueError(f"tools listed twice: {', '.join(sorted(duplicates))}")
+    return realtime_tools, ToolsSchema(standard_tools=schemas) if schemas else None
+
+
+def _cut_words(text: str, fraction: float) -> str:
+    """The first ``fraction`` of ``text``'s words (what the caller heard, about)."""
+    words = text.split()
+    return " ".join(words[: round(len(words) * max(0.0, min(1.0, fraction)))])
+
+
+def _speech_timeout(text: str | None) -> float:
+    """Seconds to allow for a response (and ``text``, if any) to be generated and heard."""
+    return 30.0 + (len(text) * 0.1 if text else 0.0) + _HEARD_EXTRA_SECS

@@ -16,6 +16,7 @@ from pipecat_realtime_twilio.errors import SettingsError
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
+DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     )
     twilio_auth_token: SecretStr | None = Field(
         default=None, description="Twilio auth token; signs and checks Twilio's requests."
+    )
+    twilio_api_url: AnyHttpUrl = Field(
+        default=DEFAULT_TWILIO_API_URL,
+        description="Base URL of Twilio's REST API (transfers without <Connect action>).",
     )
     twilio_validate_signatures: bool = Field(
         default=True,

@@ -7,7 +7,6 @@
 """A whole phone call without a phone: runner, simulated Twilio caller and (offline) emulator."""
 
 import asyncio
-import re
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -17,10 +16,10 @@ import numpy as np
 
 from pipecat_realtime_twilio.app import CallSummary, create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
-from pipecat_realtime_twilio.realtime import GREETING_INSTRUCTION
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
+from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import load_wav_as_ulaw, write_ulaw_wav
 
@@ -32,7 +31,6 @@ EMULATOR_ANSWER = (
     "but I heard every word of that."
 )
 
-_GREETING_RE = re.compile(re.escape(GREETING_INSTRUCTION) + "(.+)$", re.DOTALL)
 _QUIET_MS = 1000.0
 
 
@@ -68,18 +66,6 @@ def sample_audio() -> bytes:
         return load_wav_as_ulaw(path)
 
 
-def _emulated_model(session, trigger: str) -> Reply:
-    """Stand in for the model: greet as instructed, otherwise answer with a scripted line."""
-    for event in reversed(session.client_events):
-        if event.get("type") == "response.create":
-            instructions = (event.get("response") or {}).get("instructions") or ""
-            match = _GREETING_RE.search(instructions)
-            if match and trigger == "response.create":
-                return Reply(text=match.group(1).strip())
-            break
-    return Reply(text=EMULATOR_ANSWER)
-
-
 async def simulate_call(
     settings: Settings,
     *,
@@ -108,7 +94,8 @@ async def simulate_call(
     emulator = None
     if settings.openai_api_key is None:
         emulator = RealtimeEmulator(
-            replies=_emulated_model, transcripts=[SAMPLE_TEXT] if wav is None else None
+            replies=say_as_asked(Reply(text=EMULATOR_ANSWER)),
+            transcripts=[SAMPLE_TEXT] if wav is None else None,
         )
         await emulator.start()
     server = LocalServer()

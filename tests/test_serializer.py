@@ -12,7 +12,6 @@ from pipecat.frames.frames import (
 )
 
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
-from pipecat_realtime_twilio.frames import TwilioMarkFrame
 from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
 
 
@@ -23,13 +22,18 @@ class _Setup:
 @pytest.fixture
 async def serializer():
     stops = []
+    marks = []
 
     async def on_stop():
         stops.append(True)
 
-    s = TwilioSerializer("MZ123", "CA123", on_stop=on_stop)
+    async def on_mark(name):
+        marks.append(name)
+
+    s = TwilioSerializer("MZ123", "CA123", on_stop=on_stop, on_mark=on_mark)
     await s.setup(_Setup())  # type: ignore[arg-type]
     s.stops = stops
+    s.marks = marks
     return s
 
 
@@ -66,7 +70,7 @@ async def test_dtmf_mark_and_stop(serializer):
     frame = await serializer.deserialize(dtmf)
     assert isinstance(frame, InputDTMFFrame) and frame.button == KeypadEntry.FIVE
     mark = await serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": "m1"}}))
-    assert isinstance(mark, TwilioMarkFrame) and mark.mark_name == "m1"
+    assert mark is None and serializer.marks == ["m1"]
     assert await serializer.deserialize(json.dumps({"event": "stop", "stop": {}})) is None
     assert serializer.stopped and serializer.stops == [True]
 

@@ -4,6 +4,8 @@
   Realtime API (GA) server that validates every client event against the ``openai`` models.
 - :mod:`~pipecat_realtime_twilio.testing.caller`: ``TwilioCaller``, a client that calls a
   runner as Twilio does, with a phone playback clock that echoes marks as audio is played.
+- :mod:`~pipecat_realtime_twilio.testing.model`: what the agent asked the model for
+  (words to say, keypad input), for scripted replies.
 - :mod:`~pipecat_realtime_twilio.testing.fake_rest`: ``FakeTwilioRest``, a fake Twilio REST API.
 - :mod:`~pipecat_realtime_twilio.testing.sounds`: caller speech (tones, silence, WAV files).
 - :mod:`~pipecat_realtime_twilio.testing.twiml`: TwiML parsed the way Twilio reads it.

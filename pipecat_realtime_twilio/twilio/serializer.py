@@ -20,17 +20,32 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InputDTMFFrame,
+    InterruptionFrame,
 )
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
-from pipecat_realtime_twilio.frames import TwilioMarkFrame
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest Media Streams message accepted; a media packet is about 300 bytes."""
 
 _LOGGED_IN_FULL = 20
 _LOG_EVERY = 1000
+
+
+def media_message(stream_sid: str, payload: str) -> str:
+    """The ``media`` message that plays base64 μ-law ``payload`` on the phone."""
+    return f'{{"event":"media","streamSid":"{stream_sid}","media":{{"payload":"{payload}"}}}}'
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    """The ``mark`` message Twilio echoes once the phone has played what came before it."""
+    return f'{{"event":"mark","streamSid":"{stream_sid}","mark":{{"name":"{name}"}}}}'
+
+
+def clear_message(stream_sid: str) -> str:
+    """The ``clear`` message that empties Twilio's playback buffer (pending marks echo)."""
+    return f'{{"event":"clear","streamSid":"{stream_sid}"}}'
 
 
 class TwilioSerializer(TwilioFrameSerializer):
@@ -45,8 +60,9 @@ class TwilioSerializer(TwilioFrameSerializer):
     - A malformed message (bad JSON, invalid base64, an unknown event or digit,
       an oversized message) is logged and dropped; it never raises, so the
       transport's receive loop, and the call, go on.
-    - ``mark`` echoes become :class:`TwilioMarkFrame` and ``stop`` calls
-      ``on_stop``, so the call can end at once when the caller hangs up.
+    - ``mark`` echoes go to ``on_mark`` (the phone output's playback clock)
+      without a trip through the pipeline, and ``stop`` calls ``on_stop``, so
+      the call can end at once when the caller hangs up.
     - It never hangs up through the REST API: the runner ends a call by
       closing the stream, which is what Twilio expects.
     """
@@ -57,6 +73,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         call_sid: str | None = None,
         *,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        on_mark: Callable[[str], Awaitable[None]] | None = None,
     ):
         """Initialize the serializer.
 
@@ -64,6 +81,7 @@ class TwilioSerializer(TwilioFrameSerializer):
             stream_sid: The Media Stream SID from the ``start`` message.
             call_sid: The Call SID from the ``start`` message.
             on_stop: Called when Twilio reports the stream stopped (the caller hung up).
+            on_mark: Called with the name of every mark Twilio echoes.
         """
         super().__init__(
             stream_sid,
@@ -71,6 +89,7 @@ class TwilioSerializer(TwilioFrameSerializer):
             params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
         )
         self._on_stop = on_stop
+        self._on_mark = on_mark
         self._dropped = 0
         self._stopped = False
 
@@ -95,14 +114,13 @@ class TwilioSerializer(TwilioFrameSerializer):
         """
         if isinstance(frame, (EndFrame, CancelFrame)):
             return None
+        if isinstance(frame, InterruptionFrame):
+            return clear_message(self._stream_sid)
         if isinstance(frame, AudioRawFrame) and frame.sample_rate == SAMPLE_RATE:
             if not frame.audio:
                 return None
             payload = base64.b64encode(pcm16_to_ulaw(frame.audio)).decode("ascii")
-            return (
-                f'{{"event":"media","streamSid":"{self._stream_sid}",'
-                f'"media":{{"payload":"{payload}"}}}}'
-            )
+            return media_message(self._stream_sid, payload)
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
@@ -151,7 +169,9 @@ class TwilioSerializer(TwilioFrameSerializer):
             if not isinstance(name, str):
                 self._drop("mark without a name", data)
                 return None
-            return TwilioMarkFrame(mark_name=name)
+            if self._on_mark:
+                await self._on_mark(name)
+            return None
         if event == "stop":
             if not self._stopped:
                 self._stopped = True

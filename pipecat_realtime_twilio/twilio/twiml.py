@@ -31,3 +31,24 @@ def stream_twiml(
         stream.parameter(name=name, value=value)
     response.append(connect)
     return str(response)
+
+
+def dial_twiml(number: str) -> str:
+    """Build TwiML that transfers the call to ``number`` (a cold transfer).
+
+    Args:
+        number: The phone number (E.164) or SIP URI to dial.
+
+    Returns:
+        The TwiML document.
+    """
+    response = VoiceResponse()
+    response.dial(number)
+    return str(response)
+
+
+def hangup_twiml() -> str:
+    """Build TwiML that ends the call."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)

@@ -37,7 +37,9 @@ class Reply:
         audio: 8 kHz μ-law audio to speak; None synthesizes it from ``text``.
         duration_ms: Length of synthesized audio; defaults to
             ``speech_duration_ms(text)`` (about 60 ms per character, at least 400 ms).
-        function_call: If set, the response is this function call instead of audio.
+        function_call: If set, the model calls this function: after speaking ``text``
+            (a second output item in the same response), or alone if there is no text
+            or audio.
         ttfb_ms: Overrides the emulator's ``ttfb_ms`` for this response.
     """
 
@@ -170,15 +172,16 @@ class EmulatedResponse:
         status_reason: For cancelled responses, ``"turn_detected"``, ``"client_cancelled"``
             or ``"disconnected"`` (the socket closed mid-response; no event was sent).
         kind: ``"audio"``, ``"text"`` or ``"function_call"``.
-        item_id: The output item's id (None if cancelled before it was added).
+        item_id: The id of the last output item (None if cancelled before one was added).
         call_id: For function calls, the call id.
+        arguments: For function calls, the arguments sent (JSON).
         conversation: ``"auto"`` or ``"none"`` (out-of-band).
         output_format: The audio format of ``audio``.
         instructions: The instructions in effect.
         params: The ``response`` object of the ``response.create`` event, if any.
         audio: Every audio byte sent, in ``output_format``.
         deltas: Every audio delta with its send time.
-        transcript: The transcript (or text, or arguments) actually sent.
+        transcript: The transcript (or text) actually sent.
         usage: The ``usage`` object sent in ``response.done``.
         triggered_at: ``loop.time()`` when the response was triggered.
         created_at: When ``response.created`` was produced.
@@ -194,6 +197,7 @@ class EmulatedResponse:
     kind: str = "audio"
     item_id: str | None = None
     call_id: str | None = None
+    arguments: str = ""
     conversation: str = "auto"
     output_format: str = "audio/pcm"
     instructions: str = ""

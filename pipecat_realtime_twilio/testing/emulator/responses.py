@@ -84,7 +84,7 @@ class Responses:
         self._response_tasks: dict[str, asyncio.Task] = {}
         self._response_stage: dict[str, set[str]] = {}
         self._response_input: dict[str, tuple[int, int]] = {}
-        self._response_items: dict[str, dict] = {}  # response id -> its output item
+        self._response_items: dict[str, list[dict]] = {}  # response id -> its output items
         self._audio_out_started = False
 
     # -- client events ---------------------------------------------------------------
@@ -191,7 +191,7 @@ class Responses:
         if reply is None:
             reply = self._emulator.default_reply
         response.reply = reply
-        if reply.function_call is not None:
+        if reply.function_call is not None and not reply.text and reply.audio is None:
             response.kind = "function_call"
         delay = reply.ttfb_ms if reply.ttfb_ms is not None else self._emulator.ttfb_ms
         if delay and delay > 0:
@@ -201,10 +201,15 @@ class Responses:
         self._emit_created(response)
         if response.kind == "function_call":
             self._play_function_call(response, reply)
-        elif response.kind == "text":
-            await self._play_text(response, reply)
         else:
-            await self._play_audio(response, reply)
+            if response.kind == "text":
+                await self._play_text(response, reply)
+            else:
+                await self._play_audio(response, reply)
+            if reply.function_call is not None and response.active:
+                # Speak, then call: a second output item in the same response.
+                self._close_item(response, "completed")
+                self._play_function_call(response, reply)
         if response.active:
             self._finish(response, "completed", None)
 
@@ -218,7 +223,7 @@ class Responses:
 
     def _add_output_item(self, response: EmulatedResponse, item: dict) -> None:
         self._response_stage[response.id].add("item")
-        self._response_items[response.id] = item
+        self._response_items.setdefault(response.id, []).append(item)
         self._emit_output_item(response, "response.output_item.added", item)
         if response.conversation == "auto":
             previous = self._id_before(len(self.items))
@@ -327,11 +332,11 @@ class Responses:
         common = {
             "response_id": response.id,
             "item_id": response.item_id,
-            "output_index": 0,
+            "output_index": self._output_index(response, item),
             "call_id": response.call_id,
         }
         self._emit({"type": "response.function_call_arguments.delta", **common, "delta": arguments})
-        response.transcript = arguments
+        response.arguments = arguments
         item["arguments"] = arguments
         self._emit(
             {
@@ -349,19 +354,9 @@ class Responses:
         """Close the response's open parts, then send ``response.done``."""
         response.status = status
         response.status_reason = reason
-        stage = self._response_stage.get(response.id, set())
         self._emit_created(response)
-        item = self._response_items.get(response.id)
-        output: list[dict] = []
-        if item is not None:
-            if "part" in stage:
-                self._finish_part(response)
-            item["status"] = "completed" if status == "completed" else "incomplete"
-            self._emit_output_item(response, "response.output_item.done", item)
-            index = next((i for i, it in enumerate(self.items) if it is item), None)
-            if index is not None:
-                self._emit_item("conversation.item.done", item, self._id_before(index))
-            output = [copy.deepcopy(item)]
+        self._close_item(response, "completed" if status == "completed" else "incomplete")
+        output = [copy.deepcopy(item) for item in self._response_items.get(response.id, [])]
         response.usage = response_usage(response, *self._response_input.get(response.id, (0, 0)))
         response.done_at = self._loop.time()
         self._running.pop(response.id, None)
@@ -374,6 +369,26 @@ class Responses:
         )
         if self._emulator.send_rate_limits:
             self._emit(_rate_limits_event(response.usage["total_tokens"]))
+
+    def _close_item(self, response: EmulatedResponse, status: str) -> None:
+        """Finish the response's current output item, if it is still open."""
+        items = self._response_items.get(response.id)
+        stage = self._response_stage.get(response.id, set())
+        if not items or items[-1]["status"] != "in_progress":
+            return
+        item = items[-1]
+        if "part" in stage:
+            stage.discard("part")
+            self._finish_part(response)
+        item["status"] = status
+        self._emit_output_item(response, "response.output_item.done", item)
+        index = next((i for i, it in enumerate(self.items) if it is item), None)
+        if index is not None:
+            self._emit_item("conversation.item.done", item, self._id_before(index))
+
+    def _output_index(self, response: EmulatedResponse, item: dict) -> int:
+        items = self._response_items.get(response.id, [])
+        return next((i for i, it in enumerate(items) if it is item), 0)
 
     def _finish_part(self, response: EmulatedResponse) -> None:
         if response.kind == "audio":
@@ -394,7 +409,7 @@ class Responses:
             {
                 "type": event_type,
                 "response_id": response.id,
-                "output_index": 0,
+                "output_index": self._output_index(response, item),
                 "item": copy.deepcopy(item),
             }
         )

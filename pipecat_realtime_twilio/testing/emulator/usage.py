@@ -79,7 +79,7 @@ def response_usage(response: EmulatedResponse, audio_in: int, text_in: int) -> d
         The usage, cached tokens always 0.
     """
     audio_out = output_audio_tokens(response.audio_ms) if response.kind == "audio" else 0
-    text_out = text_tokens(response.transcript)
+    text_out = text_tokens(response.transcript) + text_tokens(response.arguments)
     input_tokens = audio_in + text_in
     output_tokens = audio_out + text_out
     return {

@@ -1,0 +1,79 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""What the agent asked the (emulated) model for, so scripted replies can follow it.
+
+The agent asks the model to say given words (a greeting, an apology, a closing
+line) with a ``response.create`` whose instructions end in
+:data:`~pipecat_realtime_twilio.realtime.SAY_INSTRUCTION` and the words, and
+passes keypad digits as a user message starting with
+:data:`~pipecat_realtime_twilio.realtime.KEYPAD_INPUT`. A reply factory for
+:class:`~pipecat_realtime_twilio.testing.emulator.RealtimeEmulator` reads them
+from the session with these helpers.
+"""
+
+import re
+
+from pipecat_realtime_twilio.realtime import KEYPAD_INPUT, SAY_INSTRUCTION
+from pipecat_realtime_twilio.testing.emulator import EmulatedSession, Reply
+
+_SAY_RE = re.compile(re.escape(SAY_INSTRUCTION) + "(.+)$", re.DOTALL)
+
+
+def words_to_say(session: EmulatedSession, trigger: str) -> str | None:
+    """The words the agent asked for, if this response is one that says given words.
+
+    Args:
+        session: The emulated session.
+        trigger: ``"response.create"`` or ``"vad"``, as the reply factory gets it.
+
+    Returns:
+        The words, or None.
+    """
+    if trigger != "response.create":
+        return None
+    for event in reversed(session.client_events):
+        if event.get("type") == "response.create":
+            instructions = (event.get("response") or {}).get("instructions") or ""
+            match = _SAY_RE.search(instructions)
+            return match.group(1).strip() if match else None
+    return None
+
+
+def last_keypad_input(session: EmulatedSession) -> str | None:
+    """The digits of the latest keypad message in the conversation, if any.
+
+    Args:
+        session: The emulated session.
+
+    Returns:
+        The digits, or None.
+    """
+    for item in reversed(session.items):
+        if item.get("type") != "message" or item.get("role") != "user":
+            continue
+        for part in item.get("content") or []:
+            text = part.get("text") or ""
+            if part.get("type") == "input_text" and text.startswith(KEYPAD_INPUT):
+                return text[len(KEYPAD_INPUT) :]
+    return None
+
+
+def say_as_asked(default: Reply | None = None):
+    """A reply factory: say what the agent asked for, otherwise ``default``.
+
+    Args:
+        default: The reply for other responses; None lets the emulator use its own.
+
+    Returns:
+        The factory, for ``RealtimeEmulator(replies=...)``.
+    """
+
+    def reply(session: EmulatedSession, trigger: str) -> Reply | None:
+        words = words_to_say(session, trigger)
+        return Reply(text=words) if words else default
+
+    return reply

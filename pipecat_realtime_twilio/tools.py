@@ -1,0 +1,243 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Tools for Realtime bots: a decorator for Python functions, and call control.
+
+A tool is a :class:`RealtimeTool`: the schema the model sees plus the handler
+Pipecat runs. Pass tools to ``RealtimeAgent(tools=[...])``, which registers
+their handlers.
+
+Example (the tool's docstring, with its ``Args:`` section, is what the model reads)::
+
+    @realtime_tool(timeout_secs=5)
+    async def opening_hours(day: str) -> str:
+        return HOURS[day.lower()]
+
+    tools = [opening_hours, end_call(), transfer_call("+15551230000")]
+    RealtimeAgent(instructions=..., tools=tools)
+"""
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+import docstring_parser
+from loguru import logger
+from pipecat.adapters.llm.schemas.direct_function import BaseDirectFunctionWrapper
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.frames.frames import FunctionCallResultProperties
+from pipecat.services.llm_service import FunctionCallParams
+from pydantic import ConfigDict, validate_call
+from pydantic_core import to_jsonable_python
+
+from pipecat_realtime_twilio.call import CallSession
+from pipecat_realtime_twilio.errors import CallControlError
+
+if TYPE_CHECKING:
+    from pipecat_realtime_twilio.realtime import RealtimeAgent
+
+DEFAULT_TOOL_TIMEOUT_SECS = 10.0
+"""How long a tool may run before the bot apologizes instead."""
+
+_NO_ANSWER = FunctionCallResultProperties(run_llm=False)
+
+
+@dataclass(frozen=True)
+class RealtimeTool:
+    """A tool the model can call: its schema and its Pipecat handler.
+
+    Parameters:
+        name: The function name the model calls.
+        schema: The schema the model sees.
+        handler: Runs the call (a Pipecat function handler).
+    """
+
+    name: str
+    schema: FunctionSchema
+    handler: Callable[[FunctionCallParams], Awaitable[None]]
+
+
+class _ToolSignature(BaseDirectFunctionWrapper):
+    """Pipecat's signature-and-docstring schema extraction, for plain functions.
+
+    Every parameter is the model's, except those annotated ``CallSession``,
+    which receive the call.
+    """
+
+    @classmethod
+    def special_first_param_name(cls) -> str:
+        return ""
+
+    @classmethod
+    def validate_function(cls, function: Callable) -> None:
+        if not callable(function):
+            raise TypeError(f"a tool must be a function, not {function!r}")
+
+    def _get_parameters_as_jsonschema(
+        self, func: Callable, docstring_params: list[docstring_parser.DocstringParam]
+    ) -> tuple[dict[str, Any], list[str]]:
+        hints = get_type_hints(func)
+        descriptions = {p.arg_name: p.description or "" for p in docstring_params}
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, param in inspect.signature(func).parameters.items():
+            if name in _injected(func):
+                continue
+            properties[name] = self._typehint_to_jsonschema(hints.get(name))
+            if name in descriptions:
+                properties[name]["description"] = descriptions[name]
+            if param.default is inspect.Parameter.empty:
+                required.append(name)
+        return properties, required
+
+
+def _injected(func: Callable) -> set[str]:
+    hints = get_type_hints(func)
+    return {name for name, hint in hints.items() if hint is CallSession}
+
+
+def realtime_tool(
+    fn: Callable | None = None,
+    *,
+    name: str | None = None,
+    timeout_secs: float = DEFAULT_TOOL_TIMEOUT_SECS,
+):
+    """Turn a typed Python function (sync or async) with a docstring into a tool.
+
+    The schema comes from the signature and the docstring (Google style: the
+    summary describes the tool, ``Args:`` describe the parameters). The model's
+    arguments are validated and converted to the annotated types (pydantic),
+    the function runs (a sync one in a worker thread), and its return value,
+    made JSON-ready, goes back as the ``function_call_output``; then the model
+    answers. A parameter annotated ``CallSession`` receives the call.
+
+    If the arguments are invalid, the function raises, or it runs longer than
+    ``timeout_secs``, the error goes back to the model and the bot says its
+    ``tool_error_message``; the call goes on.
+
+    Can be used with or without arguments: ``@realtime_tool`` or
+    ``@realtime_tool(timeout_secs=5)``.
+
+    Args:
+        fn: The function (when used without arguments).
+        name: The tool's name; the function's name by default.
+        timeout_secs: Most seconds the function may run.
+
+    Returns:
+        The :class:`RealtimeTool` (or a decorator that makes one).
+    """
+
+    def build(function: Callable) -> RealtimeTool:
+        signature = _ToolSignature(function)
+        schema = signature.to_function_schema()
+        if name:
+            schema.name = name
+        if not schema.description:
+            raise ValueError(f"tool {schema.name}: give the function a docstring for the model")
+        validated = validate_call(function, config=ConfigDict(arbitrary_types_allowed=True))
+        injected = _injected(function)
+        is_async = inspect.iscoroutinefunction(function)
+
+        async def handler(params: FunctionCallParams) -> None:
+            agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+            arguments = dict(params.arguments or {})
+            for parameter in injected:
+                arguments[parameter] = agent.call
+            try:
+                if is_async:
+                    run = validated(**arguments)
+                else:
+                    run = asyncio.to_thread(validated, **arguments)
+                result = await asyncio.wait_for(run, timeout_secs)
+            except TimeoutError:
+                logger.warning(f"Tool {schema.name} timed out after {timeout_secs:g} s")
+                await _apologize(params, agent, f"{schema.name} timed out")
+                return
+            except Exception as e:
+                logger.opt(exception=e).warning(f"Tool {schema.name} failed: {e}")
+                await _apologize(params, agent, f"{schema.name} failed: {e}")
+                return
+            await params.result_callback(to_jsonable_python(result, fallback=str))
+
+        return RealtimeTool(name=schema.name, schema=schema, handler=handler)
+
+    if fn is not None:
+        return build(fn)
+    return build
+
+
+async def _apologize(params: FunctionCallParams, agent: "RealtimeAgent", error: str) -> None:
+    await params.result_callback({"error": error}, properties=_NO_ANSWER)
+    await agent.say(agent.tool_error_message)
+
+
+def end_call(
+    *,
+    description: str = (
+        "Hang up the phone call. Use it when the conversation is over or the caller asks "
+        "to end the call. Say goodbye first: the call ends once the caller has heard it."
+    ),
+) -> RealtimeTool:
+    """The ``end_call`` tool: hang up once the goodbye has been heard.
+
+    Args:
+        description: What the model is told about the tool.
+
+    Returns:
+        The tool.
+    """
+    schema = FunctionSchema(name="end_call", description=description, properties={}, required=[])
+
+    async def handler(params: FunctionCallParams) -> None:
+        agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+        await params.result_callback({"status": "ending the call"}, properties=_NO_ANSWER)
+        try:
+            await agent.end_call(reason="bot ended the call")
+        except CallControlError as e:
+            logger.error(f"end_call: {e}")
+
+    return RealtimeTool(name="end_call", schema=schema, handler=handler)
+
+
+def transfer_call(
+    number: str,
+    *,
+    description: str = (
+        "Transfer the caller to a person. Use it when the caller asks for a human or you "
+        "cannot help. Tell the caller you are transferring them first."
+    ),
+) -> RealtimeTool:
+    """The ``transfer_call`` tool: a cold transfer to ``number``.
+
+    The transfer happens once the caller has heard what the bot said: TwiML
+    ``<Dial>`` through the runner's ``<Connect action>`` URL, or Twilio's REST API
+    for a stream the runner's TwiML did not open.
+
+    Args:
+        number: Where to transfer (E.164 phone number or SIP URI), set per bot.
+        description: What the model is told about the tool.
+
+    Returns:
+        The tool.
+    """
+    if not number:
+        raise ValueError("transfer_call needs a number to transfer to")
+    schema = FunctionSchema(
+        name="transfer_call", description=description, properties={}, required=[]
+    )
+
+    async def handler(params: FunctionCallParams) -> None:
+        agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+        await params.result_callback({"status": "transferring the call"}, properties=_NO_ANSWER)
+        try:
+            await agent.transfer_call(number)
+        except CallControlError as e:
+            logger.error(f"transfer_call: {e}")
+            await agent.say(agent.tool_error_message)
+
+    return RealtimeTool(name="transfer_call", schema=schema, handler=handler)

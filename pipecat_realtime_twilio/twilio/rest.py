@@ -1,0 +1,98 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Twilio's REST API, through the ``twilio`` package's async client, for what TwiML can't do."""
+
+import asyncio
+
+from loguru import logger
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from pipecat_realtime_twilio.settings import DEFAULT_TWILIO_API_URL, Settings
+
+REQUEST_TIMEOUT_SECS = 10.0
+"""Most seconds one REST request may take."""
+
+
+class TwilioRest:
+    """Updates live calls through Twilio's REST API.
+
+    The HTTP session is opened on first use (it needs a running event loop).
+    """
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        api_url: str = DEFAULT_TWILIO_API_URL,
+        timeout: float = REQUEST_TIMEOUT_SECS,
+    ):
+        """Initialize the client.
+
+        Args:
+            account_sid: The account SID (AC...).
+            auth_token: The account's auth token.
+            api_url: Base URL of the REST API (``TWILIO_API_URL``).
+            timeout: Most seconds one request may take.
+        """
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._api_url = api_url.rstrip("/")
+        self._timeout = timeout
+        self._client: Client | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TwilioRest | None":
+        """Build the client from ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``/``TWILIO_API_URL``.
+
+        Args:
+            settings: The settings.
+
+        Returns:
+            The client, or None if the account SID or auth token is not set.
+        """
+        if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
+            return None
+        return cls(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            api_url=str(settings.twilio_api_url),
+        )
+
+    def _calls(self):
+        if self._client is None:
+            http_client = AsyncTwilioHttpClient(timeout=self._timeout)
+            self._client = Client(self._account_sid, self._auth_token, http_client=http_client)
+            # Every 2010-04-01 URL is built from this domain's base_url.
+            self._client.api.base_url = self._api_url
+        return self._client.calls
+
+    async def redirect(self, call_sid: str, twiml: str) -> None:
+        """Make a live call leave its stream and run ``twiml`` instead.
+
+        Args:
+            call_sid: The call.
+            twiml: The TwiML document to run.
+
+        Raises:
+            TwilioRestException: If Twilio refuses the update.
+        """
+        logger.info(f"Redirecting call {call_sid} through the REST API")
+        await asyncio.wait_for(self._calls()(call_sid).update_async(twiml=twiml), self._timeout + 1)
+
+    async def close(self) -> None:
+        """Close the HTTP session, if one was opened."""
+        if self._client is not None:
+            http_client = self._client.http_client
+            self._client = None
+            if isinstance(http_client, AsyncTwilioHttpClient):
+                await http_client.close()
+
+
+__all__ = ["TwilioRest", "TwilioRestException"]
