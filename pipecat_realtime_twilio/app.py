@@ -8,7 +8,8 @@
 
 import gc
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
@@ -18,10 +19,13 @@ from pipecat_realtime_twilio.bot import Bot, BotError, load_bots, select_bot
 from pipecat_realtime_twilio.call import CallSession, StreamRejected
 from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
 from pipecat_realtime_twilio.settings import Settings, load_settings, use_settings
+from pipecat_realtime_twilio.twilio.rest import TwilioRest
 from pipecat_realtime_twilio.twilio.security import account_allowed, verified_form
-from pipecat_realtime_twilio.twilio.twiml import stream_twiml
+from pipecat_realtime_twilio.twilio.twiml import hangup_twiml, stream_twiml
 
 _FINISHED_CALLS_KEPT = 100
+_NEXT_TWIML_KEPT = 1000
+_STREAM_ACTION_PARAMETER = "stream_action"
 
 
 @dataclass
@@ -53,8 +57,10 @@ class CallRunner:
     """Answers Twilio calls with bots.
 
     Holds the settings and bots, serves ``POST /incoming`` (TwiML that opens a
-    media stream) and ``WS /media-stream`` (one fresh pipeline per call), and
-    keeps the last finished calls in :attr:`finished`.
+    media stream), ``WS /media-stream`` (one fresh pipeline per call) and
+    ``POST /stream-ended`` (the ``<Connect action>``: what the call does once
+    the bot closed the stream: ``<Dial>`` for a transfer, otherwise
+    ``<Hangup/>``), and keeps the last finished calls in :attr:`finished`.
     """
 
     def __init__(self, settings: Settings, bots: dict[str, Bot]):
@@ -69,9 +75,17 @@ class CallRunner:
         self.bots = bots
         self.active: dict[str, CallSession] = {}
         self.finished: deque[CallSummary] = deque(maxlen=_FINISHED_CALLS_KEPT)
+        self.rest = TwilioRest.from_settings(settings)
+        self._next_twiml: OrderedDict[str, str] = OrderedDict()
         self.router = APIRouter()
         self.router.add_api_route("/incoming", self.incoming, methods=["POST"])
         self.router.add_api_websocket_route("/media-stream", self.media_stream)
+        self.router.add_api_route("/stream-ended", self.stream_ended, methods=["POST"])
+
+    async def close(self) -> None:
+        """Release the runner's resources (the REST client's HTTP session)."""
+        if self.rest is not None:
+            await self.rest.close()
 
     async def incoming(self, request: Request) -> Response:
         """Answer Twilio's voice webhook with TwiML that streams the call to us."""
@@ -81,18 +95,32 @@ class CallRunner:
             f"Incoming call {form.get('CallSid', '?')} from {form.get('From', '?')} "
             f"to {form.get('To', '?')}: bot '{bot}'"
         )
-        # The stream route sits beside this one, wherever the router is mounted.
+        # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
             f"{self.settings.websocket_origin}{prefix}/media-stream",
-            {"bot": bot, "from": form.get("From", ""), "to": form.get("To", "")},
+            {
+                "bot": bot,
+                "from": form.get("From", ""),
+                "to": form.get("To", ""),
+                _STREAM_ACTION_PARAMETER: "1",
+            },
+            action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
         )
+        return Response(content=twiml, media_type="application/xml")
+
+    async def stream_ended(self, request: Request) -> Response:
+        """Answer the ``<Connect action>``: transfer the call if the bot asked, else hang up."""
+        form = await verified_form(request, self.settings)
+        call_sid = form.get("CallSid", "")
+        twiml = self._next_twiml.pop(call_sid, None) or hangup_twiml()
+        logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
         return Response(content=twiml, media_type="application/xml")
 
     async def media_stream(self, websocket: WebSocket) -> None:
         """Run one call on a Twilio media stream."""
         try:
-            call = await CallSession.accept(websocket)
+            call = await CallSession.accept(websocket, rest=self.rest)
         except StreamRejected as e:
             logger.warning(f"Refused a media stream: {e}")
             await websocket.close(code=1008)
@@ -112,6 +140,8 @@ class CallRunner:
             )
             bot_name = self.settings.bot
         bot = self.bots[bot_name]
+        # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
+        call.handles_stream_action = call.parameters.get(_STREAM_ACTION_PARAMETER) == "1"
         token = use_settings(self.settings)
         try:
             processors = await bot.build(call)
@@ -127,6 +157,10 @@ class CallRunner:
             await call.run(processors)
         finally:
             self.active.pop(call.call_sid, None)
+            if call.next_twiml:
+                self._next_twiml[call.call_sid] = call.next_twiml
+                while len(self._next_twiml) > _NEXT_TWIML_KEPT:
+                    self._next_twiml.popitem(last=False)
             transcript = [
                 e for p in processors if isinstance(p, RealtimeAgent) for e in p.transcript
             ]
@@ -163,7 +197,13 @@ def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = N
     """
     settings = settings or load_settings()
     runner = CallRunner(settings, bots if bots is not None else load_bots(settings.bots_dir))
-    app = FastAPI(title="pipecat-realtime-twilio")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await runner.close()
+
+    app = FastAPI(title="pipecat-realtime-twilio", lifespan=lifespan)
     app.include_router(runner.router)
     app.state.runner = runner
     gc.collect()

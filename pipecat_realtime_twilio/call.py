@@ -179,6 +179,8 @@ class CallSession:
         self._hung_up = asyncio.Event()
         self._end_requested = asyncio.Event()
         self.rest = rest
+        # Set by whoever wrote the TwiML: a <Connect action> URL of ours follows
+        # the stream and answers with next_twiml.
         self.handles_stream_action = False
         self.next_twiml: str | None = None
         self.serializer = TwilioSerializer(
@@ -206,13 +208,14 @@ class CallSession:
 
     @classmethod
     async def accept(
-        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
+        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS, **kwargs
     ) -> "CallSession":
         """Accept a media-stream websocket and read its ``start`` message.
 
         Args:
             websocket: The websocket Twilio opened (not yet accepted).
             timeout: Seconds to wait for ``start``.
+            **kwargs: Further :class:`CallSession` arguments (``rest``, ``chunk_ms``...).
 
         Returns:
             The call session.
@@ -221,11 +224,11 @@ class CallSession:
             StreamRejected: If the stream does not start properly.
         """
         await websocket.accept()
-        return await cls.from_websocket(websocket, timeout)
+        return await cls.from_websocket(websocket, timeout, **kwargs)
 
     @classmethod
     async def from_websocket(
-        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
+        cls, websocket: WebSocket, timeout: float = START_TIMEOUT_SECS, **kwargs
     ) -> "CallSession":
         """Start a call on a websocket that is already accepted.
 
@@ -235,6 +238,7 @@ class CallSession:
         Args:
             websocket: The accepted websocket, before Twilio's ``start`` was read.
             timeout: Seconds to wait for ``start``.
+            **kwargs: Further :class:`CallSession` arguments (``rest``, ``chunk_ms``...).
 
         Returns:
             The call session.
@@ -242,7 +246,7 @@ class CallSession:
         Raises:
             StreamRejected: If the stream does not start properly.
         """
-        return cls(websocket, await read_stream_start(websocket, timeout))
+        return cls(websocket, await read_stream_start(websocket, timeout), **kwargs)
 
     @property
     def call_sid(self) -> str:

@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Errors a user fixes in configuration; their messages name the setting or file."""
+"""The package's errors; configuration errors name the setting or file."""
 
 
 class SettingsError(Exception):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipecat_realtime_twilio.app import create_app
-from pipecat_realtime_twilio.bot import load_bots
+from pipecat_realtime_twilio.bot import Bot, load_bots
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
@@ -59,8 +59,20 @@ async def caller(runner):
 
 
 @contextlib.asynccontextmanager
-async def phone_call(*, bot: str = "default", settings: dict | None = None, **emulator_options):
+async def phone_call(
+    *,
+    bot: str = "default",
+    pipeline=None,
+    settings: dict | None = None,
+    **emulator_options,
+):
     """A runner against a fresh emulator, and a caller that has not dialled yet.
+
+    Args:
+        bot: The repository bot that answers (ignored with ``pipeline``).
+        pipeline: A bot builder ``pipeline(call)`` to answer with instead.
+        settings: Settings overrides.
+        **emulator_options: ``RealtimeEmulator`` arguments.
 
     Yields:
         (emulator, runner, caller): the ``RealtimeEmulator``, the ``CallRunner``
@@ -68,8 +80,15 @@ async def phone_call(*, bot: str = "default", settings: dict | None = None, **em
     """
     async with RealtimeEmulator(**emulator_options) as emulator:
         server = LocalServer()
+        if pipeline is not None:
+            bot = "test"
         settings = runner_settings(emulator, server.url, bot=bot, **(settings or {}))
-        server.app = create_app(settings, load_bots(settings.bots_dir))
+        bots = (
+            {"test": Bot("test", "a test bot", pipeline)}
+            if pipeline is not None
+            else load_bots(settings.bots_dir)
+        )
+        server.app = create_app(settings, bots)
         async with server:
             async with TwilioCaller(
                 server_url=server.url, public_url=server.url, auth_token=AUTH_TOKEN

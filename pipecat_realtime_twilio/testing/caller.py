@@ -137,6 +137,8 @@ class TwilioCaller:
       that are not JSON objects are recorded as ``{"_raw": ..., "_error": ...}``.
     - ``marks_received``/``marks_echoed``: ``(time, name)`` pairs.
     - ``clears``: times a ``clear`` was applied.
+    - ``lead``: ``(time, ms)`` for each ``media`` message: the audio waiting in the
+      phone's playback buffer right after it arrived (what the server keeps ahead).
     - ``sent``: every message sent to the server as ``(time, message)``.
     - ``errors``: ``(time, description)`` of protocol errors by the server.
     - ``stream_ended_at``/``close_code``/``close_reason``: set when the *server*
@@ -199,6 +201,7 @@ class TwilioCaller:
         self.marks_received: list[tuple[float, str]] = []
         self.marks_echoed: list[tuple[float, str]] = []
         self.clears: list[float] = []
+        self.lead: list[tuple[float, float]] = []
         self.errors: list[tuple[float, str]] = []
         self.started_at: float | None = None
         self.stream_ended_at: float | None = None
@@ -911,9 +914,9 @@ class TwilioCaller:
             self._error(f"media payload is not base64: {payload[:40]!r}")
             return
         self._playbuf += audio
-        self._arrivals.append(
-            (self._consumed + len(self._playbuf), asyncio.get_running_loop().time())
-        )
+        now = asyncio.get_running_loop().time()
+        self._arrivals.append((self._consumed + len(self._playbuf), now))
+        self.lead.append((now, len(self._playbuf) / BYTES_PER_MS))
 
     def _on_mark(self, now: float, message: dict) -> None:
         mark = message.get("mark")
