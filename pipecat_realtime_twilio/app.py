@@ -109,6 +109,12 @@ class CallRunner:
         )
         return Response(content=twiml, media_type="application/xml")
 
+    def _answer_action(self, call_sid: str, twiml: str) -> None:
+        """Remember what the action URL answers for ``call_sid``, once."""
+        self._next_twiml[call_sid] = twiml
+        while len(self._next_twiml) > _NEXT_TWIML_KEPT:
+            self._next_twiml.popitem(last=False)
+
     async def stream_ended(self, request: Request) -> Response:
         """Answer the ``<Connect action>``: transfer the call if the bot asked, else hang up."""
         form = await verified_form(request, self.settings)
@@ -140,8 +146,9 @@ class CallRunner:
             )
             bot_name = self.settings.bot
         bot = self.bots[bot_name]
-        # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
-        call.handles_stream_action = call.parameters.get(_STREAM_ACTION_PARAMETER) == "1"
+        if call.parameters.get(_STREAM_ACTION_PARAMETER) == "1":
+            # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
+            call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
         token = use_settings(self.settings)
         try:
             processors = await bot.build(call)
@@ -157,10 +164,6 @@ class CallRunner:
             await call.run(processors)
         finally:
             self.active.pop(call.call_sid, None)
-            if call.next_twiml:
-                self._next_twiml[call.call_sid] = call.next_twiml
-                while len(self._next_twiml) > _NEXT_TWIML_KEPT:
-                    self._next_twiml.popitem(last=False)
             transcript = [
                 e for p in processors if isinstance(p, RealtimeAgent) for e in p.transcript
             ]

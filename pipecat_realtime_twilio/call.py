@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fastapi import WebSocket
@@ -148,8 +148,9 @@ class CallSession:
     closing), which cancels the pipeline at once so the Realtime socket, which
     bills while open, is closed without delay. The bot ends it with :meth:`end`
     or :meth:`transfer`, which close the stream once the caller has heard
-    everything; Twilio then runs what follows the ``<Connect>`` (or requests its
-    ``action`` URL, where the runner answers with :attr:`next_twiml`).
+    everything; Twilio then runs what follows the ``<Connect>`` or requests its
+    ``action`` URL (the runner's answers ``<Hangup/>``, or ``<Dial>`` after a
+    transfer, handed to it through :attr:`stream_action`).
 
     The pipeline's ``StartFrame.metadata`` carries the call under
     :data:`CALL_METADATA_KEY`, which is how a ``RealtimeAgent`` finds the phone.
@@ -179,10 +180,9 @@ class CallSession:
         self._hung_up = asyncio.Event()
         self._end_requested = asyncio.Event()
         self.rest = rest
-        # Set by whoever wrote the TwiML: a <Connect action> URL of ours follows
-        # the stream and answers with next_twiml.
-        self.handles_stream_action = False
-        self.next_twiml: str | None = None
+        # Set by whoever wrote the TwiML, when a <Connect action> URL of theirs
+        # follows the stream: it is told what TwiML the action should answer.
+        self.stream_action: Callable[[str], None] | None = None
         self.serializer = TwilioSerializer(
             start.stream_sid, start.call_sid, on_stop=self._on_stop, on_mark=self._on_mark
         )
@@ -309,14 +309,14 @@ class CallSession:
                 or the REST request fails.
         """
         twiml = dial_twiml(number)
-        if not self.handles_stream_action and self.rest is None:
+        if self.stream_action is None and self.rest is None:
             raise CallControlError(
                 "a transfer needs the runner's <Connect action> URL or Twilio REST "
                 "credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
             )
         await self.output().wait_idle(timeout)
-        if self.handles_stream_action:
-            self.next_twiml = twiml
+        if self.stream_action is not None:
+            self.stream_action(twiml)  # before the stream closes and Twilio asks for it
         else:
             try:
                 await self.rest.redirect(self.call_sid, twiml)

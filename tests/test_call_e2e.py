@@ -118,12 +118,13 @@ async def test_caller_hang_up_closes_the_openai_socket():
         assert len(emulator.sessions) == 1
 
 
+@pytest.mark.parametrize("path", ["/incoming", "/stream-ended"])
 @pytest.mark.parametrize("signature", [None, "bm90IHRoZSBzaWduYXR1cmU="])
-async def test_webhook_without_valid_signature_is_refused(runner, signature):
+async def test_webhook_without_valid_signature_is_refused(runner, signature, path):
     headers = {"X-Twilio-Signature": signature} if signature else {}
     async with httpx.AsyncClient(base_url=runner.url) as client:
         response = await client.post(
-            "/incoming", data={"CallSid": "CA" + "0" * 32, "From": "+1555"}, headers=headers
+            path, data={"CallSid": "CA" + "0" * 32, "From": "+1555"}, headers=headers
         )
     assert response.status_code == 403
 
@@ -132,7 +133,15 @@ async def test_webhook_answers_twiml_built_for_the_public_url(caller):
     dial = await caller.dial()
     assert dial.status == 200
     assert dial.stream_url.endswith("/media-stream")
-    assert dial.parameters == {"bot": "default", "from": caller.from_number, "to": caller.to_number}
+    assert dial.parameters == {
+        "bot": "default",
+        "from": caller.from_number,
+        "to": caller.to_number,
+        "stream_action": "1",
+    }
+    # When the bot closes the stream, Twilio asks the runner what to do next.
+    assert dial.action_url == caller.public_url + "/stream-ended"
+    assert dial.after_connect == []
 
 
 async def test_other_accounts_are_refused_on_the_webhook_and_the_stream():

@@ -784,6 +784,47 @@ async def test_function_call_flow(make_emulator):
     await client.ws.close()
 
 
+async def test_a_reply_can_speak_then_call_a_function_in_one_response(make_emulator):
+    emulator = await make_emulator(
+        replies=[
+            Reply(
+                "Goodbye!",
+                audio=scripted_audio(200),
+                function_call=FunctionCall("end_call", {}, call_id="call_9"),
+            )
+        ]
+    )
+    client = await connect_pcmu(
+        emulator,
+        audio={
+            **PCMU_SESSION["session"]["audio"],
+            "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+        },
+    )
+    await client.send({"type": "response.create"})
+    events = await client.recv_until("response.done")
+    names = types(events)
+    # The message item is finished before the function call item starts.
+    assert names.index("response.output_audio.done") < names.index(
+        "response.function_call_arguments.done"
+    )
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [(e["output_index"], e["item"]["type"]) for e in added] == [
+        (0, "message"),
+        (1, "function_call"),
+    ]
+    call_done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert call_done["output_index"] == 1 and call_done["call_id"] == "call_9"
+    done = events[-1]["response"]
+    assert done["status"] == "completed"
+    assert [item["type"] for item in done["output"]] == ["message", "function_call"]
+    assert [item["status"] for item in done["output"]] == ["completed", "completed"]
+    assert audio_of(events) == scripted_audio(200)
+    assert done["usage"]["output_token_details"]["text_tokens"] == 2 + 1  # "Goodbye!", "{}"
+    assert emulator.server_event_errors == []
+    await client.ws.close()
+
+
 async def test_manual_turns_without_vad_and_deterministic_usage(make_emulator):
     emulator = await make_emulator(
         replies=[Reply("abcdefghij", audio=scripted_audio(500))], send_rate_limits=False

@@ -7,8 +7,14 @@ one of these, this file fails loudly instead of a call failing quietly.
 import inspect
 
 from pipecat.services.openai.realtime.llm import CurrentAudioResponse, OpenAIRealtimeLLMService
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketTransport,
+)
 
 from pipecat_realtime_twilio.realtime import RealtimeAgent
+from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
 
 OVERRIDDEN = [
     "_connect",
@@ -21,6 +27,11 @@ OVERRIDDEN = [
     "_handle_evt_audio_transcript_delta",
     "_handle_evt_response_done",
     "handle_evt_input_audio_transcription_completed",
+    "_handle_evt_speech_started",
+    "_handle_evt_speech_stopped",
+    "_handle_evt_response_created",
+    "_truncate_current_audio_response",
+    "_create_response",
 ]
 
 
@@ -39,6 +50,9 @@ def test_receive_loop_dispatches_the_events_we_override():
         ("response.output_audio.delta", "_handle_evt_audio_delta"),
         ("response.output_audio_transcript.delta", "_handle_evt_audio_transcript_delta"),
         ("response.done", "_handle_evt_response_done"),
+        ("response.created", "_handle_evt_response_created"),
+        ("input_audio_buffer.speech_started", "_handle_evt_speech_started"),
+        ("input_audio_buffer.speech_stopped", "_handle_evt_speech_stopped"),
         (
             "conversation.item.input_audio_transcription.completed",
             "handle_evt_input_audio_transcription_completed",
@@ -57,6 +71,7 @@ def test_state_the_agent_relies_on():
         "self._current_audio_response",
         "self._websocket",
         "self._resampler",
+        "self._response_create_owed",
     ]:
         assert attribute in source, attribute
     truncate = inspect.getsource(OpenAIRealtimeLLMService._truncate_current_audio_response)
@@ -64,3 +79,26 @@ def test_state_the_agent_relies_on():
     assert {"item_id", "content_index", "start_time_ms", "total_size", "response_id"} <= set(
         CurrentAudioResponse.__dataclass_fields__
     )
+
+
+def test_interruptions_and_function_results_reach_what_we_override():
+    # An InterruptionFrame from upstream truncates through _truncate_current_audio_response,
+    # and a function result asks for a response through _create_response.
+    interruption = inspect.getsource(OpenAIRealtimeLLMService._handle_interruption)
+    assert "_truncate_current_audio_response()" in interruption
+    done = inspect.getsource(OpenAIRealtimeLLMService._handle_evt_response_done)
+    assert "_create_response()" in done
+
+
+def test_phone_output_overrides_still_fit_pipecat():
+    # TwilioOutputTransport replaces the transport's output and hooks these private parts.
+    for name in ("_handle_frame", "_write_frame"):
+        assert name in vars(BaseOutputTransport) or name in vars(FastAPIWebsocketOutputTransport)
+        assert name in vars(TwilioOutputTransport)
+    init = inspect.getsource(FastAPIWebsocketTransport.__init__)
+    for attribute in ("self._client", "self._output", "self._output_name", "self._params"):
+        assert attribute in init, attribute
+    process = inspect.getsource(BaseOutputTransport.process_frame)
+    assert "await self._handle_frame(frame)" in process
+    interruption = inspect.getsource(FastAPIWebsocketOutputTransport.process_frame)
+    assert "await self._write_frame(frame)" in interruption
