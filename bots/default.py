@@ -1,6 +1,6 @@
 """A helpful, concise phone assistant."""
 
-from pipecat_realtime_twilio import CallSession, RealtimeAgent
+from pipecat_realtime_twilio import CallLimits, CallSession, RealtimeAgent, end_call
 
 INSTRUCTIONS = """\
 You are a friendly, helpful assistant answering a phone call.
@@ -9,6 +9,7 @@ sentences, in plain spoken language. No lists, no markdown, no emoji, no URLs.
 Ask one question at a time. If you did not catch something, say so and ask again.
 If you do not know an answer, say so instead of guessing.
 Speak in the caller's language.
+When the caller is done or says goodbye, say goodbye and then call end_call.
 """
 
 
@@ -19,6 +20,8 @@ def pipeline(call: CallSession) -> list:
         RealtimeAgent(
             instructions=INSTRUCTIONS,
             greeting="Hello! Thanks for calling. How can I help you today?",
+            tools=[end_call()],
+            limits=CallLimits(max_duration_secs=15 * 60, silence_timeout_secs=30),
         ),
         call.output(),
     ]

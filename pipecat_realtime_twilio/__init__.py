@@ -25,26 +25,43 @@ _PUBLIC = {
     "SettingsError": "pipecat_realtime_twilio.errors",
     "load_settings": "pipecat_realtime_twilio.settings",
     "TwilioSerializer": "pipecat_realtime_twilio.twilio.serializer",
+    "TwilioOutputTransport": "pipecat_realtime_twilio.twilio.output",
+    "CallLimits": "pipecat_realtime_twilio.limits",
+    "CallControlError": "pipecat_realtime_twilio.errors",
+    "RealtimeTool": "pipecat_realtime_twilio.tools",
+    "realtime_tool": "pipecat_realtime_twilio.tools",
+    "end_call": "pipecat_realtime_twilio.tools",
+    "transfer_call": "pipecat_realtime_twilio.tools",
 }
 
 __all__ = [
+    "CallControlError",
+    "CallLimits",
     "CallRunner",
     "CallSession",
     "RealtimeAgent",
+    "RealtimeTool",
     "Settings",
     "SettingsError",
     "TranscriptEntry",
+    "TwilioOutputTransport",
     "TwilioSerializer",
     "create_app",
+    "end_call",
     "load_settings",
+    "realtime_tool",
+    "transfer_call",
 ]
 
 if TYPE_CHECKING:
     from pipecat_realtime_twilio.app import CallRunner, create_app
     from pipecat_realtime_twilio.call import CallSession
-    from pipecat_realtime_twilio.errors import SettingsError
+    from pipecat_realtime_twilio.errors import CallControlError, SettingsError
+    from pipecat_realtime_twilio.limits import CallLimits
     from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
     from pipecat_realtime_twilio.settings import Settings, load_settings
+    from pipecat_realtime_twilio.tools import RealtimeTool, end_call, realtime_tool, transfer_call
+    from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
     from pipecat_realtime_twilio.twilio.serializer import TwilioSerializer
 
 

@@ -282,9 +282,12 @@ class CallSession:
     async def end(self, reason: str = "bot ended the call", *, timeout: float = 30.0) -> None:
         """End the call once the caller has heard everything already sent or queued.
 
-        Closing the stream lets Twilio run what follows the ``<Connect>``; with
-        the runner's TwiML that is its action URL, which answers ``<Hangup/>``
-        (or :attr:`next_twiml`).
+        With the runner's TwiML, closing the stream makes Twilio request the
+        ``<Connect action>`` URL, which answers ``<Hangup/>``. For a stream opened
+        by other TwiML, what follows ``<Connect>`` is unknown, so the call is
+        hung up through Twilio's REST API when credentials are configured;
+        without them the stream is closed and Twilio runs the next verb (none:
+        the call ends).
 
         Args:
             reason: Why the call ends (logged and kept in :attr:`end_reason`).
@@ -292,6 +295,11 @@ class CallSession:
         """
         if not await self.output().wait_idle(timeout):
             logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
+        if self.stream_action is None and self.rest is not None:
+            try:
+                await self.rest.hang_up(self.call_sid)
+            except Exception as e:
+                logger.error(f"Call {self.call_sid}: REST hang-up failed ({e}); closing the stream")
         self._request_end(reason)
 
     async def transfer(self, number: str, *, timeout: float = 30.0) -> None:

@@ -123,6 +123,29 @@ async def test_transfer_call_uses_the_rest_api_without_our_action_url():
             await caller.wait_ended(timeout=5)
 
 
+async def test_end_call_hangs_up_through_the_rest_api_without_our_action_url():
+    goodbye = Reply(text="Goodbye!", function_call=FunctionCall("end_call", {}))
+    async with FakeTwilioRest(auth_token=AUTH_TOKEN) as rest:
+        settings = {"twilio_account_sid": rest.account_sid, "twilio_api_url": rest.url}
+        async with phone_call(
+            pipeline=agent_bot(tools=[end_call()]), settings=settings, replies=[goodbye]
+        ) as (emulator, runner, caller):
+            caller.account_sid = rest.account_sid
+            rest.add_call(caller.call_sid)
+            caller.load_twiml(
+                "<Response><Connect><Stream "
+                f'url="{runner.settings.websocket_origin}/media-stream"/>'
+                "</Connect><Say>Other TwiML goes on here.</Say></Response>"
+            )
+            await caller.connect()
+            await caller.say(SPEECH)
+            await caller.wait_ended(timeout=15)
+            [update] = rest.requests_to(caller.call_sid, "POST")
+            assert update.form == {"Status": "completed"}
+            assert update.time >= end_of_audio(caller)
+            assert rest.calls[caller.call_sid]["status"] == "completed"
+
+
 async def test_keypad_digits_reach_the_model_and_the_pipeline():
     dtmf_frames = []
 

@@ -86,6 +86,20 @@ class TwilioRest:
         logger.info(f"Redirecting call {call_sid} through the REST API")
         await asyncio.wait_for(self._calls()(call_sid).update_async(twiml=twiml), self._timeout + 1)
 
+    async def hang_up(self, call_sid: str) -> None:
+        """End a live call.
+
+        Args:
+            call_sid: The call.
+
+        Raises:
+            TwilioRestException: If Twilio refuses the update.
+        """
+        logger.info(f"Hanging up call {call_sid} through the REST API")
+        await asyncio.wait_for(
+            self._calls()(call_sid).update_async(status="completed"), self._timeout + 1
+        )
+
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
         if self._client is not None:
