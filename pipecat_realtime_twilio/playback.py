@@ -28,6 +28,8 @@ from pipecat_realtime_twilio.audio import BYTES_PER_MS
 MARKS_OVERDUE_SECS = 2.0
 """Without any echo for this long while audio is pending, trust the wall clock instead."""
 
+_RTT_WEIGHT = 0.2  # of each new round-trip sample in the running estimate
+
 
 @dataclass
 class _SentChunk:
@@ -37,6 +39,7 @@ class _SentChunk:
     item: str | None
     item_end: int  # bytes of the item sent up to the end of the chunk
     sent_at: float
+    starts_playback: bool = False  # a start mark: echoed as soon as Twilio has it
 
 
 class PlaybackClock:
@@ -66,6 +69,7 @@ class PlaybackClock:
         self._item_sent: dict[str, int] = {}
         self._item_heard: dict[str, int] = {}
         self.marks_overdue = False
+        self.round_trip_secs: float | None = None
 
     # -- sending ---------------------------------------------------------------------
 
@@ -86,7 +90,9 @@ class PlaybackClock:
         Returns:
             The mark's name.
         """
-        return self._add(0, None, now)
+        name = self._add(0, None, now)
+        self._pending[-1].starts_playback = True
+        return name
 
     def sent(self, size: int, item: str | None, now: float) -> str:
         """Register a chunk of audio sent to the phone; send its mark right after it.
@@ -131,6 +137,11 @@ class PlaybackClock:
             return False
         while self._pending:
             chunk = self._pending.popleft()
+            if chunk.starts_playback:
+                # Nothing played before it: its echo took one network round trip.
+                sample = now - chunk.sent_at
+                rtt = self.round_trip_secs
+                self.round_trip_secs = sample if rtt is None else rtt + _RTT_WEIGHT * (sample - rtt)
             self._acked = max(self._acked, chunk.end)
             if chunk.item is not None:
                 self._item_heard[chunk.item] = max(
@@ -147,14 +158,19 @@ class PlaybackClock:
     def clear(self, now: float) -> dict[str, int]:
         """Note a ``clear``: the phone drops everything not yet played.
 
+        The phone goes on playing until the ``clear`` reaches it, half a round
+        trip (measured from start marks) after it was sent; that audio is heard
+        too.
+
         Args:
             now: When the clear was sent.
 
         Returns:
             For every item that had audio pending, the bytes of it the caller heard.
         """
+        arrives = now + (self.round_trip_secs or 0.0) / 2
         heard = {
-            chunk.item: self.heard_bytes(chunk.item, now)
+            chunk.item: self.heard_bytes(chunk.item, arrives)
             for chunk in self._pending
             if chunk.item is not None
         }
@@ -241,4 +257,4 @@ class PlaybackClock:
 
 
 def _bytes(secs: float) -> int:
-    return int(secs * 1000 * BYTES_PER_MS)
+    return round(secs * 1000 * BYTES_PER_MS)

@@ -82,3 +82,16 @@ def test_overdue_marks_fall_back_to_the_wall_clock():
     assert not clock.idle
     clock.settle(0.9)
     assert clock.idle and clock.confirmed_bytes("a") == 800 * MS
+
+
+def test_round_trip_from_start_marks_counts_audio_played_while_a_clear_travels():
+    clock = PlaybackClock()
+    start = clock.start_mark(0.0)
+    m1 = clock.sent(100 * MS, "a", 0.0)
+    clock.sent(100 * MS, "a", 0.0)
+    clock.echoed(start, 0.040)  # a 40 ms round trip
+    assert clock.round_trip_secs == 0.040
+    clock.echoed(m1, 0.140)  # ordinary marks don't count as round trips
+    assert clock.round_trip_secs == 0.040
+    # Cleared 30 ms into the second chunk: the phone plays 20 ms more until the clear lands.
+    assert clock.clear(0.170) == {"a": 150 * MS}
