@@ -4,97 +4,195 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""The call runner: Twilio's voice webhook and media-stream websocket as FastAPI routes."""
+"""The call runner: Twilio's webhooks and media streams, health, metrics, call records."""
 
+import asyncio
 import gc
 import time
 from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
 from loguru import logger
 
 from pipecat_realtime_twilio.bot import Bot, BotError, load_bots, select_bot
 from pipecat_realtime_twilio.call import CallSession, StreamRejected
-from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
+from pipecat_realtime_twilio.metrics import CONTENT_TYPE, RunnerMetrics
+from pipecat_realtime_twilio.outbound import OutboundError, place_call
+from pipecat_realtime_twilio.pricing import Usage, cost_usd
+from pipecat_realtime_twilio.records import CallRecord, CallStore, WebhookSender, latency_summary
 from pipecat_realtime_twilio.settings import Settings, load_settings, use_settings
 from pipecat_realtime_twilio.twilio.rest import TwilioRest
-from pipecat_realtime_twilio.twilio.security import account_allowed, verified_form
-from pipecat_realtime_twilio.twilio.twiml import hangup_twiml, stream_twiml
+from pipecat_realtime_twilio.twilio.security import (
+    STREAM_TOKEN_TTL_SECS,
+    StreamTokens,
+    account_allowed,
+    verified_form,
+    websocket_signature_valid,
+)
+from pipecat_realtime_twilio.twilio.twiml import busy_twiml, hangup_twiml, stream_twiml
+
+BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
+"""What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
+
+SHUTDOWN_LINE = "I'm sorry, I have to end the call now. Please call again. Goodbye!"
+"""What active calls hear when a draining runner ends them."""
 
 _FINISHED_CALLS_KEPT = 100
 _NEXT_TWIML_KEPT = 1000
 _STREAM_ACTION_PARAMETER = "stream_action"
-
-
-@dataclass
-class CallSummary:
-    """What the runner remembers of a finished call.
-
-    Parameters:
-        call_sid: The Twilio Call SID.
-        bot: The bot that answered.
-        from_number: The caller's number, as the webhook reported it.
-        to_number: The called number.
-        started_at: Unix time the stream started.
-        ended_at: Unix time the call ended.
-        end_reason: Why the call ended.
-        transcript: Both sides of the conversation, in order.
-    """
-
-    call_sid: str
-    bot: str
-    from_number: str
-    to_number: str
-    started_at: float
-    ended_at: float
-    end_reason: str
-    transcript: list[TranscriptEntry] = field(default_factory=list)
+_WEBHOOK_RETRY_SECS = 30.0
+_SHUTDOWN_GRACE_SECS = 30.0
 
 
 class CallRunner:
     """Answers Twilio calls with bots.
 
-    Holds the settings and bots, serves ``POST /incoming`` (TwiML that opens a
-    media stream), ``WS /media-stream`` (one fresh pipeline per call) and
-    ``POST /stream-ended`` (the ``<Connect action>``: what the call does once
-    the bot closed the stream: ``<Dial>`` for a transfer, otherwise
-    ``<Hangup/>``), and keeps the last finished calls in :attr:`finished`.
+    Routes (on :attr:`router`, mountable under a prefix):
+
+    - ``POST /incoming``: the voice webhook (signed). Answers TwiML that opens a
+      media stream carrying a one-use token for this call, or, over ``MAX_CALLS``
+      or while draining, a short busy message and a hang-up.
+    - ``WS /media-stream``: one fresh pipeline per call. The upgrade must be
+      signed and the ``start`` must bring the call's token, or the stream is
+      closed before any Realtime session opens.
+    - ``POST /stream-ended``: the ``<Connect action>`` (signed): ``<Dial>`` after a
+      transfer, otherwise ``<Hangup/>``.
+    - ``POST /calls``: place an outbound call (``Authorization: Bearer RUNNER_API_KEY``).
+    - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus).
+
+    Every finished call is kept as a :class:`~pipecat_realtime_twilio.records.CallRecord`
+    in the store (``DATABASE_URL``) and sent to ``CALL_WEBHOOK_URL``, retried
+    until it gets there; the last ones are also in :attr:`finished`.
     """
 
-    def __init__(self, settings: Settings, bots: dict[str, Bot]):
+    def __init__(
+        self,
+        settings: Settings,
+        bots: dict[str, Bot],
+        *,
+        store: CallStore | None = None,
+        webhook_retry_secs: float = _WEBHOOK_RETRY_SECS,
+    ):
         """Initialize the runner.
 
         Args:
             settings: The runner's settings.
             bots: The bots by name; ``settings.bot`` must be among them.
+            store: Where call records go; ``DATABASE_URL`` by default.
+            webhook_retry_secs: How often undelivered records are sent again.
         """
         select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
         self.settings = settings
         self.bots = bots
         self.active: dict[str, CallSession] = {}
-        self.finished: deque[CallSummary] = deque(maxlen=_FINISHED_CALLS_KEPT)
+        self.finished: deque[CallRecord] = deque(maxlen=_FINISHED_CALLS_KEPT)
         self.rest = TwilioRest.from_settings(settings)
+        self.tokens = StreamTokens.from_settings(settings)
+        self.metrics = RunnerMetrics()
+        self.store = store or CallStore(settings.database_url)
+        self.webhook = (
+            WebhookSender(
+                str(settings.call_webhook_url),
+                secret=(
+                    settings.call_webhook_secret.get_secret_value()
+                    if settings.call_webhook_secret
+                    else None
+                ),
+            )
+            if settings.call_webhook_url
+            else None
+        )
+        self.draining = False
+        self._webhook_retry_secs = webhook_retry_secs
+        self._reserved: dict[str, float] = {}  # CallSid -> when its stream token expires
         self._next_twiml: OrderedDict[str, str] = OrderedDict()
+        self._tasks: set[asyncio.Task] = set()
+        self._retry_task: asyncio.Task | None = None
         self.router = APIRouter()
         self.router.add_api_route("/incoming", self.incoming, methods=["POST"])
         self.router.add_api_websocket_route("/media-stream", self.media_stream)
         self.router.add_api_route("/stream-ended", self.stream_ended, methods=["POST"])
+        self.router.add_api_route("/calls", self.create_call, methods=["POST"])
+        self.router.add_api_route("/healthz", self.healthz, methods=["GET"])
+        self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
+        self.router.add_api_route("/metrics", self.metrics_page, methods=["GET"])
+
+    #
+    # lifecycle
+    #
+
+    async def start(self) -> None:
+        """Start background work: sending records the webhook has not received yet."""
+        if self.webhook is not None and self._retry_task is None:
+            self._retry_task = asyncio.create_task(self._retry_webhooks())
 
     async def close(self) -> None:
-        """Release the runner's resources (the REST client's HTTP session)."""
+        """Stop background work and release resources (REST session, database)."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            self._retry_task = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         if self.rest is not None:
             await self.rest.close()
+        self.store.close()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking calls, let active ones finish, then end the rest with a closing line.
+
+        Args:
+            timeout: Most seconds active calls may go on; ``DRAIN_TIMEOUT_SECS`` by default.
+        """
+        timeout = self.settings.drain_timeout_secs if timeout is None else timeout
+        self.draining = True
+        logger.info(f"Draining: no new calls; {len(self.active)} active, {timeout:g} s to finish")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.active and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        if self.active:
+            logger.info(f"Drain timeout: ending {len(self.active)} active calls")
+            await asyncio.gather(
+                *(call.shut_down(SHUTDOWN_LINE) for call in list(self.active.values())),
+                return_exceptions=True,
+            )
+            deadline = loop.time() + _SHUTDOWN_GRACE_SECS
+            while self.active and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+        logger.info("Drained")
+
+    #
+    # Twilio routes
+    #
+
+    def _capacity_left(self) -> int:
+        now = time.time()
+        for call_sid, expiry in list(self._reserved.items()):
+            if expiry < now:
+                del self._reserved[call_sid]
+        return self.settings.max_calls - len(self.active) - len(self._reserved)
 
     async def incoming(self, request: Request) -> Response:
         """Answer Twilio's voice webhook with TwiML that streams the call to us."""
         form = await verified_form(request, self.settings)
-        bot = self.settings.bot
+        call_sid = form.get("CallSid", "")
+        if self.draining or self._capacity_left() <= 0:
+            why = "draining" if self.draining else f"MAX_CALLS={self.settings.max_calls} reached"
+            logger.warning(f"Incoming call {call_sid or '?'} turned away: {why}")
+            self.metrics.rejected.labels("busy").inc()
+            return Response(content=busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+        asked = request.query_params.get("bot")
+        bot = asked if asked in self.bots else self.settings.bot
+        outbound = form.get("Direction", "inbound").startswith("outbound")
         logger.info(
-            f"Incoming call {form.get('CallSid', '?')} from {form.get('From', '?')} "
-            f"to {form.get('To', '?')}: bot '{bot}'"
+            f"{'Outbound' if outbound else 'Incoming'} call {call_sid or '?'} from "
+            f"{form.get('From', '?')} to {form.get('To', '?')}: bot '{bot}'"
         )
+        self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
         # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
@@ -103,17 +201,46 @@ class CallRunner:
                 "bot": bot,
                 "from": form.get("From", ""),
                 "to": form.get("To", ""),
+                "direction": "outbound" if outbound else "inbound",
                 _STREAM_ACTION_PARAMETER: "1",
+                "token": self.tokens.issue(call_sid),
             },
             action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
         )
         return Response(content=twiml, media_type="application/xml")
 
-    def _answer_action(self, call_sid: str, twiml: str) -> None:
-        """Remember what the action URL answers for ``call_sid``, once."""
-        self._next_twiml[call_sid] = twiml
-        while len(self._next_twiml) > _NEXT_TWIML_KEPT:
-            self._next_twiml.popitem(last=False)
+    async def media_stream(self, websocket: WebSocket) -> None:
+        """Run one call on a Twilio media stream."""
+        if not websocket_signature_valid(websocket, self.settings):
+            logger.warning("Refused a media stream upgrade: missing or wrong X-Twilio-Signature")
+            self.metrics.rejected.labels("signature").inc()
+            await websocket.close(code=1008)  # before accepting: the upgrade gets 403
+            return
+        try:
+            call = await CallSession.accept(websocket, rest=self.rest)
+        except StreamRejected as e:
+            logger.warning(f"Refused a media stream: {e}")
+            await websocket.close(code=1008)
+            return
+        problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid)
+        if problem is not None:
+            logger.warning(f"Refused the media stream of call {call.call_sid}: {problem}")
+            self.metrics.rejected.labels("token").inc()
+            await call.close(code=1008)
+            return
+        if not account_allowed(call.start.account_sid, self.settings):
+            logger.warning(f"Refused a media stream of account {call.start.account_sid!r}")
+            self.metrics.rejected.labels("account").inc()
+            await call.close(code=1008)
+            return
+        self._reserved.pop(call.call_sid, None)
+        if len(self.active) >= self.settings.max_calls:
+            logger.warning(f"Refused the media stream of call {call.call_sid}: MAX_CALLS reached")
+            self.metrics.rejected.labels("busy").inc()
+            await call.close(code=1013)
+            return
+        with logger.contextualize(call_sid=call.call_sid):
+            await self._run_call(call)
 
     async def stream_ended(self, request: Request) -> Response:
         """Answer the ``<Connect action>``: transfer the call if the bot asked, else hang up."""
@@ -123,20 +250,62 @@ class CallRunner:
         logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
         return Response(content=twiml, media_type="application/xml")
 
-    async def media_stream(self, websocket: WebSocket) -> None:
-        """Run one call on a Twilio media stream."""
+    def _answer_action(self, call_sid: str, twiml: str) -> None:
+        """Remember what the action URL answers for ``call_sid``, once."""
+        self._next_twiml[call_sid] = twiml
+        while len(self._next_twiml) > _NEXT_TWIML_KEPT:
+            self._next_twiml.popitem(last=False)
+
+    #
+    # operator routes
+    #
+
+    async def create_call(self, request: Request) -> JSONResponse:
+        """Place an outbound call: ``{"to": "+1555...", "bot": "NAME", "from": "+1555..."}``."""
+        key = self.settings.runner_api_key
+        if key is None:
+            raise HTTPException(404, "outbound calls are off: set RUNNER_API_KEY")
+        if request.headers.get("authorization", "") != f"Bearer {key.get_secret_value()}":
+            raise HTTPException(401, "wrong or missing API key")
         try:
-            call = await CallSession.accept(websocket, rest=self.rest)
-        except StreamRejected as e:
-            logger.warning(f"Refused a media stream: {e}")
-            await websocket.close(code=1008)
-            return
-        if not account_allowed(call.start.account_sid, self.settings):
-            logger.warning(f"Refused a media stream of account {call.start.account_sid!r}")
-            await call.close(code=1008)
-            return
-        with logger.contextualize(call_sid=call.call_sid):
-            await self._run_call(call)
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "the body must be JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("to"), str):
+            raise HTTPException(400, 'give "to": the number to call')
+        bot = body.get("bot") or self.settings.bot
+        if bot not in self.bots:
+            raise HTTPException(400, f"unknown bot {bot!r}")
+        if self.draining:
+            raise HTTPException(503, "the runner is draining")
+        try:
+            call_sid = await place_call(
+                self.settings, body["to"], bot=bot, from_number=body.get("from"), rest=self.rest
+            )
+        except OutboundError as e:
+            raise HTTPException(502 if e.upstream else 400, str(e)) from None
+        return JSONResponse({"call_sid": call_sid, "bot": bot}, status_code=201)
+
+    async def healthz(self) -> JSONResponse:
+        """The process is up."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self) -> JSONResponse:
+        """Whether this runner takes new calls (503 while draining)."""
+        body = {
+            "ready": not self.draining,
+            "active_calls": len(self.active),
+            "max_calls": self.settings.max_calls,
+        }
+        return JSONResponse(body, status_code=503 if self.draining else 200)
+
+    async def metrics_page(self) -> Response:
+        """Prometheus metrics."""
+        return Response(content=self.metrics.render(), media_type=CONTENT_TYPE)
+
+    #
+    # calls
+    #
 
     async def _run_call(self, call: CallSession) -> None:
         bot_name = call.parameters.get("bot") or self.settings.bot
@@ -159,41 +328,94 @@ class CallRunner:
         finally:
             token.var.reset(token)
         self.active[call.call_sid] = call
+        self.metrics.active.set(len(self.active))
         logger.info(f"Call {call.call_sid} streaming to bot '{bot_name}'")
         try:
             await call.run(processors)
         finally:
             self.active.pop(call.call_sid, None)
-            transcript = [
-                e for p in processors if isinstance(p, RealtimeAgent) for e in p.transcript
-            ]
-            self.finished.append(
-                CallSummary(
-                    call_sid=call.call_sid,
-                    bot=bot_name,
-                    from_number=call.parameters.get("from", ""),
-                    to_number=call.parameters.get("to", ""),
-                    started_at=call.start.started_at,
-                    ended_at=time.time(),
-                    end_reason=call.end_reason or "unknown",
-                    transcript=sorted(transcript, key=lambda e: e.at),
-                )
-            )
+            self.metrics.active.set(len(self.active))
+            record = self._record(call, bot_name)
+            self.finished.append(record)
+            self._account(record, call.agent.barge_ins if call.agent else 0)
+            task = asyncio.create_task(self._keep(record))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _record(self, call: CallSession, bot_name: str) -> CallRecord:
+        agent = call.agent
+        record = CallRecord(
+            call_sid=call.call_sid,
+            bot=bot_name,
+            from_number=call.parameters.get("from") or None,
+            to_number=call.parameters.get("to") or None,
+            direction=call.parameters.get("direction", "inbound"),
+            model=agent.model if agent else "",
+            started_at=call.start.started_at,
+            usage=agent.usage if agent else Usage(),
+            latency=latency_summary(agent.response_latencies_ms if agent else []),
+        )
+        for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
+            record.add_turn(entry.role, entry.text, entry.at, entry.interrupted)
+        record.cost_usd = cost_usd(record.model, record.usage) if agent else None
+        record.finish(call.end_reason or "unknown")
+        return record
+
+    def _account(self, record: CallRecord, barge_ins: int) -> None:
+        """Metrics and the one summary line of a finished call."""
+        m = self.metrics
+        m.calls.labels(record.end_reason).inc()
+        m.duration.observe(record.duration_s or 0.0)
+        for ms in record.latency["response_ms"]:
+            m.response_latency.observe(ms / 1000)
+        m.barge_ins.inc(barge_ins)
+        for kind, count in record.usage.as_dict().items():
+            m.tokens.labels(kind.removesuffix("_tokens")).inc(count)
+        if record.cost_usd is not None:
+            m.cost.inc(record.cost_usd)
+        p50 = record.latency["p50_ms"]
+        p50_text = f"{p50:.0f}ms" if p50 is not None else "-"
+        cost = f"${record.cost_usd:.4f}" if record.cost_usd is not None else "unknown cost"
+        logger.info(
+            f"Call {record.call_sid} summary: bot={record.bot} duration={record.duration_s:.1f}s "
+            f"end={record.end_reason!r} turns={len(record.transcript)} cost={cost} "
+            f"p50_response={p50_text}"
+        )
+
+    async def _keep(self, record: CallRecord) -> None:
+        """Store the record, then send it to the webhook (a failure leaves it for a retry)."""
+        try:
+            await self.store.asave(record)
+        except Exception as e:
+            logger.error(f"Call {record.call_sid}: could not store the call record: {e}")
+            return
+        if self.webhook is not None and await self.webhook.deliver(record):
+            record.webhook_delivered = True
+            await self.store.amark_delivered(record.call_sid)
+
+    async def _retry_webhooks(self) -> None:
+        while True:
+            await asyncio.sleep(self._webhook_retry_secs)
+            try:
+                await self.webhook.deliver_pending(self.store)
+            except Exception as e:
+                logger.error(f"Sending pending call records failed: {e}")
 
 
 def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = None) -> FastAPI:
     """Create the runner's FastAPI app.
 
-    To add the routes to an app of your own instead, build a :class:`CallRunner`
-    and ``app.include_router(runner.router)``.
-
-    Args:
-        settings: The settings; loaded from the environment when None.
-        bots: The bots; loaded from ``BOTS_DIR`` when None.
+    To add the routes to an app of your own instead, build a :class:`CallRunner`,
+    ``app.include_router(runner.router)``, and call ``runner.start()`` and
+    ``runner.close()`` from your app's lifespan.
 
     Startup objects (modules, bots) are moved out of the garbage collector's
     reach (``gc.freeze()``): otherwise every full collection scans them all,
     a pause of about 90 ms measured on a call's path.
+
+    Args:
+        settings: The settings; loaded from the environment when None.
+        bots: The bots; loaded from ``BOTS_DIR`` when None.
 
     Returns:
         The app, with the :class:`CallRunner` at ``app.state.runner``.
@@ -203,6 +425,7 @@ def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await runner.start()
         yield
         await runner.close()
 

@@ -205,6 +205,7 @@ class CallSession:
         self._transport.event_handler("on_client_disconnected")(self._on_disconnected)
         self.worker: PipelineWorker | None = None
         self.end_reason: str | None = None
+        self.agent = None  # the RealtimeAgent talking on this call, once it has started
 
     @classmethod
     async def accept(
@@ -332,6 +333,25 @@ class CallSession:
                 raise CallControlError(f"the REST transfer failed: {e}") from e
         logger.info(f"Call {self.call_sid}: transferring to {number}")
         self._request_end(f"transferred to {number}")
+
+    async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
+        """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
+
+        Args:
+            closing_line: What the caller hears last.
+            timeout: Most seconds for all of it; then the stream is closed regardless.
+        """
+        reason = "runner shutting down"
+        try:
+            async with asyncio.timeout(timeout):
+                if self.agent is not None:
+                    await self.agent.interrupt()
+                    await self.agent.end_call(closing_line, reason=reason)
+                else:
+                    await self.end(reason)
+        except TimeoutError:
+            logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
+            self._request_end(reason)
 
     def _request_end(self, reason: str) -> None:
         self.end_reason = self.end_reason or reason

@@ -9,7 +9,7 @@
 import asyncio
 import base64
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,7 @@ from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ul
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
 from pipecat_realtime_twilio.limits import CallLimits, LimitsWatcher
+from pipecat_realtime_twilio.pricing import Usage
 from pipecat_realtime_twilio.settings import (
     DEFAULT_REALTIME_URL,
     SettingsError,
@@ -235,6 +236,14 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._response_done = asyncio.Event()
         self.caller_speaking = False
 
+        self.model = model
+        self.usage = Usage()
+        self.barge_ins = 0
+        self.response_latencies_ms: list[float] = []
+        self._appended_ms = 0.0
+        self._appends: deque[tuple[float, float]] = deque(maxlen=500)  # (end ms, when)
+        self._speech_ended_at: float | None = None
+
         self._dtmf_timeout_secs = dtmf_timeout_secs
         self._digits: list[str] = []
         self._dtmf_task: asyncio.Task | None = None
@@ -266,6 +275,9 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
         self._call = frame.metadata.get(CALL_METADATA_KEY)
         self._phone = self._call.output() if self._call is not None else None
+        if self._call is not None:
+            self._call.agent = self
+            self._phone.event_handler("on_bot_started_speaking")(self._on_heard_start)
         await super().start(frame)
         self._call_started = True
         if self._limits:
@@ -378,6 +390,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
     async def _handle_evt_response_done(self, evt):
         await super()._handle_evt_response_done(evt)
+        if evt.response.usage is not None:
+            self.usage.add_response_usage(evt.response.usage.model_dump())
         response_id = evt.response.id
         if self._response_id == response_id:
             self._response_id = None
@@ -387,6 +401,12 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             await self._respond(self._queued_instructions.pop(0))
         if not self._response_active:
             self._response_done.set()
+
+    async def _on_heard_start(self, output):
+        """The phone started playing the bot: close the response-latency sample, if any."""
+        if self._speech_ended_at is not None:
+            self.response_latencies_ms.append((time.monotonic() - self._speech_ended_at) * 1000)
+            self._speech_ended_at = None
 
     async def wait_heard(self, timeout: float = 60.0) -> bool:
         """Wait until no response is in progress and the caller heard all the bot's audio.
@@ -478,6 +498,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         await self._ws_send(
             {"type": "input_audio_buffer.append", "audio": base64.b64encode(ulaw).decode("ascii")}
         )
+        self._appended_ms += len(ulaw) / BYTES_PER_MS
+        self._appends.append((self._appended_ms, time.monotonic()))
 
     async def _handle_evt_audio_delta(self, evt):
         if evt.response_id in self._dropped_responses:
@@ -539,6 +561,11 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
     async def _handle_evt_speech_stopped(self, evt):
         self.caller_speaking = False
+        # When the caller's last word left the phone: the append that carried it.
+        ended = getattr(evt, "audio_end_ms", None)
+        self._speech_ended_at = next(
+            (when for end_ms, when in self._appends if end_ms >= (ended or 0)), time.monotonic()
+        )
         if self._limits:
             self._limits.caller_spoke()
         await super()._handle_evt_speech_stopped(evt)
@@ -562,6 +589,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             return False
         unheard = dict(self._item_audio)
         heard = await self._phone.interrupt(unheard)
+        self._speech_ended_at = None
         if self._response_id is not None:
             self._dropped_responses.add(self._response_id)
         self._current_audio_response = None
@@ -584,6 +612,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._item_audio.clear()
         self._item_response.clear()
         if interrupted:
+            self.barge_ins += 1
             for response_id, (played, received) in cut.items():
                 if response_id and played < received:
                     await self._note_cut(response_id, played / received if received else 0.0)

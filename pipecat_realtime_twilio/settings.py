@@ -64,6 +64,30 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the runner."
     )
+    max_calls: int = Field(
+        default=20, ge=1, description="Most calls at once; more hear a busy message."
+    )
+    drain_timeout_secs: float = Field(
+        default=60.0,
+        ge=0,
+        description="On SIGTERM, how long active calls may go on before they are ended.",
+    )
+    database_url: str = Field(
+        default="sqlite:///calls.db",
+        description="Where call records are kept (SQLAlchemy URL); SQLite file by default.",
+    )
+    call_webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="Receives each call record as JSON (POST), retried."
+    )
+    call_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signs call-record webhooks (X-Call-Record-Signature)."
+    )
+    runner_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for POST /calls (outbound calls); off without it."
+    )
+    twilio_phone_number: str | None = Field(
+        default=None, description="Your Twilio number: the caller ID of outbound calls."
+    )
 
     @field_validator("openai_realtime_url")
     @classmethod

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipecat_realtime_twilio.app import CallSummary, create_app
+from pipecat_realtime_twilio.app import create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
+from pipecat_realtime_twilio.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
@@ -49,7 +50,7 @@ class SimulationResult:
         duration_s: Stream start to hang-up.
     """
 
-    summary: CallSummary
+    summary: CallRecord
     used_emulator: bool
     heard_path: Path
     heard_ms: float
@@ -194,7 +195,8 @@ def print_result(result: SimulationResult) -> None:
     print(f"Simulated call {summary.call_sid} to bot '{summary.bot}' on {where}.")
     print("\nTranscript:")
     for entry in summary.transcript:
-        print(f"  [{entry.at - summary.started_at:5.1f} s] {entry.role:>6}: {entry.text}")
+        at = entry["at"] - summary.started_at
+        print(f"  [{at:5.1f} s] {entry['role']:>6}: {entry['text']}")
     if not summary.transcript:
         print("  (empty)")
     print("\nTimings:")

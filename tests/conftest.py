@@ -5,6 +5,7 @@ import contextlib
 import secrets
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def runner_settings(emulator: RealtimeEmulator, public_url: str, **overrides) ->
         "public_url": public_url,
         "bots_dir": str(ROOT / "bots"),
         "bot": "default",
+        "database_url": f"sqlite:///{tempfile.mkdtemp(prefix='calls-')}/calls.db",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

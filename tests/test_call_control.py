@@ -33,6 +33,17 @@ def agent_bot(agents=None, **agent_options):
     return pipeline
 
 
+def foreign_twiml(runner, caller, after: str = "") -> str:
+    """TwiML not written by the runner: a stream to it (with a valid token), no action URL."""
+    token = runner.tokens.issue(caller.call_sid)
+    return (
+        "<Response><Connect>"
+        f'<Stream url="{runner.settings.websocket_origin}/media-stream">'
+        f'<Parameter name="token" value="{token}"/></Stream>'
+        f"</Connect>{after}</Response>"
+    )
+
+
 def end_of_audio(caller) -> float:
     """Loop time at which the phone finished playing the last byte it heard."""
     return caller.play_time_of(len(caller.heard) - 1) + 1 / BYTES_PER_MS / 1000
@@ -108,11 +119,7 @@ async def test_transfer_call_uses_the_rest_api_without_our_action_url():
             caller.account_sid = rest.account_sid
             rest.add_call(caller.call_sid)
             # TwiML of someone else's: a stream to our runner, no action URL of ours.
-            caller.load_twiml(
-                "<Response><Connect><Stream "
-                f'url="{runner.settings.websocket_origin}/media-stream"/>'
-                "</Connect></Response>"
-            )
+            caller.load_twiml(foreign_twiml(runner, caller))
             await caller.connect()
             await caller.say(SPEECH)
             await caller.wait_until(lambda: rest.requests_to(caller.call_sid, "POST"), timeout=15)
@@ -132,11 +139,7 @@ async def test_end_call_hangs_up_through_the_rest_api_without_our_action_url():
         ) as (emulator, runner, caller):
             caller.account_sid = rest.account_sid
             rest.add_call(caller.call_sid)
-            caller.load_twiml(
-                "<Response><Connect><Stream "
-                f'url="{runner.settings.websocket_origin}/media-stream"/>'
-                "</Connect><Say>Other TwiML goes on here.</Say></Response>"
-            )
+            caller.load_twiml(foreign_twiml(runner, caller, after="<Say>More TwiML.</Say>"))
             await caller.connect()
             await caller.say(SPEECH)
             await caller.wait_ended(timeout=15)

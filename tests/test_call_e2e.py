@@ -51,8 +51,8 @@ async def test_call_end_to_end_greeting_then_answer():
         await caller.wait_until(lambda: runner.finished, timeout=5)
         summary = runner.finished[0]
         assert summary.bot == "default"
-        assert [e.role for e in summary.transcript][:1] == ["bot"]
-        assert "caller" in [e.role for e in summary.transcript]
+        assert [e["role"] for e in summary.transcript][:1] == ["bot"]
+        assert "caller" in [e["role"] for e in summary.transcript]
 
 
 async def test_audio_is_bit_exact_both_ways():
@@ -133,12 +133,17 @@ async def test_webhook_answers_twiml_built_for_the_public_url(caller):
     dial = await caller.dial()
     assert dial.status == 200
     assert dial.stream_url.endswith("/media-stream")
+    token = dial.parameters.pop("token")
     assert dial.parameters == {
         "bot": "default",
         "from": caller.from_number,
         "to": caller.to_number,
+        "direction": "inbound",
         "stream_action": "1",
     }
+    # A one-use stream token for this call: HMAC over the CallSid, expiring soon.
+    expiry, _, signature = token.partition(".")
+    assert expiry.isdigit() and len(signature) >= 40
     # When the bot closes the stream, Twilio asks the runner what to do next.
     assert dial.action_url == caller.public_url + "/stream-ended"
     assert dial.after_connect == []

@@ -88,7 +88,8 @@ async def test_serve_answers_a_signed_webhook(tmp_path):
 
 async def test_simulate_runs_a_whole_call_offline(tmp_path):
     out = tmp_path / "heard.wav"
-    code, stdout, stderr = await run_cli("simulate", "--out", str(out), cwd=ROOT, env=clean_env())
+    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path}/calls.db")
+    code, stdout, stderr = await run_cli("simulate", "--out", str(out), cwd=ROOT, env=env)
     assert code == 0, stderr
     assert "bundled Realtime emulator" in stdout
     lines = stdout.splitlines()
@@ -112,7 +113,11 @@ async def test_emulator_url_setting_reaches_the_agent(tmp_path):
             "--out",
             str(tmp_path / "h.wav"),
             cwd=ROOT,
-            env=clean_env(OPENAI_API_KEY="sk-real-looking", OPENAI_REALTIME_URL=emulator.url),
+            env=clean_env(
+                OPENAI_API_KEY="sk-real-looking",
+                OPENAI_REALTIME_URL=emulator.url,
+                DATABASE_URL=f"sqlite:///{tmp_path}/calls.db",
+            ),
         )
         assert code == 0, stderr
         assert "the OpenAI Realtime API" in stdout

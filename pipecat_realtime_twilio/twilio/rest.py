@@ -86,6 +86,27 @@ class TwilioRest:
         logger.info(f"Redirecting call {call_sid} through the REST API")
         await asyncio.wait_for(self._calls()(call_sid).update_async(twiml=twiml), self._timeout + 1)
 
+    async def create_call(self, to: str, from_: str, url: str) -> str:
+        """Place an outbound call; Twilio requests ``url`` for TwiML when it is answered.
+
+        Args:
+            to: The number to call.
+            from_: The caller ID (a Twilio number of the account).
+            url: The voice webhook for the call.
+
+        Returns:
+            The new call's SID.
+
+        Raises:
+            TwilioRestException: If Twilio refuses the call.
+        """
+        logger.info(f"Calling {to} from {from_} through the REST API")
+        call = await asyncio.wait_for(
+            self._calls().create_async(to=to, from_=from_, url=url, method="POST"),
+            self._timeout + 1,
+        )
+        return call.sid
+
     async def hang_up(self, call_sid: str) -> None:
         """End a live call.
 

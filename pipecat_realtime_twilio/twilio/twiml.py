@@ -52,3 +52,18 @@ def hangup_twiml() -> str:
     response = VoiceResponse()
     response.hangup()
     return str(response)
+
+
+def busy_twiml(message: str) -> str:
+    """Build TwiML that says ``message`` (Twilio's own voice, no Realtime session) and hangs up.
+
+    Args:
+        message: What the caller hears, e.g. that all lines are busy.
+
+    Returns:
+        The TwiML document.
+    """
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)

@@ -1,0 +1,68 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Prometheus metrics of the runner (prometheus-client), one registry per runner."""
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+_DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+__all__ = ["CONTENT_TYPE", "RunnerMetrics"]
+
+
+class RunnerMetrics:
+    """The runner's series, all prefixed ``prt_`` (pipecat-realtime-twilio).
+
+    - ``prt_calls_active``: calls streaming now.
+    - ``prt_calls_total{end_reason}``: finished calls, by why they ended.
+    - ``prt_calls_rejected_total{reason}``: calls or streams turned away
+      (``busy``, ``signature``, ``token``, ``account``).
+    - ``prt_call_duration_seconds``: stream start to end.
+    - ``prt_response_latency_seconds``: the caller stops speaking to the first
+      audio of the answer heard on the phone.
+    - ``prt_barge_ins_total``: times the caller cut the bot off.
+    - ``prt_realtime_tokens_total{kind}``: Realtime API tokens by kind
+      (``input_text``, ``input_audio``, ``cached_text``, ``cached_audio``,
+      ``output_text``, ``output_audio``).
+    - ``prt_call_cost_usd_total``: cost of the Realtime API, from the price table.
+    """
+
+    def __init__(self):
+        """Create the series in a registry of their own."""
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active = Gauge("prt_calls_active", "Calls streaming now.", registry=r)
+        self.calls = Counter(
+            "prt_calls", "Finished calls, by end reason.", ["end_reason"], registry=r
+        )
+        self.rejected = Counter(
+            "prt_calls_rejected", "Calls or streams turned away.", ["reason"], registry=r
+        )
+        self.duration = Histogram(
+            "prt_call_duration_seconds",
+            "Call duration (stream start to end).",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.response_latency = Histogram(
+            "prt_response_latency_seconds",
+            "Caller stops speaking to the first answer audio heard on the phone.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.barge_ins = Counter("prt_barge_ins", "Times the caller cut the bot off.", registry=r)
+        self.tokens = Counter(
+            "prt_realtime_tokens", "Realtime API tokens, by kind.", ["kind"], registry=r
+        )
+        self.cost = Counter(
+            "prt_call_cost_usd", "Realtime API cost in USD (price table).", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,235 @@
+"""Tests for token usage and call cost: the price table, model matching and usage mapping."""
+
+import json
+
+import pytest
+from loguru import logger
+
+from pipecat_realtime_twilio import pricing
+from pipecat_realtime_twilio.pricing import PRICES, ModelPrice, Usage, cost_usd, price_for
+
+# A usage of every kind, with distinct counts so a price applied to the wrong kind shows.
+USAGE = Usage(
+    input_text_tokens=1_234,
+    input_audio_tokens=5_678,
+    cached_text_tokens=910,
+    cached_audio_tokens=1_112,
+    output_text_tokens=1_314,
+    output_audio_tokens=15_161,
+)
+
+
+@pytest.fixture
+def warnings():
+    """Loguru warnings logged during the test, and a fresh once-per-model memory."""
+    pricing._warned_models.clear()
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    yield messages
+    logger.remove(sink)
+    pricing._warned_models.clear()
+
+
+def test_table_has_the_published_prices():
+    # USD per million tokens: audio in / cached / out, text in / cached / out.
+    expected = {
+        "gpt-realtime": (32, 0.40, 64, 4, 0.40, 16),
+        "gpt-realtime-1.5": (32, 0.40, 64, 4, 0.40, 16),
+        "gpt-realtime-2": (32, 0.40, 64, 4, 0.40, 24),
+        "gpt-realtime-2.1": (32, 0.40, 64, 4, 0.40, 24),
+        "gpt-realtime-2.1-mini": (10, 0.30, 20, 0.60, 0.06, 2.40),
+    }
+    assert set(PRICES) == set(expected)
+    for model, numbers in expected.items():
+        assert PRICES[model] == ModelPrice(*numbers), model
+
+
+@pytest.mark.parametrize("model", sorted(PRICES))
+def test_cost_of_every_priced_model_by_hand(model):
+    p = PRICES[model]
+    expected = (
+        1_234 * p.text_in
+        + 5_678 * p.audio_in
+        + 910 * p.cached_text_in
+        + 1_112 * p.cached_audio_in
+        + 1_314 * p.text_out
+        + 15_161 * p.audio_out
+    ) / 1e6
+    assert cost_usd(model, USAGE) == pytest.approx(expected, rel=1e-12)
+    assert cost_usd(model, Usage()) == 0
+
+
+def test_cost_of_one_response_in_dollars():
+    # gpt-realtime-2: 1M uncached audio in $32 + 1M audio out $64 + 1M text out $24.
+    usage = Usage(input_audio_tokens=1_000_000, output_audio_tokens=1_000_000)
+    usage.output_text_tokens = 1_000_000
+    assert cost_usd("gpt-realtime-2", usage) == pytest.approx(32 + 64 + 24)
+    # The mini: 10 + 20 + 2.40.
+    assert cost_usd("gpt-realtime-2.1-mini", usage) == pytest.approx(10 + 20 + 2.40)
+
+
+def test_cached_tokens_are_priced_at_the_cached_rate():
+    cached = Usage(cached_audio_tokens=1_000_000, cached_text_tokens=1_000_000)
+    uncached = Usage(input_audio_tokens=1_000_000, input_text_tokens=1_000_000)
+    assert cost_usd("gpt-realtime-2.1", cached) == pytest.approx(0.40 + 0.40)
+    assert cost_usd("gpt-realtime-2.1", uncached) == pytest.approx(32 + 4)
+    assert cost_usd("gpt-realtime-2.1-mini", cached) == pytest.approx(0.30 + 0.06)
+
+    # Through a response.done usage: 1000 audio tokens of which 800 cached.
+    usage = Usage()
+    usage.add_response_usage(
+        {
+            "input_tokens": 1000,
+            "input_token_details": {
+                "audio_tokens": 1000,
+                "text_tokens": 0,
+                "cached_tokens": 800,
+                "cached_tokens_details": {"audio_tokens": 800, "text_tokens": 0},
+            },
+        }
+    )
+    assert cost_usd("gpt-realtime-2.1", usage) == pytest.approx((200 * 32 + 800 * 0.40) / 1e6)
+
+
+def test_unknown_model_has_no_cost_and_warns_once(warnings):
+    assert cost_usd("gpt-unknown-voice", USAGE) is None
+    assert cost_usd("gpt-unknown-voice", USAGE) is None
+    assert cost_usd("another-model", USAGE) is None
+    assert len(warnings) == 2
+    assert "gpt-unknown-voice" in warnings[0] and "another-model" in warnings[1]
+    # gpt-realtime-mini has no published price in the table.
+    assert cost_usd("gpt-realtime-mini", USAGE) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ("gpt-realtime", "gpt-realtime"),
+        ("gpt-realtime-2025-08-28", "gpt-realtime"),
+        ("gpt-realtime-1.5", "gpt-realtime-1.5"),
+        ("gpt-realtime-2", "gpt-realtime-2"),
+        ("gpt-realtime-2.1", "gpt-realtime-2.1"),
+        ("gpt-realtime-2.1-2026-03-01", "gpt-realtime-2.1"),
+        ("gpt-realtime-2.1-mini", "gpt-realtime-2.1-mini"),
+        ("gpt-realtime-2.1-mini-2026-03-01", "gpt-realtime-2.1-mini"),
+        ("GPT-Realtime-2.1-Mini", "gpt-realtime-2.1-mini"),
+        ("gpt-realtime-mini", None),
+        ("gpt-realtime-mini-2025-10-06", None),
+        ("gpt-realtime-2.1-max", None),
+        ("gpt-realtime-3", None),
+        ("", None),
+    ],
+)
+def test_model_names_and_snapshots(model, key):
+    assert price_for(model) is (PRICES[key] if key else None)
+
+
+def test_mini_is_not_priced_as_its_big_sibling():
+    # A different price from gpt-realtime-2.1 and gpt-realtime, so a wrong match shows.
+    mini = cost_usd("gpt-realtime-2.1-mini-2026-03-01", USAGE)
+    assert mini == pytest.approx(cost_usd("gpt-realtime-2.1-mini", USAGE))
+    assert mini < cost_usd("gpt-realtime-2.1", USAGE) / 3
+
+
+def test_add_response_usage_maps_a_realtime_usage():
+    # The shape of response.done's usage; text_tokens and audio_tokens include the cached ones.
+    usage_event = {
+        "total_tokens": 821,
+        "input_tokens": 789,
+        "output_tokens": 32,
+        "input_token_details": {
+            "text_tokens": 313,
+            "audio_tokens": 476,
+            "image_tokens": 0,
+            "cached_tokens": 640,
+            "cached_tokens_details": {"text_tokens": 256, "audio_tokens": 384, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": 9, "audio_tokens": 23},
+    }
+    usage = Usage()
+    usage.add_response_usage(usage_event)
+    assert usage == Usage(
+        input_text_tokens=313 - 256,
+        input_audio_tokens=476 - 384,
+        cached_text_tokens=256,
+        cached_audio_tokens=384,
+        output_text_tokens=9,
+        output_audio_tokens=23,
+    )
+    # Input (uncached + cached) and output add up to OpenAI's totals.
+    assert usage.total_tokens == 821
+
+    usage.add_response_usage(usage_event)  # a second response adds up
+    assert usage.cached_audio_tokens == 768 and usage.input_text_tokens == 114
+    assert usage.output_audio_tokens == 46 and usage.total_tokens == 1642
+
+
+def test_add_response_usage_of_the_emulator():
+    from pipecat_realtime_twilio.testing.emulator.usage import input_audio_tokens, response_usage
+
+    class Response:
+        kind = "audio"
+        audio_ms = 2_000
+        transcript = "Hello there, how can I help?"
+        arguments = None
+
+    event_usage = response_usage(Response(), audio_in=input_audio_tokens(3_000), text_in=120)
+    usage = Usage()
+    usage.add_response_usage(event_usage)
+    assert usage.input_audio_tokens == 30 and usage.input_text_tokens == 120
+    assert usage.cached_audio_tokens == usage.cached_text_tokens == 0
+    assert usage.output_audio_tokens == 40 and usage.output_text_tokens == 7
+    assert usage.total_tokens == event_usage["total_tokens"]
+
+
+@pytest.mark.parametrize(
+    "usage_event",
+    [
+        None,
+        {},
+        "not a dict",
+        {"input_tokens": 10, "output_tokens": 5},  # totals without details
+        {"input_token_details": None, "output_token_details": None},
+        {"input_token_details": {"text_tokens": None, "cached_tokens_details": None}},
+        {"input_token_details": {"text_tokens": "12", "audio_tokens": -3}},
+        {"output_token_details": {"text_tokens": float("nan"), "audio_tokens": True}},
+    ],
+)
+def test_add_response_usage_ignores_missing_and_malformed_parts(usage_event):
+    usage = Usage()
+    usage.add_response_usage(usage_event)
+    assert usage == Usage()
+
+
+def test_partial_usage_counts_what_is_there():
+    usage = Usage()
+    usage.add_response_usage(
+        {
+            "input_token_details": {"audio_tokens": 50, "cached_tokens": 40},  # no breakdown
+            "output_token_details": {"audio_tokens": 20.0},
+        }
+    )
+    # Cached total without a breakdown: counted as uncached (priced high, never too low).
+    assert usage == Usage(input_audio_tokens=50, output_audio_tokens=20)
+
+    # More cached than the total (inconsistent): cached as reported, uncached never negative.
+    usage = Usage()
+    usage.add_response_usage(
+        {"input_token_details": {"text_tokens": 5, "cached_tokens_details": {"text_tokens": 8}}}
+    )
+    assert usage.input_text_tokens == 0 and usage.cached_text_tokens == 8
+
+
+def test_as_dict_is_json_and_round_trips():
+    data = json.loads(json.dumps(USAGE.as_dict()))
+    assert data == {
+        "input_text_tokens": 1_234,
+        "input_audio_tokens": 5_678,
+        "cached_text_tokens": 910,
+        "cached_audio_tokens": 1_112,
+        "output_text_tokens": 1_314,
+        "output_audio_tokens": 15_161,
+    }
+    assert Usage.from_dict(data) == USAGE
+    assert Usage.from_dict({"input_text_tokens": 3, "future_field": 1}) == Usage(3)
+    assert Usage.from_dict(None) == Usage()
