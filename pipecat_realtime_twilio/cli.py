@@ -8,6 +8,9 @@
 
 import argparse
 import asyncio
+import datetime
+import json
+import signal
 import sys
 from pathlib import Path
 
@@ -48,16 +51,52 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not settings.twilio_validate_signatures:
         logger.warning(
-            "TWILIO_VALIDATE_SIGNATURES is off: anyone can call the webhook. "
-            "Use this only for local development."
+            "TWILIO_VALIDATE_SIGNATURES is off: anyone can call the webhook and open media "
+            "streams. Use this only for local development."
         )
     app = create_app(settings)
     logger.info(
         f"Serving bot '{settings.bot}' on {settings.host}:{settings.port}; "
-        f"Twilio voice URL: {settings.public_origin}/incoming"
+        f"Twilio voice URL: {settings.public_origin}/incoming; at most {settings.max_calls} calls"
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    server = _DrainingServer(config, app.state.runner)
+    server.run()
     return 0
+
+
+class _DrainingServer:
+    """uvicorn, with SIGTERM draining the runner first (exit 0) instead of stopping at once."""
+
+    def __init__(self, config, runner):
+        import uvicorn
+
+        self.runner = runner
+        self.server = uvicorn.Server(config)
+        self._drain: asyncio.Task | None = None
+        self.server.handle_exit = self._handle_exit
+
+    def run(self) -> None:
+        self.server.run()
+
+    def _handle_exit(self, sig: int, frame) -> None:
+        if sig != signal.SIGTERM:
+            self.server.should_exit = True  # Ctrl-C: stop now
+            return
+        if self._drain is None:
+            # A signal handler: hand the drain to the event loop.
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        logger.info("SIGTERM: draining before exit")
+        self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.runner.drain()
+        finally:
+            self.server.should_exit = True
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -70,6 +109,75 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print_result(result)
     return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging("WARNING")
+    from pipecat_realtime_twilio.outbound import OutboundError, place_call
+
+    try:
+        call_sid = asyncio.run(
+            place_call(settings, args.to, bot=args.bot, from_number=getattr(args, "from"))
+        )
+    except OutboundError as e:
+        print(f"pipecat-realtime-twilio: {e}", file=sys.stderr)
+        return 1
+    print(f"Calling {args.to}: call {call_sid}, bot '{args.bot or settings.bot}'")
+    return 0
+
+
+def _calls(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging("WARNING")
+    from pipecat_realtime_twilio.records import CallStore
+
+    with CallStore(settings.database_url) as store:
+        if args.call_sid:
+            record = store.get(args.call_sid)
+            if record is None:
+                print(
+                    f"pipecat-realtime-twilio: no record of call {args.call_sid}", file=sys.stderr
+                )
+                return 1
+            if args.json:
+                print(record.to_json())
+            else:
+                _print_record(record)
+            return 0
+        records = store.list(limit=args.limit)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records]))
+        return 0
+    if not records:
+        print("no calls recorded")
+    for r in records:
+        cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"
+        print(
+            f"{r.call_sid}  {_when(r.started_at)}  {r.direction:<8}  {r.bot:<12}  "
+            f"{r.duration_s or 0:6.1f}s  {cost:>9}  {r.end_reason}"
+        )
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_record(r) -> None:
+    print(f"Call {r.call_sid} ({r.direction}) to bot '{r.bot}', {r.from_number} -> {r.to_number}")
+    print(f"  started {_when(r.started_at)}, {r.duration_s or 0:.1f} s, ended: {r.end_reason}")
+    usage = ", ".join(f"{k.removesuffix('_tokens')} {v}" for k, v in r.usage.as_dict().items())
+    cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "unknown (no price for the model)"
+    print(f"  model {r.model}; tokens: {usage}; cost {cost}")
+    p50 = r.latency.get("p50_ms")
+    if p50 is not None:
+        print(f"  response latency p50 {p50:.0f} ms over {len(r.latency['response_ms'])} answers")
+    print(f"  webhook delivered: {'yes' if r.webhook_delivered else 'no'}")
+    print("  transcript:")
+    for turn in r.transcript:
+        cut = " (interrupted)" if turn.get("interrupted") else ""
+        print(f"    [{turn['at'] - r.started_at:5.1f} s] {turn['role']:>6}: {turn['text']}{cut}")
 
 
 def _bots(args: argparse.Namespace) -> int:
@@ -117,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--log-level", help="log level of the runner (default WARNING)")
     simulate.set_defaults(run=_simulate)
+
+    call = commands.add_parser(
+        "call", help="place an outbound call to a bot (Twilio REST; the runner must be serving)"
+    )
+    call.add_argument("to", help="the number to call, E.164 (+15551234567)")
+    call.add_argument("--bot", help="bot that talks (BOT)")
+    call.add_argument("--from", help="caller ID, a Twilio number (TWILIO_PHONE_NUMBER)")
+    call.set_defaults(run=_call)
+
+    calls = commands.add_parser("calls", help="list call records, or show one")
+    calls.add_argument("call_sid", nargs="?", help="show this call's record")
+    calls.add_argument("--limit", type=int, default=50, help="how many calls to list")
+    calls.add_argument("--json", action="store_true", help="print JSON")
+    calls.set_defaults(run=_calls)
 
     bots = commands.add_parser("bots", help="list the bots")
     bots.add_argument("--bots-dir", help="folder of bots (BOTS_DIR)")

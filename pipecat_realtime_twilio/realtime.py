@@ -215,6 +215,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._session_sent = False
         # The server cancels the response on speech unless told not to.
         self._barge_in_enabled = getattr(turn_detection, "interrupt_response", None) is not False
+        # speech_stopped's audio_end_ms includes server VAD's trailing silence.
+        self._vad_silence_ms = getattr(turn_detection, "silence_duration_ms", None) or 0
         self.tool_error_message = tool_error_message
         self.transcript: list[TranscriptEntry] = []
         # No context aggregators: the agent keeps its own (empty) context, so
@@ -561,10 +563,11 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
     async def _handle_evt_speech_stopped(self, evt):
         self.caller_speaking = False
-        # When the caller's last word left the phone: the append that carried it.
-        ended = getattr(evt, "audio_end_ms", None)
+        # When the caller's last word left the phone: the append that carried it
+        # (audio_end_ms counts the VAD's silence too).
+        ended = evt.audio_end_ms - self._vad_silence_ms
         self._speech_ended_at = next(
-            (when for end_ms, when in self._appends if end_ms >= (ended or 0)), time.monotonic()
+            (when for end_ms, when in self._appends if end_ms >= ended), time.monotonic()
         )
         if self._limits:
             self._limits.caller_spoke()

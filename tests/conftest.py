@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
 import sys
@@ -96,6 +97,16 @@ async def phone_call(
                 server_url=server.url, public_url=server.url, auth_token=AUTH_TOKEN
             ) as caller:
                 yield emulator, server.app.state.runner, caller
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """This environment without any of the runner's settings, plus ``values``."""
+    from pipecat_realtime_twilio.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(values)
+    return env
 
 
 def free_port() -> int:

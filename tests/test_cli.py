@@ -1,33 +1,14 @@
 """The command line, as an operator or a newcomer runs it."""
 
 import asyncio
-import os
 import wave
 from pathlib import Path
 
 import httpx
-from conftest import ROOT, free_port, spawn, wait_for_port
+from conftest import ROOT, clean_env, free_port, spawn, wait_for_port
 from twilio.request_validator import RequestValidator
 
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
-
-SETTINGS = [
-    "OPENAI_API_KEY",
-    "OPENAI_REALTIME_URL",
-    "PUBLIC_URL",
-    "TWILIO_AUTH_TOKEN",
-    "TWILIO_ACCOUNT_SID",
-    "BOT",
-    "BOTS_DIR",
-    "PORT",
-    "HOST",
-]
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    env.update(values)
-    return env
 
 
 async def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 90):
