@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     the working directory. ``.env.example`` documents each one.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", validate_default=True, env_ignore_empty=True
+    )
 
     openai_api_key: SecretStr | None = Field(
         default=None, description="OpenAI API key; required unless talking to an emulator."

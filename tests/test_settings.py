@@ -1,6 +1,7 @@
 import pytest
+from conftest import ROOT
 
-from pipecat_realtime_twilio.settings import SettingsError, load_settings
+from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings
 
 KEYS = [
     "OPENAI_API_KEY",
@@ -54,3 +55,15 @@ def test_env_file_and_derived_urls(tmp_path):
     assert settings.public_origin == "https://bot.example.com"
     assert settings.websocket_origin == "wss://bot.example.com"
     assert settings.openai_api_key.get_secret_value() == "sk-x"
+
+
+def test_env_example_copied_to_dot_env_loads(tmp_path, monkeypatch):
+    """.env.example, copied as it is, is a valid .env: empty values mean "not set"."""
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    settings = load_settings()
+    assert settings.public_url is None and settings.call_webhook_url is None
+    assert settings.max_calls == 20 and settings.database_url == "sqlite:///calls.db"
+    assert str(settings.twilio_api_url).rstrip("/") == "https://api.twilio.com"
