@@ -31,7 +31,7 @@ from pipecat_realtime_twilio.twilio.security import (
     verified_form,
     websocket_signature_valid,
 )
-from pipecat_realtime_twilio.twilio.twiml import busy_twiml, hangup_twiml, stream_twiml
+from pipecat_realtime_twilio.twilio.twiml import hangup_twiml, say_twiml, stream_twiml
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
 """What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
@@ -184,7 +184,7 @@ class CallRunner:
             why = "draining" if self.draining else f"MAX_CALLS={self.settings.max_calls} reached"
             logger.warning(f"Incoming call {call_sid or '?'} turned away: {why}")
             self.metrics.rejected.labels("busy").inc()
-            return Response(content=busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+            return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
         asked = request.query_params.get("bot")
         bot = asked if asked in self.bots else self.settings.bot
         outbound = form.get("Direction", "inbound").startswith("outbound")
@@ -337,7 +337,7 @@ class CallRunner:
             self.metrics.active.set(len(self.active))
             record = self._record(call, bot_name)
             self.finished.append(record)
-            self._account(record, call.agent.barge_ins if call.agent else 0)
+            self._account(record, call.agent)
             task = asyncio.create_task(self._keep(record))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -361,14 +361,16 @@ class CallRunner:
         record.finish(call.end_reason or "unknown")
         return record
 
-    def _account(self, record: CallRecord, barge_ins: int) -> None:
+    def _account(self, record: CallRecord, agent) -> None:
         """Metrics and the one summary line of a finished call."""
         m = self.metrics
         m.calls.labels(record.end_reason).inc()
         m.duration.observe(record.duration_s or 0.0)
         for ms in record.latency["response_ms"]:
             m.response_latency.observe(ms / 1000)
-        m.barge_ins.inc(barge_ins)
+        if agent is not None:
+            m.barge_ins.inc(agent.barge_ins)
+            m.reconnects.inc(agent.reconnects)
         for kind, count in record.usage.as_dict().items():
             m.tokens.labels(kind.removesuffix("_tokens")).inc(count)
         if record.cost_usd is not None:

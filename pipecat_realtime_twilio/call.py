@@ -34,7 +34,7 @@ from pipecat_realtime_twilio.twilio.output import (
 )
 from pipecat_realtime_twilio.twilio.rest import TwilioRest
 from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
-from pipecat_realtime_twilio.twilio.twiml import dial_twiml
+from pipecat_realtime_twilio.twilio.twiml import dial_twiml, say_twiml
 
 START_TIMEOUT_SECS = 10.0
 """How long a new media stream may take to send its ``start`` message."""
@@ -352,6 +352,29 @@ class CallSession:
         except TimeoutError:
             logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
             self._request_end(reason)
+
+    async def fail(self, why: str, *, say: str, transfer_to: str | None = None) -> None:
+        """The bot cannot go on (its Realtime API is gone): never leave the caller in silence.
+
+        The call moves on to TwiML that transfers it to ``transfer_to`` or says
+        ``say`` in Twilio's own voice and hangs up: through the runner's
+        ``<Connect action>``, or Twilio's REST API; with neither, the stream is
+        closed (and Twilio runs the next verb).
+
+        Args:
+            why: What failed, for logs and the call record.
+            say: The line to say.
+            transfer_to: A number to transfer the call to instead.
+        """
+        twiml = dial_twiml(transfer_to) if transfer_to else say_twiml(say)
+        if self.stream_action is not None:
+            self.stream_action(twiml)
+        elif self.rest is not None:
+            try:
+                await self.rest.redirect(self.call_sid, twiml)
+            except Exception as e:
+                logger.error(f"Call {self.call_sid}: REST fallback failed: {e}")
+        self._request_end(f"failed: {why}")
 
     def _request_end(self, reason: str) -> None:
         self.end_reason = self.end_reason or reason

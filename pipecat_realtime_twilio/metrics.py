@@ -26,6 +26,7 @@ class RunnerMetrics:
     - ``prt_response_latency_seconds``: the caller stops speaking to the first
       audio of the answer heard on the phone.
     - ``prt_barge_ins_total``: times the caller cut the bot off.
+    - ``prt_realtime_reconnects_total``: Realtime sessions reopened after a drop.
     - ``prt_realtime_tokens_total{kind}``: Realtime API tokens by kind
       (``input_text``, ``input_audio``, ``cached_text``, ``cached_audio``,
       ``output_text``, ``output_audio``).
@@ -56,6 +57,9 @@ class RunnerMetrics:
             registry=r,
         )
         self.barge_ins = Counter("prt_barge_ins", "Times the caller cut the bot off.", registry=r)
+        self.reconnects = Counter(
+            "prt_realtime_reconnects", "Realtime sessions reopened after a drop.", registry=r
+        )
         self.tokens = Counter(
             "prt_realtime_tokens", "Realtime API tokens, by kind.", ["kind"], registry=r
         )

@@ -8,6 +8,7 @@
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -63,6 +64,23 @@ TOOL_ERROR_MESSAGE = "Sorry, I couldn't do that just now."
 
 DTMF_TIMEOUT_SECS = 1.0
 """Keypad digits pressed within this long of each other reach the model together."""
+
+RECONNECT_DELAYS_SECS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""Waits before each attempt to reconnect a dropped Realtime socket; then it gives up."""
+
+MAX_BUFFERED_AUDIO_MS = 5000
+"""Caller audio kept while reconnecting (sent once the new session is up); older is dropped."""
+
+MAX_RECONNECTS = 10
+"""Reconnects one call may use; after that the Realtime API counts as gone."""
+
+FATAL_ERROR_CODES = frozenset(
+    {"invalid_api_key", "insufficient_quota", "account_deactivated", "model_not_found"}
+)
+"""Realtime ``error`` codes no reconnect can cure: the call gets the fallback instead."""
+
+FALLBACK_LINE = "Sorry, I'm having technical trouble and can't continue this call. Goodbye."
+"""What the caller hears (in Twilio's voice) when the Realtime API is gone for good."""
 
 _HEARD_EXTRA_SECS = 5.0
 _ENTRIES_KEPT = 8
@@ -138,6 +156,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         limits: CallLimits | None = None,
         tool_error_message: str = TOOL_ERROR_MESSAGE,
         dtmf_timeout_secs: float = DTMF_TIMEOUT_SECS,
+        fallback_line: str = FALLBACK_LINE,
+        fallback_number: str | None = None,
         **kwargs,
     ):
         """Initialize the agent.
@@ -163,6 +183,9 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             tool_error_message: What the bot says when a tool fails or times out.
             dtmf_timeout_secs: Keypad digits pressed within this long of each
                 other go to the model together (``#`` sends at once).
+            fallback_line: Said in Twilio's voice when the Realtime API is gone
+                for good (invalid key, no quota, reconnects exhausted).
+            fallback_number: If set, such a call is transferred there instead.
             **kwargs: Further ``OpenAIRealtimeLLMService`` arguments.
 
         Raises:
@@ -245,6 +268,14 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._appended_ms = 0.0
         self._appends: deque[tuple[float, float]] = deque(maxlen=500)  # (end ms, when)
         self._speech_ended_at: float | None = None
+
+        self.fallback_line = fallback_line
+        self.fallback_number = fallback_number
+        self.reconnects = 0
+        self._error_code: str | None = None
+        self._reconnecting = False
+        self._held_audio: deque[str] = deque()
+        self._held_dropped = 0
 
         self._dtmf_timeout_secs = dtmf_timeout_secs
         self._digits: list[str] = []
@@ -495,11 +526,13 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             ulaw = pcm16_to_ulaw(pcm)
         if not ulaw:
             return
+        payload = base64.b64encode(ulaw).decode("ascii")
+        if self._reconnecting:
+            self._hold_audio(payload, len(ulaw))
+            return
         # The hottest client event: a plain dict skips building a pydantic model
         # for every 20 ms packet.
-        await self._ws_send(
-            {"type": "input_audio_buffer.append", "audio": base64.b64encode(ulaw).decode("ascii")}
-        )
+        await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
         self._appended_ms += len(ulaw) / BYTES_PER_MS
         self._appends.append((self._appended_ms, time.monotonic()))
 
@@ -539,6 +572,95 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
                 response_id=evt.response_id,
             )
         )
+
+    #
+    # surviving a dropped socket
+    #
+
+    async def _receive_task_handler(self):
+        try:
+            await super()._receive_task_handler()
+        except Exception as e:  # the socket died under us (ConnectionClosedError and kin)
+            logger.warning(f"{self} Realtime socket lost: {type(e).__name__}: {e}")
+        if self._disconnecting or self._websocket is None:
+            return  # we closed it
+        code, self._error_code = self._error_code, None
+        if code in FATAL_ERROR_CODES:
+            await self._fatal(code)
+        elif self.reconnects >= MAX_RECONNECTS:
+            await self._fatal(f"reconnects exhausted ({MAX_RECONNECTS})")
+        else:
+            # Pipecat stops reading after an error event; a fresh session carries on.
+            await self._reconnect()
+
+    async def _handle_evt_error(self, evt):
+        self._error_code = evt.error.code or evt.error.type
+        logger.error(f"{self} Realtime error {self._error_code}: {evt.error.message}")
+
+    async def _reconnect(self):
+        """Open a new session, send the configuration, replay the conversation, carry on."""
+        self._reconnecting = True
+        self.reconnects += 1
+        logger.warning(f"{self} reconnecting to the Realtime API")
+        with contextlib.suppress(Exception):
+            await self._websocket.close()
+        self._websocket = None
+        self._session_sent = False
+        self._api_session_ready = False
+        self._response_active = False
+        self._response_id = None
+        self._current_audio_response = None
+        self._item_audio.clear()  # those items are gone with the old session
+        self._item_response.clear()
+        self._open_function_calls = set()
+        self._response_done.set()
+        for attempt, delay in enumerate(RECONNECT_DELAYS_SECS, start=1):
+            await asyncio.sleep(delay)
+            await self._connect()  # sends session.update as soon as it is open
+            if self._websocket is not None:
+                break
+            logger.warning(f"{self} reconnect attempt {attempt} failed")
+        else:
+            self._reconnecting = False
+            await self._fatal("reconnect failed")
+            return
+        await self._replay_conversation()
+        held, self._held_audio = self._held_audio, deque()
+        for payload in held:
+            await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
+        self._reconnecting = False
+        logger.info(f"{self} reconnected; replayed {len(self.transcript)} turns")
+
+    async def _replay_conversation(self):
+        for entry in self.transcript:
+            if entry.role == "caller":
+                content = events.ItemContent(type="input_text", text=entry.text)
+                item = events.ConversationItem(type="message", role="user", content=[content])
+            else:
+                content = events.ItemContent(type="output_text", text=entry.text)
+                item = events.ConversationItem(type="message", role="assistant", content=[content])
+            await self.send_client_event(events.ConversationItemCreateEvent(item=item))
+
+    def _hold_audio(self, payload: str, size: int):
+        self._held_audio.append(payload)
+        limit = MAX_BUFFERED_AUDIO_MS * BYTES_PER_MS // max(1, size)
+        while len(self._held_audio) > limit:
+            self._held_audio.popleft()
+            self._held_dropped += 1
+            if self._held_dropped == 1 or self._held_dropped % 250 == 0:
+                logger.warning(
+                    f"{self} reconnecting: over {MAX_BUFFERED_AUDIO_MS} ms of caller audio "
+                    f"held; dropped the oldest ({self._held_dropped} packets so far)"
+                )
+
+    async def _fatal(self, why: str):
+        """The Realtime API is gone for this call: fallback line or transfer, never dead air."""
+        logger.error(f"{self} Realtime API unusable ({why}); falling back")
+        with contextlib.suppress(Exception):
+            await self._websocket.close()
+        self._websocket = None
+        if self._call is not None:
+            await self._call.fail(why, say=self.fallback_line, transfer_to=self.fallback_number)
 
     def _calculate_audio_duration_ms(
         self, total_bytes: int, sample_rate: int = SAMPLE_RATE, bytes_per_sample: int = 1

@@ -54,7 +54,7 @@ def hangup_twiml() -> str:
     return str(response)
 
 
-def busy_twiml(message: str) -> str:
+def say_twiml(message: str) -> str:
     """Build TwiML that says ``message`` (Twilio's own voice, no Realtime session) and hangs up.
 
     Args:
