@@ -86,6 +86,30 @@ _HEARD_EXTRA_SECS = 5.0
 _ENTRIES_KEPT = 8
 
 
+SERVER_EVENT_HANDLERS = {
+    "session.created": "_handle_evt_session_created",
+    "session.updated": "_handle_evt_session_updated",
+    "response.created": "_handle_evt_response_created",
+    "response.output_audio.delta": "_handle_evt_audio_delta",
+    "conversation.item.added": "_handle_evt_conversation_item_added",
+    "conversation.item.done": "_handle_evt_conversation_item_done",
+    "conversation.item.input_audio_transcription.delta": (
+        "_handle_evt_input_audio_transcription_delta"
+    ),
+    "conversation.item.input_audio_transcription.completed": (
+        "handle_evt_input_audio_transcription_completed"
+    ),
+    "conversation.item.retrieved": "_handle_conversation_item_retrieved",
+    "response.done": "_handle_evt_response_done",
+    "input_audio_buffer.speech_started": "_handle_evt_speech_started",
+    "input_audio_buffer.speech_stopped": "_handle_evt_speech_stopped",
+    "response.output_text.delta": "_handle_evt_text_delta",
+    "response.output_audio_transcript.delta": "_handle_evt_audio_transcript_delta",
+    "response.function_call_arguments.done": "_handle_evt_function_call_arguments_done",
+}
+"""Server event -> handler method: Pipecat's dispatch, as its receive loop has it."""
+
+
 @dataclass
 class TranscriptEntry:
     """One utterance of the call.
@@ -272,7 +296,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self.fallback_line = fallback_line
         self.fallback_number = fallback_number
         self.reconnects = 0
-        self._error_code: str | None = None
+        self._dropped_events = 0
         self._reconnecting = False
         self._held_audio: deque[str] = deque()
         self._held_dropped = 0
@@ -578,24 +602,60 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
     #
 
     async def _receive_task_handler(self):
+        """Read server events until the socket ends; then reconnect, unless we closed it.
+
+        Pipecat's loop (whose dispatch this follows, see :data:`SERVER_EVENT_HANDLERS`)
+        stops at the first malformed event or ``error``. Here a malformed event, or one
+        whose handling fails, is logged and dropped; a recoverable ``error`` is logged;
+        a fatal one ends in the fallback; a lost socket in a reconnect.
+        """
+        fatal = None
         try:
-            await super()._receive_task_handler()
+            async for message in self._websocket:
+                try:
+                    evt = events.parse_server_event(message)
+                    if evt is None:
+                        continue
+                    if evt.type == "error":
+                        fatal = await self._on_error_event(evt)
+                        if fatal:
+                            break
+                        continue
+                    handler = SERVER_EVENT_HANDLERS.get(evt.type)
+                    if handler is not None:
+                        await getattr(self, handler)(evt)
+                except Exception as e:  # one bad event never ends the call
+                    self._dropped_events += 1
+                    if self._dropped_events <= 20 or self._dropped_events % 1000 == 0:
+                        preview = message[:120] if isinstance(message, (str, bytes)) else ""
+                        logger.warning(
+                            f"{self} dropped a server event ({type(e).__name__}: "
+                            f"{str(e)[:200]}; {self._dropped_events} so far): {preview!r}"
+                        )
         except Exception as e:  # the socket died under us (ConnectionClosedError and kin)
             logger.warning(f"{self} Realtime socket lost: {type(e).__name__}: {e}")
         if self._disconnecting or self._websocket is None:
             return  # we closed it
-        code, self._error_code = self._error_code, None
-        if code in FATAL_ERROR_CODES:
-            await self._fatal(code)
+        if fatal:
+            await self._fatal(fatal)
         elif self.reconnects >= MAX_RECONNECTS:
             await self._fatal(f"reconnects exhausted ({MAX_RECONNECTS})")
         else:
-            # Pipecat stops reading after an error event; a fresh session carries on.
             await self._reconnect()
 
-    async def _handle_evt_error(self, evt):
-        self._error_code = evt.error.code or evt.error.type
-        logger.error(f"{self} Realtime error {self._error_code}: {evt.error.message}")
+    async def _on_error_event(self, evt) -> str | None:
+        """Log a Realtime ``error``; return its code if no reconnect can cure it."""
+        if await self._maybe_handle_evt_retrieve_conversation_item_error(evt):
+            return None
+        code = evt.error.code or evt.error.type
+        if code in ("response_cancel_not_active", "conversation_already_has_active_response"):
+            logger.debug(f"{self} {evt.error.message}")
+            return None
+        if code in FATAL_ERROR_CODES:
+            logger.error(f"{self} Realtime error {code}: {evt.error.message}")
+            return code
+        logger.warning(f"{self} Realtime error {code} (the call goes on): {evt.error.message}")
+        return None
 
     async def _reconnect(self):
         """Open a new session, send the configuration, replay the conversation, carry on."""

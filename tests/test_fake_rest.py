@@ -185,3 +185,25 @@ async def test_hook_errors_are_recorded(fake, client):
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.005)
+
+
+async def test_updates_are_retried_on_twilio_errors_but_not_forever():
+    from pipecat_realtime_twilio.twilio.rest import TwilioRest
+
+    async with FakeTwilioRest() as fake:
+        call = fake.add_call()
+        rest = TwilioRest(fake.account_sid, fake.auth_token, api_url=fake.url)
+        try:
+            fake.fail_next(2)
+            await rest.hang_up(call["sid"])  # two 503s, then it goes through
+            assert fake.calls[call["sid"]]["status"] == "completed"
+            assert [r.status for r in fake.requests_to(call["sid"])] == [503, 503, 200]
+
+            other = fake.add_call()
+            fake.fail_next(3)
+            with pytest.raises(TwilioRestException) as failed:
+                await rest.hang_up(other["sid"])
+            assert failed.value.status == 503
+            assert len(fake.requests_to(other["sid"])) == 3  # bounded
+        finally:
+            await rest.close()

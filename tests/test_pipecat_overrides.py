@@ -102,3 +102,18 @@ def test_phone_output_overrides_still_fit_pipecat():
     assert "await self._handle_frame(frame)" in process
     interruption = inspect.getsource(FastAPIWebsocketOutputTransport.process_frame)
     assert "await self._write_frame(frame)" in interruption
+
+
+def test_our_receive_loop_dispatches_exactly_what_pipecats_does():
+    import re
+
+    from pipecat_realtime_twilio.realtime import SERVER_EVENT_HANDLERS
+
+    source = inspect.getsource(OpenAIRealtimeLLMService._receive_task_handler)
+    pairs = dict(re.findall(r'evt\.type == "([^"]+)":\s+await self\.(\w+)\(evt\)', source))
+    assert pairs == SERVER_EVENT_HANDLERS
+    for handler in SERVER_EVENT_HANDLERS.values():
+        assert callable(getattr(RealtimeAgent, handler))
+    # Pipecat's error handling we keep: the retrieve error and the two benign codes.
+    assert "_maybe_handle_evt_retrieve_conversation_item_error" in source
+    assert "conversation_already_has_active_response" in source

@@ -192,6 +192,7 @@ class FakeTwilioRest:
         self.call_params: dict[str, dict[str, str]] = {}
         self.requests: list[RecordedRequest] = []
         self.hook_errors: list[BaseException] = []
+        self._failures: list[int] = []  # statuses for the next requests (fault injection)
         self._hook_tasks: set[asyncio.Task] = set()
         self.app = self._build_app()
         self._server: LocalServer | None = None
@@ -263,6 +264,15 @@ class FakeTwilioRest:
             call["start_time"] = call["date_created"]
         self.calls[call["sid"]] = call
         return call
+
+    def fail_next(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` requests with a Twilio-shaped error (fault injection).
+
+        Args:
+            n: How many requests fail.
+            status: The HTTP status they get (5xx: Twilio is having trouble).
+        """
+        self._failures.extend([status] * n)
 
     def set_call_status(self, call_sid: str, status: str) -> dict:
         """Change a call's status as the phone network would (e.g. answered, busy).
@@ -405,6 +415,7 @@ class FakeTwilioRest:
         account_sid = request.path_params["account_sid"]
         call_sid = request.path_params["call_sid"]
         try:
+            self._injected_failure()
             self._check_auth(request, account_sid)
             call = self.calls.get(call_sid)
             if call is None:
@@ -424,6 +435,11 @@ class FakeTwilioRest:
         }
         background = BackgroundTask(self._start_hook, self.on_update, info)
         return self._respond(recorded, 200, dict(call), background)
+
+    def _injected_failure(self) -> None:
+        if self._failures:
+            status = self._failures.pop(0)
+            raise TwilioApiError(status, 20500, "An internal server error has occurred (injected)")
 
     def _apply_update(self, call: dict, form: dict[str, str]) -> None:
         status = form.get("Status")

@@ -8,6 +8,7 @@
 
 import asyncio
 
+import aiohttp
 from loguru import logger
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -17,6 +18,9 @@ from pipecat_realtime_twilio.settings import DEFAULT_TWILIO_API_URL, Settings
 
 REQUEST_TIMEOUT_SECS = 10.0
 """Most seconds one REST request may take."""
+
+RETRY_DELAYS_SECS = (0.5, 1.0)
+"""Waits before retrying an update that failed on Twilio's side (5xx) or timed out."""
 
 
 class TwilioRest:
@@ -84,7 +88,7 @@ class TwilioRest:
             TwilioRestException: If Twilio refuses the update.
         """
         logger.info(f"Redirecting call {call_sid} through the REST API")
-        await asyncio.wait_for(self._calls()(call_sid).update_async(twiml=twiml), self._timeout + 1)
+        await self._update(call_sid, twiml=twiml)
 
     async def create_call(self, to: str, from_: str, url: str) -> str:
         """Place an outbound call; Twilio requests ``url`` for TwiML when it is answered.
@@ -117,9 +121,30 @@ class TwilioRest:
             TwilioRestException: If Twilio refuses the update.
         """
         logger.info(f"Hanging up call {call_sid} through the REST API")
-        await asyncio.wait_for(
-            self._calls()(call_sid).update_async(status="completed"), self._timeout + 1
-        )
+        await self._update(call_sid, status="completed")
+
+    async def _update(self, call_sid: str, **changes) -> None:
+        """Update a call: each try bounded by the timeout, retried on 5xx and timeouts.
+
+        An update says what the call should become, so repeating it is harmless;
+        placing a call is not retried (a retry could ring someone twice).
+        """
+        for retry, delay in enumerate((*RETRY_DELAYS_SECS, None)):
+            try:
+                await asyncio.wait_for(
+                    self._calls()(call_sid).update_async(**changes), self._timeout + 1
+                )
+                return
+            except TwilioRestException as e:
+                if delay is None or e.status < 500:
+                    raise
+                problem = f"HTTP {e.status}"
+            except (TimeoutError, aiohttp.ClientError) as e:
+                if delay is None:
+                    raise
+                problem = type(e).__name__
+            logger.warning(f"REST update of call {call_sid} failed ({problem}); retry {retry + 1}")
+            await asyncio.sleep(delay)
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""

@@ -343,6 +343,17 @@ class EmulatedSession(InputAudio, Responses):
         self._queue.put_nowait((json.dumps(event), record))
         return record
 
+    async def send_raw(self, text: str) -> None:
+        """Push any text to the client as a server message, valid or not (fault injection).
+
+        Args:
+            text: The websocket message, e.g. malformed JSON or a mangled event.
+        """
+        record = ServerEvent({"_raw": text}, queued_at=self._loop.time())
+        if self.closed_at is None and not self._closed.is_set():
+            self._queue.put_nowait((text, record))
+            await self.flush()
+
     def _send_error(
         self,
         message: str,
