@@ -71,6 +71,9 @@ RECONNECT_DELAYS_SECS = (0.0, 0.25, 0.5, 1.0, 2.0)
 MAX_BUFFERED_AUDIO_MS = 5000
 """Caller audio kept while reconnecting (sent once the new session is up); older is dropped."""
 
+SESSION_MAX_SECS = 55 * 60
+"""Age at which the agent moves to a fresh session (the API caps a session at 60 minutes)."""
+
 MAX_RECONNECTS = 10
 """Reconnects one call may use; after that the Realtime API counts as gone."""
 
@@ -182,6 +185,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         dtmf_timeout_secs: float = DTMF_TIMEOUT_SECS,
         fallback_line: str = FALLBACK_LINE,
         fallback_number: str | None = None,
+        session_max_secs: float = SESSION_MAX_SECS,
         **kwargs,
     ):
         """Initialize the agent.
@@ -210,6 +214,8 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
             fallback_line: Said in Twilio's voice when the Realtime API is gone
                 for good (invalid key, no quota, reconnects exhausted).
             fallback_number: If set, such a call is transferred there instead.
+            session_max_secs: Move to a fresh session, at the next turn boundary,
+                once the session is this old (the API's cap is 60 minutes).
             **kwargs: Further ``OpenAIRealtimeLLMService`` arguments.
 
         Raises:
@@ -296,6 +302,11 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self.fallback_line = fallback_line
         self.fallback_number = fallback_number
         self.reconnects = 0
+        self.rotations = 0
+        self._session_max_secs = session_max_secs
+        self._session_opened_at = 0.0
+        self._rotating = False
+        self._rotation_task: asyncio.Task | None = None
         self._dropped_events = 0
         self._reconnecting = False
         self._held_audio: deque[str] = deque()
@@ -339,6 +350,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         self._call_started = True
         if self._limits:
             self._limits.start()
+        self._rotation_task = self.create_task(self._rotate_when_due(), "session-rotation")
         await self._maybe_greet()
 
     async def stop(self, frame):
@@ -360,6 +372,9 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         await super().cancel(frame)
 
     async def _stop_timers(self):
+        if self._rotation_task:
+            await self.cancel_task(self._rotation_task)
+            self._rotation_task = None
         if self._limits:
             await self._limits.stop()
         if self._dtmf_task:
@@ -368,6 +383,7 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
 
     async def _connect(self):
         await super()._connect()
+        self._session_opened_at = time.monotonic()
         if self._websocket and not self._session_sent:
             # Configure the session before any caller audio is appended, so the
             # server never reads μ-law as its default 24 kHz PCM.
@@ -634,6 +650,9 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
                         )
         except Exception as e:  # the socket died under us (ConnectionClosedError and kin)
             logger.warning(f"{self} Realtime socket lost: {type(e).__name__}: {e}")
+        if self._rotating:
+            await self._reconnect(rotation=True)
+            return
         if self._disconnecting or self._websocket is None:
             return  # we closed it
         if fatal:
@@ -657,11 +676,34 @@ class RealtimeAgent(OpenAIRealtimeLLMService):
         logger.warning(f"{self} Realtime error {code} (the call goes on): {evt.error.message}")
         return None
 
-    async def _reconnect(self):
-        """Open a new session, send the configuration, replay the conversation, carry on."""
+    async def _rotate_when_due(self):
+        """Before the session cap, move to a fresh session at a turn boundary."""
+        while True:
+            await asyncio.sleep(0.25)
+            if time.monotonic() - self._session_opened_at < self._session_max_secs:
+                continue
+            phone_idle = self._phone is None or self._phone.idle
+            if self._websocket is None or self._reconnecting or self._rotating:
+                continue
+            if self.responding or self.caller_speaking or not phone_idle:
+                continue  # not a turn boundary
+            logger.info(f"{self} session is {self._session_max_secs:g} s old: rotating")
+            self._rotating = True
+            await self._websocket.close()  # the receive loop ends and opens the new one
+
+    async def _reconnect(self, rotation: bool = False):
+        """Open a new session, send the configuration, replay the conversation, carry on.
+
+        Args:
+            rotation: A planned move to a fresh session, not a recovery.
+        """
         self._reconnecting = True
-        self.reconnects += 1
-        logger.warning(f"{self} reconnecting to the Realtime API")
+        self._rotating = False
+        if rotation:
+            self.rotations += 1
+        else:
+            self.reconnects += 1
+            logger.warning(f"{self} reconnecting to the Realtime API")
         with contextlib.suppress(Exception):
             await self._websocket.close()
         self._websocket = None

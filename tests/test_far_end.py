@@ -131,3 +131,45 @@ async def test_caller_drop_closes_the_realtime_socket_at_once_and_sends_no_rest_
             await caller.wait_until(lambda: runner.finished, timeout=5)
             assert runner.finished[0].end_reason == "caller hung up"
             assert rest.requests == []
+
+
+async def test_session_rotation_carries_the_conversation_into_a_fresh_session():
+    agents = []
+
+    def pipeline(call):
+        agent = RealtimeAgent(instructions="Test bot.", greeting="Hello there.", session_max_secs=2)
+        agents.append(agent)
+        return [call.input(), agent, call.output()]
+
+    replies = say_as_asked(Reply(text="Still with you."))
+    async with phone_call(pipeline=pipeline, replies=replies, transcripts=["One.", "Two."]) as (
+        emulator,
+        runner,
+        caller,
+    ):
+        await caller.call()
+        await caller.wait_quiet(quiet_ms=300, timeout=10)
+        await caller.say(SPEECH)
+        await caller.wait_quiet(after=len(caller.heard) - 1, quiet_ms=300, timeout=10)
+        second = await emulator.wait_for_session(1, timeout=10)
+        # The first session was closed by us, at a turn boundary, not dropped.
+        assert emulator.sessions[0].closed_at is not None
+        await emulator.wait_for(lambda: len(second.client_events) >= 4, timeout=5)
+        assert second.client_events[0]["type"] == "session.update"
+        replayed = [
+            (e["item"]["role"], e["item"]["content"][0]["text"])
+            for e in second.client_events
+            if e["type"] == "conversation.item.create"
+        ]
+        assert replayed == [
+            ("assistant", "Hello there."),
+            ("user", "One."),
+            ("assistant", "Still with you."),
+        ]
+        heard = len(caller.heard)
+        await caller.say(SPEECH)
+        await caller.wait_quiet(after=heard, quiet_ms=300, timeout=10)
+        assert second.responses[-1].trigger == "vad"
+        assert bytes(caller.heard[heard:]) == bytes(second.responses[-1].audio)
+        assert agents[0].rotations >= 1 and agents[0].reconnects == 0
+        assert emulator.validation_errors == []
