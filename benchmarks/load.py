@@ -27,11 +27,9 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +41,7 @@ from pipecat_realtime_twilio.settings import Settings  # noqa: E402
 from pipecat_realtime_twilio.testing.caller import TwilioCaller  # noqa: E402
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply  # noqa: E402
 from pipecat_realtime_twilio.testing.model import say_as_asked  # noqa: E402
+from pipecat_realtime_twilio.testing.server import free_port, wait_for_port  # noqa: E402
 from pipecat_realtime_twilio.testing.sounds import silence, tone  # noqa: E402
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,26 +55,6 @@ def _cpu_secs(pid: int) -> float:
 
 def _rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def _wait_port(port: int, process, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"the runner exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise TimeoutError("the runner did not start")
 
 
 async def _one_call(public: str, token: str, emulator: RealtimeEmulator) -> dict:
@@ -106,7 +85,7 @@ async def run(calls: int) -> dict:
     """Run ``calls`` concurrent calls against a fresh runner; return the figures."""
     token = secrets.token_hex(16)
     async with RealtimeEmulator(replies=say_as_asked(Reply(text="Sure, happy to help."))) as em:
-        port = _free_port()
+        port = free_port()
         public = f"http://127.0.0.1:{port}"
         names = {name.upper() for name in Settings.model_fields}
         env = {k: v for k, v in os.environ.items() if k not in names}
@@ -133,7 +112,7 @@ async def run(calls: int) -> dict:
                 stderr=asyncio.subprocess.DEVNULL,
             )
             try:
-                await _wait_port(port, process)
+                await wait_for_port(port, process)
                 await asyncio.sleep(0.5)
                 rss_idle = _rss_bytes(process.pid)
                 cpu_before = _cpu_secs(process.pid)

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +15,11 @@ from pipecat_realtime_twilio.bot import Bot, load_bots
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
-from pipecat_realtime_twilio.testing.server import LocalServer
+from pipecat_realtime_twilio.testing.server import (  # noqa: F401 (used by the tests)
+    LocalServer,
+    free_port,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = secrets.token_hex(16)
@@ -109,32 +112,9 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def spawn(*args: str, cwd, env: dict[str, str], capture: bool = False):
     """Start ``python ARGS`` with this interpreter, output captured or discarded."""
     stream = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
     return await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=cwd, env=env, stdout=stream, stderr=stream
     )
-
-
-async def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
-    """Wait until ``process`` listens on ``port`` (fails early if it exits)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"nothing listened on {port} within {timeout:.0f} s")

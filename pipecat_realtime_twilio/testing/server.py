@@ -93,3 +93,36 @@ class LocalServer:
     async def __aexit__(self, *exc) -> None:
         """Stop the server."""
         await self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for_port(port: int, process=None, timeout: float = 60.0) -> None:
+    """Wait until something listens on ``port`` of 127.0.0.1.
+
+    Args:
+        port: The port.
+        process: An ``asyncio`` subprocess expected to listen; if it exits first, fail early.
+        timeout: Seconds to wait at most.
+
+    Raises:
+        RuntimeError: If ``process`` exited.
+        TimeoutError: If nothing listened in time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if process is not None and process.returncode is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {port} within {timeout:.0f} s")
