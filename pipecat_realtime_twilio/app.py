@@ -22,7 +22,7 @@ from pipecat_realtime_twilio.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.outbound import OutboundError, place_call
 from pipecat_realtime_twilio.pricing import Usage, cost_usd
 from pipecat_realtime_twilio.records import CallRecord, CallStore, WebhookSender, latency_summary
-from pipecat_realtime_twilio.settings import Settings, load_settings, use_settings
+from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings, use_settings
 from pipecat_realtime_twilio.twilio.rest import TwilioRest
 from pipecat_realtime_twilio.twilio.security import (
     STREAM_TOKEN_TTL_SECS,
@@ -84,6 +84,13 @@ class CallRunner:
             webhook_retry_secs: How often undelivered records are sent again.
         """
         select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
+        for number, name in settings.bot_routes.items():
+            if name not in bots:
+                known = ", ".join(sorted(bots))
+                raise SettingsError(
+                    f"BOT_ROUTES: {number} goes to bot '{name}', which does not exist "
+                    f"(bots found: {known})"
+                )
         self.settings = settings
         self.bots = bots
         self.active: dict[str, CallSession] = {}
@@ -185,8 +192,10 @@ class CallRunner:
             logger.warning(f"Incoming call {call_sid or '?'} turned away: {why}")
             self.metrics.rejected.labels("busy").inc()
             return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
+        # An outbound call names its bot; an incoming one is routed by the number called.
         asked = request.query_params.get("bot")
-        bot = asked if asked in self.bots else self.settings.bot
+        routed = self.settings.bot_routes.get(form.get("To", ""))
+        bot = asked if asked in self.bots else routed or self.settings.bot
         outbound = form.get("Direction", "inbound").startswith("outbound")
         logger.info(
             f"{'Outbound' if outbound else 'Incoming'} call {call_sid or '?'} from "

@@ -17,6 +17,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.call import CallSession
 from pipecat_realtime_twilio.errors import BotError, SettingsError
+from pipecat_realtime_twilio.prompt_bot import load_prompt_bot
 
 PipelineBuilder = Callable[[CallSession], list[FrameProcessor] | Awaitable[list[FrameProcessor]]]
 
@@ -95,8 +96,54 @@ def load_bot_file(path: Path) -> Bot:
     return Bot(name=name, description=doc[0] if doc else "", builder=builder, path=path)
 
 
+def load_markdown_bot(path: Path) -> Bot:
+    """Load a prompt-only bot (``NAME.md``, see :mod:`pipecat_realtime_twilio.prompt_bot`).
+
+    Args:
+        path: The ``.md`` file.
+
+    Returns:
+        The bot.
+
+    Raises:
+        BotError: ``FILE:LINE: what is wrong``.
+    """
+    prompt_bot = load_prompt_bot(path)
+    return Bot(
+        name=path.stem,
+        description=prompt_bot.spec.description,
+        builder=prompt_bot.pipeline,
+        path=path,
+    )
+
+
+def bot_files(bots_dir: str | Path) -> list[Path]:
+    """The bot files of a folder: ``*.py`` and ``*.md`` not starting with ``_``.
+
+    Raises:
+        SettingsError: If the folder does not exist.
+    """
+    folder = Path(bots_dir)
+    if not folder.is_dir():
+        raise SettingsError(f"BOTS_DIR: folder '{folder}' does not exist")
+    return sorted(
+        path
+        for path in [*folder.glob("*.py"), *folder.glob("*.md")]
+        if not path.name.startswith("_") and path.name.lower() != "readme.md"
+    )
+
+
+def load_bot(path: Path) -> Bot:
+    """Load one bot file, Python or Markdown.
+
+    Raises:
+        BotError: If it cannot be loaded.
+    """
+    return load_markdown_bot(path) if path.suffix == ".md" else load_bot_file(path)
+
+
 def load_bots(bots_dir: str | Path) -> dict[str, Bot]:
-    """Load every bot in a folder (``*.py`` files not starting with ``_``).
+    """Load every bot in a folder: Python bots (``NAME.py``) and prompt-only ones (``NAME.md``).
 
     Args:
         bots_dir: The folder (``BOTS_DIR``).
@@ -106,16 +153,15 @@ def load_bots(bots_dir: str | Path) -> dict[str, Bot]:
 
     Raises:
         SettingsError: If the folder does not exist.
-        BotError: If a bot file cannot be loaded.
+        BotError: If a bot file cannot be loaded, or two files give the same name.
     """
-    folder = Path(bots_dir)
-    if not folder.is_dir():
-        raise SettingsError(f"BOTS_DIR: folder '{folder}' does not exist")
-    return {
-        path.stem: load_bot_file(path)
-        for path in sorted(folder.glob("*.py"))
-        if not path.name.startswith("_")
-    }
+    bots: dict[str, Bot] = {}
+    for path in bot_files(bots_dir):
+        bot = load_bot(path)
+        if bot.name in bots:
+            raise BotError(f"{path}: bot '{bot.name}' is also defined by {bots[bot.name].path}")
+        bots[bot.name] = bot
+    return bots
 
 
 def select_bot(bots: dict[str, Bot], name: str) -> Bot:

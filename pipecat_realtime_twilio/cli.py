@@ -183,7 +183,19 @@ def _print_record(r) -> None:
 def _bots(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.bot import load_bots
+    from pipecat_realtime_twilio.bot import bot_files, load_bot, load_bots
+
+    if args.action == "check":
+        problems = 0
+        for path in bot_files(settings.bots_dir):
+            try:
+                bot = load_bot(path)
+            except BotError as e:
+                problems += 1
+                print(f"error: {e}")
+            else:
+                print(f"ok: {bot.name} ({path})")
+        return 1 if problems else 0
 
     bots = load_bots(settings.bots_dir)
     width = max((len(name) for name in bots), default=0)
@@ -240,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--json", action="store_true", help="print JSON")
     calls.set_defaults(run=_calls)
 
-    bots = commands.add_parser("bots", help="list the bots")
+    bots = commands.add_parser("bots", help="list the bots, or check them (bots check)")
+    bots.add_argument(
+        "action", nargs="?", choices=["list", "check"], default="list", help="list or check"
+    )
     bots.add_argument("--bots-dir", help="folder of bots (BOTS_DIR)")
     bots.set_defaults(run=_bots)
     return parser

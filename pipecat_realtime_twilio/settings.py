@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535, description="Port the runner listens on.")
     bot: str = Field(default="default", description="Bot that answers calls.")
     bots_dir: str = Field(default="bots", description="Folder the bots are loaded from.")
+    bot_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Called number -> bot, as JSON: {"+15551230000": "sales"}; others get BOT.',
+    )
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the runner."
     )

@@ -1,0 +1,158 @@
+"""Prompt-only bots (bots/NAME.md), `bots check`, and routing by the called number."""
+
+import pytest
+from conftest import ROOT, clean_env, phone_call, spawn
+from test_bots import StubCall
+
+from pipecat_realtime_twilio import RealtimeAgent
+from pipecat_realtime_twilio.bot import BotError, load_bots, load_markdown_bot
+from pipecat_realtime_twilio.settings import Settings, SettingsError, use_settings
+from pipecat_realtime_twilio.testing.caller import TwilioCaller
+from pipecat_realtime_twilio.testing.model import say_as_asked
+
+GOOD = """\
+---
+description: Takes messages.
+greeting: Hello, Acme here.
+voice: cedar
+tools: [end_call, transfer_call]
+transfer_number: "+15551230000"
+limits:
+  max_duration_secs: 300
+  silence_timeout_secs: 20
+---
+You are the receptionist of Acme.
+"""
+
+
+def write(folder, name: str, text: str):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+async def test_a_prompt_bot_builds_an_agent_from_its_front_matter(tmp_path):
+    bot = load_markdown_bot(write(tmp_path, "reception.md", GOOD))
+    assert (bot.name, bot.description) == ("reception", "Takes messages.")
+    token = use_settings(
+        Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url="ws://127.0.0.1:1")
+    )
+    try:
+        processors = await bot.build(StubCall())  # type: ignore[arg-type]
+    finally:
+        token.var.reset(token)
+    agent = processors[1]
+    assert isinstance(agent, RealtimeAgent) and len(processors) == 3
+    session = agent._settings.session_properties
+    assert session.audio.output.voice == "cedar"
+    assert [t.name for t in session.tools.standard_tools] == ["end_call", "transfer_call"]
+    assert agent._limits is not None and agent._greeting == "Hello, Acme here."
+    assert agent._instructions == "You are the receptionist of Acme."
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        (
+            GOOD.replace("tools: [end_call, transfer_call]", "tools: [end_call, fly]"),
+            5,
+            "unknown tools 'fly'",
+        ),
+        (GOOD.replace("voice: cedar", "voice: robot"), 4, "unknown voice 'robot'"),
+        (GOOD.replace("You are the receptionist of Acme.\n", ""), 11, "prompt"),
+        (GOOD.replace("greeting: Hello, Acme here.", "greeting: [unclosed"), 4, "bad front matter"),
+        (GOOD.replace("voice: cedar", "colour: blue"), 4, "colour: unknown key"),
+        (GOOD.replace('transfer_number: "+15551230000"\n', ""), 5, "needs a transfer_number"),
+        ("no front matter\n", 1, "starts with a '---'"),
+    ],
+    ids=[
+        "unknown tool",
+        "unknown voice",
+        "missing prompt",
+        "bad yaml",
+        "unknown key",
+        "transfer without number",
+        "no front matter",
+    ],
+)
+async def test_bots_check_names_file_and_line_of_each_planted_error(tmp_path, text, line, says):
+    write(tmp_path, "default.md", GOOD.replace("receptionist", "assistant"))
+    path = write(tmp_path, "broken.md", text)
+    with pytest.raises(BotError) as error:
+        load_markdown_bot(path)
+    assert str(error.value).startswith(f"{path}:{line}: ")
+    assert says in str(error.value)
+
+    process = await spawn(
+        "-m",
+        "pipecat_realtime_twilio",
+        "bots",
+        "check",
+        cwd=tmp_path,
+        env=clean_env(BOTS_DIR=str(tmp_path)),
+        capture=True,
+    )
+    out = (await process.communicate())[0].decode()
+    assert process.returncode == 1
+    assert f"error: {path}:{line}: " in out and "ok: default" in out
+
+
+async def test_bots_check_passes_on_the_repository_bots():
+    process = await spawn(
+        "-m",
+        "pipecat_realtime_twilio",
+        "bots",
+        "check",
+        cwd=ROOT,
+        env=clean_env(BOTS_DIR=str(ROOT / "bots")),
+        capture=True,
+    )
+    out = (await process.communicate())[0].decode()
+    assert process.returncode == 0, out
+    assert "ok: default" in out
+
+
+def test_a_name_defined_twice_is_an_error(tmp_path):
+    write(tmp_path, "same.md", GOOD)
+    write(tmp_path, "same.py", "def pipeline(call):\n    return []\n")
+    with pytest.raises(BotError, match="also defined by"):
+        load_bots(tmp_path)
+
+
+async def test_two_called_numbers_reach_two_bots(tmp_path):
+    write(tmp_path, "default.md", GOOD.replace("Hello, Acme here.", "Hello from the default bot."))
+    write(tmp_path, "sales.md", GOOD.replace("Hello, Acme here.", "Hello from sales."))
+    settings = {"bots_dir": str(tmp_path), "bot_routes": {"+15550007777": "sales"}}
+    async with phone_call(settings=settings, replies=say_as_asked()) as (emulator, runner, caller):
+        other = TwilioCaller(
+            server_url=caller.server_url,
+            public_url=caller.public_url,
+            auth_token=caller.auth_token,
+            to_number="+15550007777",
+        )
+        try:
+            await caller.call()
+            await other.call()
+            assert caller.dial_result.parameters["bot"] == "default"
+            assert other.dial_result.parameters["bot"] == "sales"
+            await emulator.wait_for(lambda: len(emulator.sessions) == 2, timeout=5)
+            await caller.wait_quiet(quiet_ms=300, timeout=10)
+            await other.wait_quiet(quiet_ms=300, timeout=10)
+            said = sorted(s.responses[0].transcript for s in emulator.sessions)
+            assert said == ["Hello from sales.", "Hello from the default bot."]
+        finally:
+            await other.close()
+
+
+def test_a_route_to_a_missing_bot_stops_startup(tmp_path):
+    from pipecat_realtime_twilio.app import CallRunner
+
+    write(tmp_path, "default.md", GOOD)
+    settings = Settings(
+        _env_file=None,
+        bots_dir=str(tmp_path),
+        bot_routes={"+1555": "nobody"},
+        database_url=f"sqlite:///{tmp_path}/calls.db",
+    )
+    with pytest.raises(SettingsError, match="BOT_ROUTES: \\+1555 goes to bot 'nobody'"):
+        CallRunner(settings, load_bots(tmp_path))
