@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, WebSoc
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from pipecat_realtime_twilio.bot import Bot, BotError, load_bots, select_bot
+from pipecat_realtime_twilio.bot import Bot, BotError, bot_files, load_bots, select_bot
 from pipecat_realtime_twilio.call import CallSession, StreamRejected
 from pipecat_realtime_twilio.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.outbound import OutboundError, place_call
@@ -74,6 +74,7 @@ class CallRunner:
         *,
         store: CallStore | None = None,
         webhook_retry_secs: float = _WEBHOOK_RETRY_SECS,
+        reload_bots: bool = False,
     ):
         """Initialize the runner.
 
@@ -82,6 +83,8 @@ class CallRunner:
             bots: The bots by name; ``settings.bot`` must be among them.
             store: Where call records go; ``DATABASE_URL`` by default.
             webhook_retry_secs: How often undelivered records are sent again.
+            reload_bots: Reload the bots when their files in ``BOTS_DIR`` change
+                (calls in progress keep the bot they started with).
         """
         select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
         for number, name in settings.bot_routes.items():
@@ -117,6 +120,8 @@ class CallRunner:
         self._next_twiml: OrderedDict[str, str] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         self._retry_task: asyncio.Task | None = None
+        self._reload_bots = reload_bots
+        self._reload_task: asyncio.Task | None = None
         self.router = APIRouter()
         self.router.add_api_route("/incoming", self.incoming, methods=["POST"])
         self.router.add_api_websocket_route("/media-stream", self.media_stream)
@@ -134,12 +139,15 @@ class CallRunner:
         """Start background work: sending records the webhook has not received yet."""
         if self.webhook is not None and self._retry_task is None:
             self._retry_task = asyncio.create_task(self._retry_webhooks())
+        if self._reload_bots and self._reload_task is None:
+            self._reload_task = asyncio.create_task(self._watch_bots())
 
     async def close(self) -> None:
         """Stop background work and release resources (REST session, database)."""
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            self._retry_task = None
+        for task in (self._retry_task, self._reload_task):
+            if task is not None:
+                task.cancel()
+        self._retry_task = self._reload_task = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.rest is not None:
@@ -404,6 +412,33 @@ class CallRunner:
             record.webhook_delivered = True
             await self.store.amark_delivered(record.call_sid)
 
+    async def _watch_bots(self, interval: float = 0.5) -> None:
+        """Reload the bots when a bot file is added, changed or removed."""
+        folder = self.settings.bots_dir
+
+        def snapshot() -> dict:
+            return {path: path.stat().st_mtime_ns for path in bot_files(folder)}
+
+        seen = snapshot()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = snapshot()
+            except (OSError, SettingsError) as e:
+                logger.warning(f"Bot reload: cannot read {folder}: {e}")
+                continue
+            if now == seen:
+                continue
+            seen = now
+            try:
+                bots = load_bots(folder)
+                select_bot(bots, self.settings.bot)
+            except (BotError, SettingsError) as e:
+                logger.error(f"Bot reload failed, keeping the bots as they were: {e}")
+                continue
+            self.bots = bots  # calls in progress keep the pipelines they built
+            logger.info(f"Reloaded bots from {folder}: {', '.join(sorted(bots))}")
+
     async def _retry_webhooks(self) -> None:
         while True:
             await asyncio.sleep(self._webhook_retry_secs)
@@ -413,7 +448,9 @@ class CallRunner:
                 logger.error(f"Sending pending call records failed: {e}")
 
 
-def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, bots: dict[str, Bot] | None = None, *, reload_bots=False
+) -> FastAPI:
     """Create the runner's FastAPI app.
 
     To add the routes to an app of your own instead, build a :class:`CallRunner`,
@@ -427,12 +464,17 @@ def create_app(settings: Settings | None = None, bots: dict[str, Bot] | None = N
     Args:
         settings: The settings; loaded from the environment when None.
         bots: The bots; loaded from ``BOTS_DIR`` when None.
+        reload_bots: Reload the bots when their files change (``serve --reload``).
 
     Returns:
         The app, with the :class:`CallRunner` at ``app.state.runner``.
     """
     settings = settings or load_settings()
-    runner = CallRunner(settings, bots if bots is not None else load_bots(settings.bots_dir))
+    runner = CallRunner(
+        settings,
+        bots if bots is not None else load_bots(settings.bots_dir),
+        reload_bots=reload_bots,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -6,9 +6,9 @@
 
 """Bots: a bot builds a call's pipeline, fresh for every call."""
 
-import importlib.util
 import inspect
 import sys
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +79,14 @@ def load_bot_file(path: Path) -> Bot:
     """
     name = path.stem
     module_name = f"pipecat_realtime_twilio_bots.{name}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise BotError(f"{path}: not a Python module")
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
     try:
+        # Compiled from the source every time (no bytecode cache), so a file edited
+        # again within the same second still reloads what is on disk.
+        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except Exception as e:
         sys.modules.pop(module_name, None)
         raise BotError(f"{path}: failed to import: {type(e).__name__}: {e}") from e

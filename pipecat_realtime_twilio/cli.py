@@ -54,7 +54,9 @@ def _serve(args: argparse.Namespace) -> int:
             "TWILIO_VALIDATE_SIGNATURES is off: anyone can call the webhook and open media "
             "streams. Use this only for local development."
         )
-    app = create_app(settings)
+    app = create_app(settings, reload_bots=args.reload)
+    if args.reload:
+        logger.info(f"Reloading bots when files in {settings.bots_dir} change")
     logger.info(
         f"Serving bot '{settings.bot}' on {settings.host}:{settings.port}; "
         f"Twilio voice URL: {settings.public_origin}/incoming; at most {settings.max_calls} calls"
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (PORT)")
     serve.add_argument("--bot", help="bot that answers calls (BOT)")
     serve.add_argument("--bots-dir", help="folder of bots (BOTS_DIR)")
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="reload bots when their files change (calls in progress keep theirs)",
+    )
     serve.set_defaults(run=_serve)
 
     simulate = commands.add_parser(

@@ -87,6 +87,7 @@ async def test_insufficient_quota_speaks_the_fallback_and_the_record_says_why():
         await caller.wait_until(lambda: runner.finished, timeout=5)
         record = runner.finished[0]
         assert record.end_reason == "failed: insufficient_quota"
+        await caller.wait_until(lambda: runner.store.get(caller.call_sid), timeout=5)
         stored = runner.store.get(caller.call_sid)
         assert stored.end_reason == "failed: insufficient_quota"
         assert len(emulator.sessions) == 1  # no pointless reconnect

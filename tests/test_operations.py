@@ -192,10 +192,17 @@ async def test_a_call_is_recorded_posted_to_the_webhook_and_counted_in_metrics(t
             await caller.wait_quiet(after=greeting, quiet_ms=500, timeout=10)
             await caller.hangup()
             await caller.wait_until(lambda: received, timeout=10, message="a webhook POST")
+            store = CallStore(runner.settings.database_url)
+
+            def delivered():
+                stored = store.get(caller.call_sid)
+                return stored is not None and stored.webhook_delivered
+
+            # Marked delivered once the receiver's answer is back.
+            await caller.wait_until(delivered, timeout=10, message="the record marked delivered")
 
             session = emulator.sessions[0]
-            record = CallStore(runner.settings.database_url).get(caller.call_sid)
-            assert record is not None and record.webhook_delivered
+            record = store.get(caller.call_sid)
             assert record.bot == "default" and record.direction == "inbound"
             assert (record.from_number, record.to_number) == (caller.from_number, caller.to_number)
             assert record.end_reason == "caller hung up"

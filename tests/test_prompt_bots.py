@@ -1,14 +1,18 @@
 """Prompt-only bots (bots/NAME.md), `bots check`, and routing by the called number."""
 
+import asyncio
+
 import pytest
-from conftest import ROOT, clean_env, phone_call, spawn
+from conftest import AUTH_TOKEN, ROOT, clean_env, free_port, phone_call, spawn, wait_for_port
 from test_bots import StubCall
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.bot import BotError, load_bots, load_markdown_bot
 from pipecat_realtime_twilio.settings import Settings, SettingsError, use_settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
+from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
+from pipecat_realtime_twilio.testing.sounds import silence, tone
 
 GOOD = """\
 ---
@@ -156,3 +160,57 @@ def test_a_route_to_a_missing_bot_stops_startup(tmp_path):
     )
     with pytest.raises(SettingsError, match="BOT_ROUTES: \\+1555 goes to bot 'nobody'"):
         CallRunner(settings, load_bots(tmp_path))
+
+
+async def test_serve_reload_changes_the_next_call_not_the_current_one(tmp_path):
+    bots = tmp_path / "bots"
+    bots.mkdir()
+    bot_file = write(bots, "default.md", GOOD.replace("Hello, Acme here.", "Version one."))
+    async with RealtimeEmulator(replies=say_as_asked(Reply(text="Noted."))) as emulator:
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        env = clean_env(
+            OPENAI_API_KEY="sk-test",
+            OPENAI_REALTIME_URL=emulator.url,
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            PUBLIC_URL=public,
+            PORT=str(port),
+            BOTS_DIR=str(bots),
+            DATABASE_URL=f"sqlite:///{tmp_path}/calls.db",
+            DRAIN_TIMEOUT_SECS="0",
+        )
+        process = await spawn(
+            "-m", "pipecat_realtime_twilio", "serve", "--reload", cwd=tmp_path, env=env
+        )
+        first = TwilioCaller(server_url=public, public_url=public, auth_token=AUTH_TOKEN)
+        second = TwilioCaller(server_url=public, public_url=public, auth_token=AUTH_TOKEN)
+        try:
+            await wait_for_port(port, process)
+            await first.call()
+            await first.wait_quiet(quiet_ms=300, timeout=10)
+
+            # Edit the bot while the first call goes on.
+            bot_file.write_text(
+                GOOD.replace("Hello, Acme here.", "Version two.").replace("Acme", "Zenith")
+            )
+            await asyncio.sleep(1.5)  # the runner polls the folder twice a second
+
+            await second.call()
+            await second.wait_quiet(quiet_ms=300, timeout=10)
+            heard = len(first.heard)
+            await first.say(tone(600) + silence(700))
+            await first.wait_quiet(after=heard, quiet_ms=300, timeout=10)
+
+            old, new = emulator.sessions[0], emulator.sessions[1]
+            assert old.responses[0].transcript == "Version one."
+            assert new.responses[0].transcript == "Version two."
+            assert "receptionist of Acme" in old.config["instructions"]
+            assert "receptionist of Zenith" in new.config["instructions"]
+            # The first call kept its bot: same session, same instructions, still answering.
+            assert len(old.responses) == 2 and not first.ended
+            assert "receptionist of Acme" in old.config["instructions"]
+        finally:
+            await first.close()
+            await second.close()
+            process.terminate()
+            await process.wait()
