@@ -8,6 +8,7 @@
 
 import asyncio
 import gc
+import hmac
 import time
 from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
@@ -282,7 +283,8 @@ class CallRunner:
         key = self.settings.runner_api_key
         if key is None:
             raise HTTPException(404, "outbound calls are off: set RUNNER_API_KEY")
-        if request.headers.get("authorization", "") != f"Bearer {key.get_secret_value()}":
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {key.get_secret_value()}".encode()):
             raise HTTPException(401, "wrong or missing API key")
         try:
             body = await request.json()
