@@ -131,6 +131,11 @@ class CallRunner:
         self.router.add_api_route("/healthz", self.healthz, methods=["GET"])
         self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
         self.router.add_api_route("/metrics", self.metrics_page, methods=["GET"])
+        if settings.playground_token is not None:
+            from pipecat_realtime_twilio.playground import Playground
+
+            playground = Playground(self, settings.playground_token.get_secret_value())
+            self.router.include_router(playground.router)
 
     #
     # lifecycle
@@ -185,6 +190,15 @@ class CallRunner:
     # Twilio routes
     #
 
+    def reserve(self, call_sid: str) -> str:
+        """Hold a line for ``call_sid`` until its stream starts; return its stream token."""
+        self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
+        return self.tokens.issue(call_sid)
+
+    def capacity_left(self) -> int:
+        """Lines free now: ``MAX_CALLS`` minus active and reserved calls."""
+        return self._capacity_left()
+
     def _capacity_left(self) -> int:
         now = time.time()
         for call_sid, expiry in list(self._reserved.items()):
@@ -210,7 +224,7 @@ class CallRunner:
             f"{'Outbound' if outbound else 'Incoming'} call {call_sid or '?'} from "
             f"{form.get('From', '?')} to {form.get('To', '?')}: bot '{bot}'"
         )
-        self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
+        stream_token = self.reserve(call_sid)
         # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
@@ -221,7 +235,7 @@ class CallRunner:
                 "to": form.get("To", ""),
                 "direction": "outbound" if outbound else "inbound",
                 _STREAM_ACTION_PARAMETER: "1",
-                "token": self.tokens.issue(call_sid),
+                "token": stream_token,
             },
             action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
         )
@@ -240,6 +254,14 @@ class CallRunner:
             logger.warning(f"Refused a media stream: {e}")
             await websocket.close(code=1008)
             return
+        await self.admit(call)
+
+    async def admit(self, call: CallSession) -> None:
+        """Check a started stream (token, account, capacity), then run its call.
+
+        Args:
+            call: The call, its ``start`` read.
+        """
         problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid)
         if problem is not None:
             logger.warning(f"Refused the media stream of call {call.call_sid}: {problem}")

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     runner_api_key: SecretStr | None = Field(
         default=None, description="Bearer key for POST /calls (outbound calls); off without it."
     )
+    playground_token: SecretStr | None = Field(
+        default=None,
+        description="Turns on the browser softphone at /playground?token=...; off without it.",
+    )
     twilio_phone_number: str | None = Field(
         default=None, description="Your Twilio number: the caller ID of outbound calls."
     )

@@ -1,0 +1,130 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""The browser softphone: call a bot from a web page, over the Media Streams protocol.
+
+``GET /playground?token=PLAYGROUND_TOKEN`` serves a page that takes the
+microphone, codes it as 8 kHz μ-law in 20 ms packets and streams it to the
+runner exactly as Twilio does (``connected``, ``start`` with the call's stream
+token, ``media``, ``dtmf``, ``stop``); it plays the bot's audio, echoes marks
+as it plays them and honours ``clear``, shows the live transcript and hangs up.
+The call goes through the same admission (stream token, ``MAX_CALLS``) and
+pipeline as a phone call.
+
+It is off unless ``PLAYGROUND_TOKEN`` is set, and every route wants that token
+(a browser cannot sign like Twilio), so a public runner does not expose it.
+"""
+
+import hmac
+import secrets
+from importlib import resources
+
+from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse
+from loguru import logger
+
+from pipecat_realtime_twilio.call import CallSession, StreamRejected
+
+
+class Playground:
+    """The softphone's routes, on a :class:`~pipecat_realtime_twilio.app.CallRunner`."""
+
+    def __init__(self, runner, token: str):
+        """Initialize the routes.
+
+        Args:
+            runner: The runner whose bots the page calls.
+            token: The ``PLAYGROUND_TOKEN`` every request must carry.
+        """
+        self.runner = runner
+        self._token = token.encode()
+        self.router = APIRouter()
+        self.router.add_api_route("/playground", self.page, methods=["GET"])
+        self.router.add_api_route("/playground/bots", self.bots, methods=["GET"])
+        self.router.add_api_route("/playground/calls", self.create_call, methods=["POST"])
+        self.router.add_api_route(
+            "/playground/transcript/{call_sid}", self.transcript, methods=["GET"]
+        )
+        self.router.add_api_websocket_route("/playground/media-stream", self.stream)
+
+    def _allowed(self, token: str | None) -> bool:
+        return hmac.compare_digest((token or "").encode(), self._token)
+
+    def _check(self, request: Request) -> None:
+        if not self._allowed(request.query_params.get("token")):
+            raise HTTPException(403, "the playground wants ?token=PLAYGROUND_TOKEN")
+
+    async def page(self, request: Request) -> HTMLResponse:
+        """The softphone page."""
+        self._check(request)
+        html = resources.files("pipecat_realtime_twilio").joinpath("assets/playground.html")
+        return HTMLResponse(html.read_text(encoding="utf-8"))
+
+    async def bots(self, request: Request) -> JSONResponse:
+        """The bots the page can call."""
+        self._check(request)
+        return JSONResponse({"bots": sorted(self.runner.bots), "default": self.runner.settings.bot})
+
+    async def create_call(self, request: Request) -> JSONResponse:
+        """Start a call: a CallSid, a held line and the stream's parameters (with its token)."""
+        self._check(request)
+        runner = self.runner
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        bot = body.get("bot") if isinstance(body, dict) else None
+        if bot not in runner.bots:
+            bot = runner.settings.bot
+        if runner.draining or runner.capacity_left() <= 0:
+            raise HTTPException(503, "all lines are busy")
+        call_sid = "CA" + secrets.token_hex(16)
+        token = runner.reserve(call_sid)
+        logger.info(f"Playground call {call_sid}: bot '{bot}'")
+        return JSONResponse(
+            {
+                "call_sid": call_sid,
+                "account_sid": runner.settings.twilio_account_sid or "AC" + "0" * 32,
+                "parameters": {
+                    "bot": bot,
+                    "from": "playground",
+                    "to": "playground",
+                    "direction": "inbound",
+                    "token": token,
+                },
+            },
+            status_code=201,
+        )
+
+    async def transcript(self, call_sid: str, request: Request) -> JSONResponse:
+        """The call's transcript so far (or its record's, once it is over)."""
+        self._check(request)
+        call = self.runner.active.get(call_sid)
+        if call is not None and call.agent is not None:
+            turns = [
+                {"role": e.role, "text": e.text, "at": e.at, "interrupted": e.interrupted}
+                for e in call.agent.transcript
+            ]
+            return JSONResponse({"call_sid": call_sid, "active": True, "transcript": turns})
+        record = next((r for r in self.runner.finished if r.call_sid == call_sid), None)
+        if record is None:
+            raise HTTPException(404, "no such call")
+        return JSONResponse(
+            {"call_sid": call_sid, "active": False, "transcript": record.transcript}
+        )
+
+    async def stream(self, websocket: WebSocket) -> None:
+        """The page's media stream: the playground token, then a phone call's admission."""
+        if not self._allowed(websocket.query_params.get("token")):
+            await websocket.close(code=1008)  # before accepting: the upgrade gets 403
+            return
+        try:
+            call = await CallSession.accept(websocket)
+        except StreamRejected as e:
+            logger.warning(f"Refused a playground stream: {e}")
+            await websocket.close(code=1008)
+            return
+        await self.runner.admit(call)
