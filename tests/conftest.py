@@ -112,6 +112,20 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
+def serve_env(emulator, port: int, tmp_path, **values: str) -> dict[str, str]:
+    """The environment of a ``serve`` subprocess on ``port`` that talks to ``emulator``."""
+    settings = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_REALTIME_URL": emulator.url,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+        "BOTS_DIR": str(ROOT / "bots"),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/calls.db",
+    }
+    return clean_env(**{**settings, **values})
+
+
 async def spawn(*args: str, cwd, env: dict[str, str], capture: bool = False):
     """Start ``python ARGS`` with this interpreter, output captured or discarded."""
     stream = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL

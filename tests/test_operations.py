@@ -8,7 +8,15 @@ import time
 
 import httpx
 import pytest
-from conftest import AUTH_TOKEN, ROOT, clean_env, free_port, phone_call, spawn, wait_for_port
+from conftest import (
+    AUTH_TOKEN,
+    clean_env,
+    free_port,
+    phone_call,
+    serve_env,
+    spawn,
+    wait_for_port,
+)
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
@@ -374,16 +382,7 @@ async def test_sigterm_drains_active_calls_then_exits_zero(tmp_path):
     async with RealtimeEmulator(replies=say_as_asked(Reply(text="I heard you."))) as emulator:
         port = free_port()
         public = f"http://127.0.0.1:{port}"
-        env = clean_env(
-            OPENAI_API_KEY="sk-test",
-            OPENAI_REALTIME_URL=emulator.url,
-            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-            PUBLIC_URL=public,
-            PORT=str(port),
-            BOTS_DIR=str(ROOT / "bots"),
-            DATABASE_URL=f"sqlite:///{tmp_path}/calls.db",
-            DRAIN_TIMEOUT_SECS="1.5",
-        )
+        env = serve_env(emulator, port, tmp_path, DRAIN_TIMEOUT_SECS="1.5")
         process = await spawn("-m", "pipecat_realtime_twilio", "serve", cwd=tmp_path, env=env)
         callers = [
             TwilioCaller(server_url=public, public_url=public, auth_token=AUTH_TOKEN)

@@ -84,11 +84,12 @@ async def devtools_page(port: int, process) -> str:
                 raise RuntimeError(f"chromium exited with {process.returncode}")
             try:
                 async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
-                    pages = [t for t in await response.json() if t["type"] == "page"]
-                    if pages:
-                        return pages[0]["webSocketDebuggerUrl"]
+                    targets = await response.json()
             except aiohttp.ClientError:
-                pass
+                targets = []  # not listening yet
+            pages = [t for t in targets if t["type"] == "page"]
+            if pages:
+                return pages[0]["webSocketDebuggerUrl"]
             await asyncio.sleep(0.1)
     raise TimeoutError("chromium's DevTools did not come up")
 

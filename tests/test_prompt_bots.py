@@ -3,7 +3,16 @@
 import asyncio
 
 import pytest
-from conftest import AUTH_TOKEN, ROOT, clean_env, free_port, phone_call, spawn, wait_for_port
+from conftest import (
+    AUTH_TOKEN,
+    ROOT,
+    clean_env,
+    free_port,
+    phone_call,
+    serve_env,
+    spawn,
+    wait_for_port,
+)
 from test_bots import StubCall
 
 from pipecat_realtime_twilio import RealtimeAgent
@@ -169,16 +178,7 @@ async def test_serve_reload_changes_the_next_call_not_the_current_one(tmp_path):
     async with RealtimeEmulator(replies=say_as_asked(Reply(text="Noted."))) as emulator:
         port = free_port()
         public = f"http://127.0.0.1:{port}"
-        env = clean_env(
-            OPENAI_API_KEY="sk-test",
-            OPENAI_REALTIME_URL=emulator.url,
-            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-            PUBLIC_URL=public,
-            PORT=str(port),
-            BOTS_DIR=str(bots),
-            DATABASE_URL=f"sqlite:///{tmp_path}/calls.db",
-            DRAIN_TIMEOUT_SECS="0",
-        )
+        env = serve_env(emulator, port, tmp_path, BOTS_DIR=str(bots), DRAIN_TIMEOUT_SECS="0")
         process = await spawn(
             "-m", "pipecat_realtime_twilio", "serve", "--reload", cwd=tmp_path, env=env
         )
