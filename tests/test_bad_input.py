@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipecat_realtime_twilio import RealtimeAgent
-from pipecat_realtime_twilio.realtime import FATAL_ERROR_CODES
+from pipecat_realtime_twilio.session_keeper import FATAL_ERROR_CODES
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.sounds import silence, tone

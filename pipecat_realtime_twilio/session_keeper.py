@@ -1,0 +1,240 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Keeping a call's Realtime session alive: the receive loop, reconnects, rotation, fallback.
+
+:class:`SessionKeeper` is a part of :class:`~pipecat_realtime_twilio.realtime.RealtimeAgent`:
+
+- Its receive loop follows Pipecat's dispatch (:data:`SERVER_EVENT_HANDLERS`) but
+  drops a malformed event, or one whose handling fails, with a log line, and logs
+  recoverable ``error`` events; Pipecat's loop stops at the first of either.
+- A lost socket is reopened with backoff: the session configuration goes first,
+  then the conversation so far is replayed (both sides' transcripts as items),
+  and the caller's audio held meanwhile (bounded) is sent.
+- Before the API's 60-minute cap the session is moved to a fresh one at a turn
+  boundary, the same way.
+- When the API is gone for good (a fatal error code, or reconnects exhausted) the
+  call ends in a fallback line in Twilio's own voice, or a transfer: never dead air.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+from loguru import logger
+from pipecat.services.openai.realtime import events
+
+from pipecat_realtime_twilio.audio import BYTES_PER_MS
+
+RECONNECT_DELAYS_SECS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""Waits before each attempt to reconnect a dropped Realtime socket; then it gives up."""
+
+MAX_BUFFERED_AUDIO_MS = 5000
+"""Caller audio kept while reconnecting (sent once the new session is up); older is dropped."""
+
+SESSION_MAX_SECS = 55 * 60
+"""Age at which the agent moves to a fresh session (the API caps a session at 60 minutes)."""
+
+MAX_RECONNECTS = 10
+"""Reconnects one call may use; after that the Realtime API counts as gone."""
+
+FATAL_ERROR_CODES = frozenset(
+    {"invalid_api_key", "insufficient_quota", "account_deactivated", "model_not_found"}
+)
+"""Realtime ``error`` codes no reconnect can cure: the call gets the fallback instead."""
+
+FALLBACK_LINE = "Sorry, I'm having technical trouble and can't continue this call. Goodbye."
+"""What the caller hears (in Twilio's voice) when the Realtime API is gone for good."""
+
+
+SERVER_EVENT_HANDLERS = {
+    "session.created": "_handle_evt_session_created",
+    "session.updated": "_handle_evt_session_updated",
+    "response.created": "_handle_evt_response_created",
+    "response.output_audio.delta": "_handle_evt_audio_delta",
+    "conversation.item.added": "_handle_evt_conversation_item_added",
+    "conversation.item.done": "_handle_evt_conversation_item_done",
+    "conversation.item.input_audio_transcription.delta": (
+        "_handle_evt_input_audio_transcription_delta"
+    ),
+    "conversation.item.input_audio_transcription.completed": (
+        "handle_evt_input_audio_transcription_completed"
+    ),
+    "conversation.item.retrieved": "_handle_conversation_item_retrieved",
+    "response.done": "_handle_evt_response_done",
+    "input_audio_buffer.speech_started": "_handle_evt_speech_started",
+    "input_audio_buffer.speech_stopped": "_handle_evt_speech_stopped",
+    "response.output_text.delta": "_handle_evt_text_delta",
+    "response.output_audio_transcript.delta": "_handle_evt_audio_transcript_delta",
+    "response.function_call_arguments.done": "_handle_evt_function_call_arguments_done",
+}
+"""Server event -> handler method: Pipecat's dispatch, as its receive loop has it."""
+
+
+class SessionKeeper:
+    """Reconnects, rotation and fallback: a part of ``RealtimeAgent``.
+
+    The agent provides Pipecat's service state (``_websocket``, ``_connect``,
+    ``_ws_send``, ``send_client_event``, ``_disconnecting``), its ``transcript``,
+    ``call``/``_phone``, ``responding``, ``caller_speaking`` and
+    ``_forget_session()``.
+    """
+
+    def _init_session_keeper(
+        self, *, fallback_line: str, fallback_number: str | None, session_max_secs: float
+    ) -> None:
+        self.fallback_line = fallback_line
+        self.fallback_number = fallback_number
+        self.reconnects = 0
+        self.rotations = 0
+        self._session_max_secs = session_max_secs
+        self._session_opened_at = 0.0
+        self._rotating = False
+        self._rotation_task: asyncio.Task | None = None
+        self._dropped_events = 0
+        self._reconnecting = False
+        self._held_audio: deque[str] = deque()
+        self._held_dropped = 0
+
+    async def _receive_task_handler(self):
+        """Read server events until the socket ends; then reconnect, unless we closed it.
+
+        Pipecat's loop (whose dispatch this follows, see :data:`SERVER_EVENT_HANDLERS`)
+        stops at the first malformed event or ``error``. Here a malformed event, or one
+        whose handling fails, is logged and dropped; a recoverable ``error`` is logged;
+        a fatal one ends in the fallback; a lost socket in a reconnect.
+        """
+        fatal = None
+        try:
+            async for message in self._websocket:
+                try:
+                    evt = events.parse_server_event(message)
+                    if evt is None:
+                        continue
+                    if evt.type == "error":
+                        fatal = await self._on_error_event(evt)
+                        if fatal:
+                            break
+                        continue
+                    handler = SERVER_EVENT_HANDLERS.get(evt.type)
+                    if handler is not None:
+                        await getattr(self, handler)(evt)
+                except Exception as e:  # one bad event never ends the call
+                    self._dropped_events += 1
+                    if self._dropped_events <= 20 or self._dropped_events % 1000 == 0:
+                        preview = message[:120] if isinstance(message, (str, bytes)) else ""
+                        logger.warning(
+                            f"{self} dropped a server event ({type(e).__name__}: "
+                            f"{str(e)[:200]}; {self._dropped_events} so far): {preview!r}"
+                        )
+        except Exception as e:  # the socket died under us (ConnectionClosedError and kin)
+            logger.warning(f"{self} Realtime socket lost: {type(e).__name__}: {e}")
+        if self._rotating:
+            await self._reconnect(rotation=True)
+            return
+        if self._disconnecting or self._websocket is None:
+            return  # we closed it
+        if fatal:
+            await self._fatal(fatal)
+        elif self.reconnects >= MAX_RECONNECTS:
+            await self._fatal(f"reconnects exhausted ({MAX_RECONNECTS})")
+        else:
+            await self._reconnect()
+
+    async def _on_error_event(self, evt) -> str | None:
+        """Log a Realtime ``error``; return its code if no reconnect can cure it."""
+        if await self._maybe_handle_evt_retrieve_conversation_item_error(evt):
+            return None
+        code = evt.error.code or evt.error.type
+        if code in ("response_cancel_not_active", "conversation_already_has_active_response"):
+            logger.debug(f"{self} {evt.error.message}")
+            return None
+        if code in FATAL_ERROR_CODES:
+            logger.error(f"{self} Realtime error {code}: {evt.error.message}")
+            return code
+        logger.warning(f"{self} Realtime error {code} (the call goes on): {evt.error.message}")
+        return None
+
+    async def _rotate_when_due(self):
+        """Before the session cap, move to a fresh session at a turn boundary."""
+        while True:
+            await asyncio.sleep(0.25)
+            if time.monotonic() - self._session_opened_at < self._session_max_secs:
+                continue
+            phone_idle = self._phone is None or self._phone.idle
+            if self._websocket is None or self._reconnecting or self._rotating:
+                continue
+            if self.responding or self.caller_speaking or not phone_idle:
+                continue  # not a turn boundary
+            logger.info(f"{self} session is {self._session_max_secs:g} s old: rotating")
+            self._rotating = True
+            await self._websocket.close()  # the receive loop ends and opens the new one
+
+    async def _reconnect(self, rotation: bool = False):
+        """Open a new session, send the configuration, replay the conversation, carry on.
+
+        Args:
+            rotation: A planned move to a fresh session, not a recovery.
+        """
+        self._reconnecting = True
+        self._rotating = False
+        if rotation:
+            self.rotations += 1
+        else:
+            self.reconnects += 1
+            logger.warning(f"{self} reconnecting to the Realtime API")
+        with contextlib.suppress(Exception):
+            await self._websocket.close()
+        self._websocket = None
+        self._forget_session()
+        for attempt, delay in enumerate(RECONNECT_DELAYS_SECS, start=1):
+            await asyncio.sleep(delay)
+            await self._connect()  # sends session.update as soon as it is open
+            if self._websocket is not None:
+                break
+            logger.warning(f"{self} reconnect attempt {attempt} failed")
+        else:
+            self._reconnecting = False
+            await self._fatal("reconnect failed")
+            return
+        await self._replay_conversation()
+        held, self._held_audio = self._held_audio, deque()
+        for payload in held:
+            await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
+        self._reconnecting = False
+        logger.info(f"{self} reconnected; replayed {len(self.transcript)} turns")
+
+    async def _replay_conversation(self):
+        for entry in self.transcript:
+            if entry.role == "caller":
+                content = events.ItemContent(type="input_text", text=entry.text)
+                item = events.ConversationItem(type="message", role="user", content=[content])
+            else:
+                content = events.ItemContent(type="output_text", text=entry.text)
+                item = events.ConversationItem(type="message", role="assistant", content=[content])
+            await self.send_client_event(events.ConversationItemCreateEvent(item=item))
+
+    def _hold_audio(self, payload: str, size: int):
+        self._held_audio.append(payload)
+        limit = MAX_BUFFERED_AUDIO_MS * BYTES_PER_MS // max(1, size)
+        while len(self._held_audio) > limit:
+            self._held_audio.popleft()
+            self._held_dropped += 1
+            if self._held_dropped == 1 or self._held_dropped % 250 == 0:
+                logger.warning(
+                    f"{self} reconnecting: over {MAX_BUFFERED_AUDIO_MS} ms of caller audio "
+                    f"held; dropped the oldest ({self._held_dropped} packets so far)"
+                )
+
+    async def _fatal(self, why: str):
+        """The Realtime API is gone for this call: fallback line or transfer, never dead air."""
+        logger.error(f"{self} Realtime API unusable ({why}); falling back")
+        with contextlib.suppress(Exception):
+            await self._websocket.close()
+        self._websocket = None
+        if self._call is not None:
+            await self._call.fail(why, say=self.fallback_line, transfer_to=self.fallback_number)
