@@ -571,6 +571,7 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
                 num_channels=1,
                 item_id=evt.item_id,
                 response_id=evt.response_id,
+                ulaw=ulaw,
             )
         )
 

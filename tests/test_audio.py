@@ -60,3 +60,15 @@ def test_alaw_encoder_matches_g711_on_every_sample():
 def test_alaw_silence_odd_trailing_byte_and_empty_input():
     assert pcm16_to_alaw(b"\x00\x00\x00\x00\x01") == bytes([ALAW_SILENCE]) * 2
     assert pcm16_to_alaw(b"") == b"" and alaw_to_pcm16(b"") == b""
+
+
+def test_realtime_audio_frame_keeps_its_ulaw_only_while_the_audio_is_unchanged():
+    from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+
+    ulaw = bytes(range(256))
+    frame = RealtimeAudioFrame(
+        audio=ulaw_to_pcm16(ulaw), sample_rate=8000, num_channels=1, item_id="i", ulaw=ulaw
+    )
+    assert frame.original_ulaw() == ulaw
+    frame.audio = bytes(len(frame.audio))  # a processor on the way replaced the audio
+    assert frame.original_ulaw() is None

@@ -192,13 +192,17 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         return await super()._write_frame(frame)
 
     async def _enqueue(self, frame: OutputAudioRawFrame) -> None:
-        item = frame.item_id if isinstance(frame, RealtimeAudioFrame) else None
+        realtime = isinstance(frame, RealtimeAudioFrame)
+        item = frame.item_id if realtime else None
         if item is not None and item in self._dropped_items:
             return
-        pcm = frame.audio
-        if frame.sample_rate != SAMPLE_RATE:
-            pcm = await self._resampler.resample(pcm, frame.sample_rate, SAMPLE_RATE)
-        ulaw = pcm16_to_ulaw(pcm)
+        # The Realtime API's own μ-law, unless a processor changed the audio on the way.
+        ulaw = frame.original_ulaw() if realtime else None
+        if ulaw is None:
+            pcm = frame.audio
+            if frame.sample_rate != SAMPLE_RATE:
+                pcm = await self._resampler.resample(pcm, frame.sample_rate, SAMPLE_RATE)
+            ulaw = pcm16_to_ulaw(pcm)
         if not ulaw:
             return
         self._queue.append((ulaw, item))
