@@ -20,15 +20,20 @@ class StubCall:
         return FrameProcessor(name="caller-output")
 
 
-async def test_default_bot_pipeline_is_three_entries():
-    bot = select_bot(load_bots(ROOT / "bots"), "default")
+async def build_offline(bot) -> list:
+    """Build a bot's pipeline for a stand-in call, with settings that reach no server."""
     token = use_settings(
         Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url="ws://127.0.0.1:1")
     )
     try:
-        processors = await bot.build(StubCall())  # type: ignore[arg-type]
+        return await bot.build(StubCall())  # type: ignore[arg-type]
     finally:
         token.var.reset(token)
+
+
+async def test_default_bot_pipeline_is_three_entries():
+    bot = select_bot(load_bots(ROOT / "bots"), "default")
+    processors = await build_offline(bot)
     assert len(processors) == 3
     assert [p.name for p in (processors[0], processors[2])] == ["caller-input", "caller-output"]
     assert isinstance(processors[1], RealtimeAgent)

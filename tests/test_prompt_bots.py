@@ -13,11 +13,11 @@ from conftest import (
     spawn,
     wait_for_port,
 )
-from test_bots import StubCall
+from test_bots import build_offline
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.bot import BotError, load_bots, load_markdown_bot
-from pipecat_realtime_twilio.settings import Settings, SettingsError, use_settings
+from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
@@ -47,13 +47,7 @@ def write(folder, name: str, text: str):
 async def test_a_prompt_bot_builds_an_agent_from_its_front_matter(tmp_path):
     bot = load_markdown_bot(write(tmp_path, "reception.md", GOOD))
     assert (bot.name, bot.description) == ("reception", "Takes messages.")
-    token = use_settings(
-        Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url="ws://127.0.0.1:1")
-    )
-    try:
-        processors = await bot.build(StubCall())  # type: ignore[arg-type]
-    finally:
-        token.var.reset(token)
+    processors = await build_offline(bot)
     agent = processors[1]
     assert isinstance(agent, RealtimeAgent) and len(processors) == 3
     session = agent._settings.session_properties
