@@ -21,6 +21,7 @@ from pipecat_realtime_twilio.bot import Bot, BotError, bot_files, load_bots, sel
 from pipecat_realtime_twilio.call import CallSession, StreamRejected
 from pipecat_realtime_twilio.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.outbound import OutboundError, place_call
+from pipecat_realtime_twilio.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.pricing import Usage, cost_usd
 from pipecat_realtime_twilio.records import CallRecord, CallStore, WebhookSender, latency_summary
 from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings, use_settings
@@ -103,6 +104,7 @@ class CallRunner:
         self.tokens = StreamTokens.from_settings(settings)
         self.metrics = RunnerMetrics()
         self.store = store or CallStore(settings.database_url)
+        self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
         self.webhook = (
             WebhookSender(
                 str(settings.call_webhook_url),
@@ -154,6 +156,7 @@ class CallRunner:
             if task is not None:
                 task.cancel()
         self._retry_task = self._reload_task = None
+        await self.prewarmed.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.rest is not None:
@@ -225,21 +228,40 @@ class CallRunner:
             f"{form.get('From', '?')} to {form.get('To', '?')}: bot '{bot}'"
         )
         stream_token = self.reserve(call_sid)
+        parameters = {
+            "bot": bot,
+            "from": form.get("From", ""),
+            "to": form.get("To", ""),
+            "direction": "outbound" if outbound else "inbound",
+            _STREAM_ACTION_PARAMETER: "1",
+        }
+        if self.settings.prewarm and call_sid:
+            await self._prewarm(call_sid, form.get("AccountSid", ""), bot, parameters)
         # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
             f"{self.settings.websocket_origin}{prefix}/media-stream",
-            {
-                "bot": bot,
-                "from": form.get("From", ""),
-                "to": form.get("To", ""),
-                "direction": "outbound" if outbound else "inbound",
-                _STREAM_ACTION_PARAMETER: "1",
-                "token": stream_token,
-            },
+            {**parameters, "token": stream_token},
             action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
         )
         return Response(content=twiml, media_type="application/xml")
+
+    async def _prewarm(
+        self, call_sid: str, account_sid: str, bot_name: str, parameters: dict[str, str]
+    ) -> None:
+        """Build the call's pipeline now and start its Realtime sessions opening."""
+        call = CallSession.before_stream(
+            call_sid, account_sid=account_sid, parameters=parameters, rest=self.rest
+        )
+        token = use_settings(self.settings)
+        try:
+            processors = await self.bots[bot_name].build(call)
+        except BotError as e:
+            logger.error(str(e))  # the stream gets the same error and is closed
+            return
+        finally:
+            token.var.reset(token)
+        self.prewarmed.add(call_sid, PrewarmedCall(call, processors, bot_name))
 
     async def media_stream(self, websocket: WebSocket) -> None:
         """Run one call on a Twilio media stream."""
@@ -355,19 +377,26 @@ class CallRunner:
                 f"Stream asked for unknown bot '{bot_name}'; using '{self.settings.bot}'"
             )
             bot_name = self.settings.bot
-        bot = self.bots[bot_name]
+        prewarmed = self.prewarmed.take(call.call_sid)
+        if prewarmed is not None and prewarmed.bot == bot_name:
+            prewarmed.call.attach(call.websocket, call.start)
+            call, processors = prewarmed.call, prewarmed.processors
+        else:
+            if prewarmed is not None:  # built for another bot: not this stream's
+                for agent in prewarmed.agents:
+                    await agent.close_prewarmed()
+            token = use_settings(self.settings)
+            try:
+                processors = await self.bots[bot_name].build(call)
+            except BotError as e:
+                logger.error(str(e))
+                await call.close()
+                return
+            finally:
+                token.var.reset(token)
         if call.parameters.get(_STREAM_ACTION_PARAMETER) == "1":
             # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
             call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
-        token = use_settings(self.settings)
-        try:
-            processors = await bot.build(call)
-        except BotError as e:
-            logger.error(str(e))
-            await call.close()
-            return
-        finally:
-            token.var.reset(token)
         self.active[call.call_sid] = call
         self.metrics.active.set(len(self.active))
         logger.info(f"Call {call.call_sid} streaming to bot '{bot_name}'")

@@ -158,7 +158,7 @@ class CallSession:
 
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: WebSocket | None,
         start: StreamStart,
         *,
         rest: TwilioRest | None = None,
@@ -168,7 +168,8 @@ class CallSession:
         """Initialize the call on an accepted websocket whose ``start`` was read.
 
         Args:
-            websocket: The media-stream websocket.
+            websocket: The media-stream websocket; None for a call built before
+                its stream starts (see :meth:`before_stream`).
             start: The stream's start information.
             rest: Twilio's REST API, for a transfer when no ``<Connect action>``
                 URL of ours follows the stream.
@@ -248,6 +249,59 @@ class CallSession:
             StreamRejected: If the stream does not start properly.
         """
         return cls(websocket, await read_stream_start(websocket, timeout), **kwargs)
+
+    @classmethod
+    def before_stream(
+        cls,
+        call_sid: str,
+        *,
+        account_sid: str = "",
+        parameters: dict[str, str] | None = None,
+        **kwargs,
+    ) -> "CallSession":
+        """A call whose media stream has not started yet; :meth:`attach` gives it one.
+
+        The runner builds such a call while answering Twilio's webhook, so the
+        bot's pipeline exists, and its Realtime session can open, before the
+        stream does (pre-warm).
+
+        Args:
+            call_sid: The Call SID from the webhook.
+            account_sid: The account SID from the webhook.
+            parameters: The ``<Parameter>`` values the stream will bring.
+            **kwargs: Further :class:`CallSession` arguments (``rest``, ``chunk_ms``...).
+
+        Returns:
+            The call session, without its stream.
+        """
+        start = StreamStart(
+            stream_sid="", call_sid=call_sid, account_sid=account_sid, parameters=parameters or {}
+        )
+        return cls(None, start, **kwargs)
+
+    def attach(self, websocket: WebSocket, start: StreamStart) -> None:
+        """Give a call built with :meth:`before_stream` its media stream.
+
+        Args:
+            websocket: The accepted media-stream websocket.
+            start: The stream's start information.
+
+        Raises:
+            ValueError: If the call has a stream already, or ``start`` is another call's.
+        """
+        if self._websocket is not None:
+            raise ValueError(f"call {self.call_sid} already has its media stream")
+        if start.call_sid != self.call_sid:
+            raise ValueError(f"the stream of call {start.call_sid} is not call {self.call_sid}'s")
+        self._websocket = websocket
+        self.start = start
+        self.serializer.stream_sid = start.stream_sid
+        self._transport.attach(websocket, start.stream_sid)
+
+    @property
+    def websocket(self) -> WebSocket | None:
+        """The media-stream websocket (None before the stream started)."""
+        return self._websocket
 
     @property
     def call_sid(self) -> str:
@@ -423,6 +477,8 @@ class CallSession:
         Args:
             code: The websocket close code.
         """
+        if self._websocket is None:
+            return
         with contextlib.suppress(RuntimeError):  # already closed by the other side
             await self._websocket.close(code=code)
 

@@ -31,6 +31,10 @@ class RunnerMetrics:
       (``input_text``, ``input_audio``, ``cached_text``, ``cached_audio``,
       ``output_text``, ``output_audio``).
     - ``prt_call_cost_usd_total``: cost of the Realtime API, from the price table.
+    - ``prt_prewarm_total{outcome}``: pre-warmed Realtime sessions, by what became of
+      them: ``used`` (the call's stream took it), ``expired`` (no stream came within
+      ``PREWARM_TIMEOUT_SECS``; closed), ``failed`` (it could not open; the call
+      connects when its stream starts).
     """
 
     def __init__(self):
@@ -65,6 +69,9 @@ class RunnerMetrics:
         )
         self.cost = Counter(
             "prt_call_cost_usd", "Realtime API cost in USD (price table).", registry=r
+        )
+        self.prewarm = Counter(
+            "prt_prewarm", "Pre-warmed Realtime sessions, by outcome.", ["outcome"], registry=r
         )
 
     def render(self) -> bytes:

@@ -331,6 +331,10 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             self._dtmf_task = None
 
     async def _connect(self):
+        if await self._take_prewarmed():
+            if self._response_active:  # the greeting asked for while pre-warmed
+                await self.push_frame(LLMFullResponseStartFrame())
+            return
         await super()._connect()
         self._session_opened_at = time.monotonic()
         if self._websocket and not self._session_sent:
@@ -366,6 +370,16 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             await self._respond(self._queued_instructions.pop(0))
         await self._maybe_greet()
 
+    async def _configure_prewarmed(self):
+        """Configure a session opened before the call (``prewarm()``); ask for the greeting."""
+        self._session_sent = True
+        await self._send_session_update()
+        if self._greeting and not self._greeted:
+            self._greeted = True
+            self._response_active = True
+            self._response_done.clear()
+            await self.send_client_event(self._response_event(self._greeting_instructions()))
+
     async def _maybe_greet(self):
         if self._greeted or not self._greeting:
             return
@@ -373,7 +387,14 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             return
         self._greeted = True
         logger.debug(f"{self} greeting the caller")
-        await self.say(self._greeting, context="The call has just been answered.")
+        await self._respond(self._greeting_instructions())
+
+    def _greeting_instructions(self) -> str:
+        return self._say_instructions(self._greeting or "", "The call has just been answered.")
+
+    def _say_instructions(self, text: str, context: str | None) -> str:
+        prefix = f"{context} " if context else ""
+        return f"{self._instructions}\n\n{prefix}{SAY_INSTRUCTION}{text}"
 
     #
     # responses
@@ -386,8 +407,7 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             text: The words to say.
             context: A line of situation for the model, before the words.
         """
-        prefix = f"{context} " if context else ""
-        await self._respond(f"{self._instructions}\n\n{prefix}{SAY_INSTRUCTION}{text}")
+        await self._respond(self._say_instructions(text, context))
 
     async def _respond(self, instructions: str | None = None) -> None:
         """Ask for a response now, or when the one in progress is done.
@@ -403,11 +423,13 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
-        await self.send_client_event(
-            events.ResponseCreateEvent(
-                response=events.ResponseProperties(
-                    output_modalities=["audio"], instructions=instructions
-                )
+        await self.send_client_event(self._response_event(instructions))
+
+    @staticmethod
+    def _response_event(instructions: str | None) -> events.ResponseCreateEvent:
+        return events.ResponseCreateEvent(
+            response=events.ResponseProperties(
+                output_modalities=["audio"], instructions=instructions
             )
         )
 

@@ -18,6 +18,9 @@
   boundary, the same way.
 - When the API is gone for good (a fatal error code, or reconnects exhausted) the
   call ends in a fallback line in Twilio's own voice, or a transfer: never dead air.
+- Pre-warm: the session can open before the pipeline starts (while the runner
+  answers Twilio's webhook); what the server sends meanwhile is kept and handled
+  first once the agent starts and takes the session over.
 """
 
 import asyncio
@@ -27,6 +30,7 @@ from collections import deque
 
 from loguru import logger
 from pipecat.services.openai.realtime import events
+from websockets.asyncio.client import connect as websocket_connect
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 
@@ -80,8 +84,8 @@ class SessionKeeper:
 
     The agent provides Pipecat's service state (``_websocket``, ``_connect``,
     ``_ws_send``, ``send_client_event``, ``_disconnecting``), its ``transcript``,
-    ``call``/``_phone``, ``responding``, ``caller_speaking`` and
-    ``_forget_session()``.
+    ``call``/``_phone``, ``responding``, ``caller_speaking``,
+    ``_forget_session()`` and ``_configure_prewarmed()``.
     """
 
     def _init_session_keeper(
@@ -99,6 +103,85 @@ class SessionKeeper:
         self._reconnecting = False
         self._held_audio: deque[str] = deque()
         self._held_dropped = 0
+        self._prewarm_task: asyncio.Task | None = None
+        self._early_reader: asyncio.Task | None = None
+        self._early_events: deque[str | bytes] = deque()
+
+    #
+    # pre-warm
+    #
+
+    def prewarm(self) -> asyncio.Task:
+        """Start opening the Realtime session now, before the pipeline starts.
+
+        The session is configured at once and, with a ``greeting``, the greeting
+        is asked for, so it is ready when the call's stream starts. What the
+        server sends meanwhile is kept; when the pipeline starts, the agent takes
+        the session over and handles it first. If the session cannot open, the
+        agent connects at start as usual. Close a session no call took with
+        :meth:`close_prewarmed`.
+
+        Returns:
+            The opening task; its result says whether the session opened.
+        """
+        if self._prewarm_task is None:
+            self._prewarm_task = asyncio.create_task(self._open_prewarmed(), name="prewarm")
+        return self._prewarm_task
+
+    async def _open_prewarmed(self) -> bool:
+        try:
+            self._websocket = await websocket_connect(
+                uri=self.base_url, additional_headers=await self._auth_headers()
+            )
+        except Exception as e:
+            logger.warning(f"{self} could not pre-warm the Realtime session: {e}")
+            self._websocket = None
+            return False
+        self._session_opened_at = time.monotonic()
+        self._early_reader = asyncio.create_task(self._keep_early_events(self._websocket))
+        try:
+            await self._configure_prewarmed()
+        except Exception as e:  # the socket died at once: reconnect when the call starts
+            logger.warning(f"{self} pre-warmed session failed: {e}")
+        return True
+
+    async def _keep_early_events(self, websocket) -> None:
+        with contextlib.suppress(Exception):  # closed: the receive loop will see it
+            async for message in websocket:
+                self._early_events.append(message)
+
+    async def _take_prewarmed(self) -> bool:
+        """At start: wait for a pre-warm in progress; take its session over if it opened."""
+        task, self._prewarm_task = self._prewarm_task, None
+        if task is None or not await task:
+            return False
+        reader, self._early_reader = self._early_reader, None
+        if reader is not None:
+            reader.cancel()  # recv() is cancellation-safe: no message is lost
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        self._receive_task = self.create_task(self._receive_task_handler())
+        return True
+
+    async def close_prewarmed(self) -> None:
+        """Close a pre-warmed session that no call took (the runner's timeout)."""
+        task, self._prewarm_task = self._prewarm_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if self._early_reader is not None:
+            self._early_reader.cancel()
+            self._early_reader = None
+        self._early_events.clear()
+        if self._websocket is not None:
+            with contextlib.suppress(Exception):
+                await self._websocket.close()
+            self._websocket = None
+
+    #
+    # receiving
+    #
 
     async def _receive_task_handler(self):
         """Read server events until the socket ends; then reconnect, unless we closed it.
@@ -110,27 +193,13 @@ class SessionKeeper:
         """
         fatal = None
         try:
-            async for message in self._websocket:
-                try:
-                    evt = events.parse_server_event(message)
-                    if evt is None:
-                        continue
-                    if evt.type == "error":
-                        fatal = await self._on_error_event(evt)
-                        if fatal:
-                            break
-                        continue
-                    handler = SERVER_EVENT_HANDLERS.get(evt.type)
-                    if handler is not None:
-                        await getattr(self, handler)(evt)
-                except Exception as e:  # one bad event never ends the call
-                    self._dropped_events += 1
-                    if self._dropped_events <= 20 or self._dropped_events % 1000 == 0:
-                        preview = message[:120] if isinstance(message, (str, bytes)) else ""
-                        logger.warning(
-                            f"{self} dropped a server event ({type(e).__name__}: "
-                            f"{str(e)[:200]}; {self._dropped_events} so far): {preview!r}"
-                        )
+            while self._early_events and not fatal:  # what came while pre-warmed
+                fatal = await self._on_server_message(self._early_events.popleft())
+            if not fatal:
+                async for message in self._websocket:
+                    fatal = await self._on_server_message(message)
+                    if fatal:
+                        break
         except Exception as e:  # the socket died under us (ConnectionClosedError and kin)
             logger.warning(f"{self} Realtime socket lost: {type(e).__name__}: {e}")
         if self._rotating:
@@ -144,6 +213,27 @@ class SessionKeeper:
             await self._fatal(f"reconnects exhausted ({MAX_RECONNECTS})")
         else:
             await self._reconnect()
+
+    async def _on_server_message(self, message: str | bytes) -> str | None:
+        """Handle one server event; return a fatal error code, if it is one."""
+        try:
+            evt = events.parse_server_event(message)
+            if evt is None:
+                return None
+            if evt.type == "error":
+                return await self._on_error_event(evt)
+            handler = SERVER_EVENT_HANDLERS.get(evt.type)
+            if handler is not None:
+                await getattr(self, handler)(evt)
+        except Exception as e:  # one bad event never ends the call
+            self._dropped_events += 1
+            if self._dropped_events <= 20 or self._dropped_events % 1000 == 0:
+                preview = message[:120] if isinstance(message, (str, bytes)) else ""
+                logger.warning(
+                    f"{self} dropped a server event ({type(e).__name__}: "
+                    f"{str(e)[:200]}; {self._dropped_events} so far): {preview!r}"
+                )
+        return None
 
     async def _on_error_event(self, evt) -> str | None:
         """Log a Realtime ``error``; return its code if no reconnect can cure it."""

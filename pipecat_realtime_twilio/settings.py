@@ -98,6 +98,25 @@ class Settings(BaseSettings):
     twilio_phone_number: str | None = Field(
         default=None, description="Your Twilio number: the caller ID of outbound calls."
     )
+    prewarm: bool = Field(
+        default=True,
+        description=(
+            "Open the OpenAI session (and start the greeting) while answering the webhook; "
+            "the stream must then reach this same instance (see STREAM_URL)."
+        ),
+    )
+    prewarm_timeout_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description="A pre-warmed session whose stream has not started by then is closed.",
+    )
+    stream_url: AnyHttpUrl | None = Field(
+        default=None,
+        description=(
+            "The origin Twilio opens media streams at, if not PUBLIC_URL: an address of "
+            "this instance when several share PUBLIC_URL."
+        ),
+    )
 
     @field_validator("openai_realtime_url")
     @classmethod
@@ -127,8 +146,12 @@ class Settings(BaseSettings):
 
     @property
     def websocket_origin(self) -> str:
-        """``PUBLIC_URL`` as a websocket origin: ``wss://`` for https, ``ws://`` for http."""
-        scheme, rest = self.public_origin.split("://", 1)
+        """Where media streams go: ``STREAM_URL`` (else ``PUBLIC_URL``) as a websocket origin.
+
+        ``wss://`` for https, ``ws://`` for http.
+        """
+        origin = str(self.stream_url).rstrip("/") if self.stream_url else self.public_origin
+        scheme, rest = origin.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
 
     def require_for_serving(self) -> None:

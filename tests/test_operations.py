@@ -57,6 +57,7 @@ def with_token(caller, token: str | None) -> None:
 async def test_stream_upgrade_without_a_valid_signature_is_refused(upgrade):
     async with phone_call() as (emulator, runner, caller):
         await caller.dial()
+        prewarmed = await emulator.wait_for_session(0)  # the signed webhook's
         if upgrade == "unsigned":
             caller.sign = False
         else:
@@ -64,14 +65,18 @@ async def test_stream_upgrade_without_a_valid_signature_is_refused(upgrade):
         with pytest.raises(InvalidStatus) as refused:
             await caller.connect()
         assert refused.value.response.status_code == 403
-        assert emulator.handshake_attempts == 0 and emulator.sessions == []
+        # No session of its own, and the pre-warmed one was not given to it.
+        assert emulator.handshake_attempts == 1 and emulator.sessions == [prewarmed]
+        assert not prewarmed.events_of_type("input_audio_buffer.append")
         assert _sample(runner, "prt_calls_rejected_total", reason="signature") == 1
+        assert len(runner.prewarmed) == 1  # still waiting for the call's real stream
 
 
 @pytest.mark.parametrize("token", ["none", "forged", "other call", "expired", "reused"])
 async def test_stream_without_a_valid_token_is_closed_before_any_session(token):
     async with phone_call() as (emulator, runner, caller):
         await caller.dial()
+        await emulator.wait_for_session(0)  # pre-warmed by the signed webhook
         if token == "none":
             with_token(caller, None)
         elif token == "forged":
@@ -101,6 +106,9 @@ async def test_stream_without_a_valid_token_is_closed_before_any_session(token):
         assert caller.close_code == 1008 and caller.heard == bytearray()
         await asyncio.sleep(0.2)
         assert len(emulator.sessions) == sessions_before  # no Realtime session for it
+        assert not emulator.sessions[-1].events_of_type("input_audio_buffer.append") or (
+            token == "reused"  # that session was the first stream's
+        )
         assert _sample(runner, "prt_calls_rejected_total", reason="token") == 1
 
 

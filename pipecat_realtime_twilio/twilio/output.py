@@ -468,3 +468,13 @@ class TwilioTransport(FastAPIWebsocketTransport):
     def output(self) -> TwilioOutputTransport:
         """The phone output."""
         return self._output
+
+    def attach(self, websocket, stream_sid: str) -> None:
+        """Give a transport built before its stream started the stream's websocket.
+
+        Args:
+            websocket: The media-stream websocket, accepted.
+            stream_sid: The stream's Media Stream SID.
+        """
+        self._client._websocket = websocket
+        self._output._stream_sid = stream_sid

@@ -94,6 +94,15 @@ class TwilioSerializer(TwilioFrameSerializer):
         self._stopped = False
 
     @property
+    def stream_sid(self) -> str:
+        """The Media Stream SID (settable for a call built before its stream started)."""
+        return self._stream_sid
+
+    @stream_sid.setter
+    def stream_sid(self, value: str) -> None:
+        self._stream_sid = value
+
+    @property
     def dropped_messages(self) -> int:
         """How many malformed messages were dropped so far."""
         return self._dropped

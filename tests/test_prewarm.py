@@ -1,0 +1,78 @@
+"""Pre-warm: the Realtime session opens, and the greeting starts, while the webhook is answered."""
+
+import asyncio
+
+from conftest import phone_call
+
+from pipecat_realtime_twilio.testing.sounds import silence, tone
+
+
+def _prewarm_count(runner, outcome: str) -> float:
+    return runner.metrics.registry.get_sample_value("prt_prewarm_total", {"outcome": outcome}) or 0
+
+
+async def test_greeting_is_asked_for_before_the_stream_starts_and_plays_at_once():
+    async with phone_call(ttfb_ms=300) as (emulator, runner, caller):
+        await caller.dial()
+        session = await emulator.wait_for_session(0)
+        await emulator.wait_for(lambda: session.responses, timeout=5)
+        # Twilio takes a while between the webhook's answer and the stream's start.
+        await asyncio.sleep(0.5)
+        await caller.connect()
+        await caller.wait_heard(200, timeout=5)
+        first_update = session.events_of_type("session.update")[0]
+        first_response = session.events_of_type("response.create")[0]
+        assert first_update.received_at < first_response.received_at < caller.started_at
+        assert session.responses[0].first_audio_at < caller.started_at  # greeting ready
+        await caller.wait_quiet(quiet_ms=600, timeout=10)
+        greeting = len(caller.heard)
+        await caller.say(tone(800) + silence(900))
+        await caller.wait_quiet(after=greeting, quiet_ms=600, timeout=10)
+        assert len(caller.heard) > greeting  # the call goes on in the same session
+        assert len(emulator.sessions) == 1
+        assert not emulator.validation_errors
+        assert _prewarm_count(runner, "used") == 1
+        await caller.hangup()
+        await session.wait_closed()
+
+
+async def test_stream_that_starts_at_once_shares_the_session_being_opened():
+    async with phone_call() as (emulator, runner, caller):
+        await caller.call()  # dial and connect with no delay: pre-warm still opening
+        await caller.wait_heard(200, timeout=5)
+        await caller.wait_quiet(quiet_ms=600, timeout=10)
+        assert len(emulator.sessions) == 1
+        assert len(emulator.sessions[0].events_of_type("response.create")) == 1
+        assert _prewarm_count(runner, "used") == 1
+
+
+async def test_session_without_a_stream_is_closed_after_the_timeout():
+    async with phone_call(settings={"prewarm_timeout_secs": 0.3}) as (emulator, runner, caller):
+        await caller.dial()
+        session = await emulator.wait_for_session(0)
+        await session.wait_closed(timeout=5)
+        assert _prewarm_count(runner, "expired") == 1
+        assert len(runner.prewarmed) == 0
+        assert not runner.active
+
+
+async def test_without_prewarm_the_session_opens_when_the_stream_starts():
+    async with phone_call(settings={"prewarm": False}) as (emulator, runner, caller):
+        await caller.dial()
+        await asyncio.sleep(0.3)
+        assert emulator.sessions == []
+        await caller.connect()
+        await caller.wait_heard(200, timeout=5)
+        assert len(emulator.sessions) == 1
+        assert _prewarm_count(runner, "used") == 0
+
+
+async def test_failed_prewarm_is_counted_and_the_call_connects_at_stream_start():
+    async with phone_call() as (emulator, runner, caller):
+        emulator.fail_next_connections(1)
+        await caller.dial()
+        await emulator.wait_for(lambda: emulator.rejected_handshakes, timeout=5)
+        await caller.connect()
+        await caller.wait_heard(200, timeout=5)
+        assert len(emulator.sessions) == 1
+        assert _prewarm_count(runner, "failed") == 1
