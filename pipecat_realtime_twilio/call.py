@@ -446,6 +446,8 @@ class CallSession:
             params=self.pipeline_params(),
             idle_timeout_secs=None,
             enable_rtvi=False,
+            # Server VAD owns the turns; Pipecat's turn observer would only watch every frame.
+            enable_turn_tracking=False,
         )
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(self.worker)

@@ -295,6 +295,11 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         if self._call is not None:
             self._call.agent = self
             self._phone.event_handler("on_bot_started_speaking")(self._on_heard_start)
+            if self.previous is self._call.input():
+                # Nothing between the caller and the agent could see the audio frames:
+                # take Twilio's payloads as they are (base64 μ-law, the API's format),
+                # with no decoding, frames or queues on the way.
+                self._call.serializer.caller_audio = self._append_caller_audio
         await super().start(frame)
         self._call_started = True
         if self._limits:
@@ -308,6 +313,7 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         Args:
             frame: The end frame.
         """
+        self._release_caller_audio()
         await self._stop_timers()
         await super().stop(frame)
 
@@ -317,8 +323,13 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         Args:
             frame: The cancel frame.
         """
+        self._release_caller_audio()
         await self._stop_timers()
         await super().cancel(frame)
+
+    def _release_caller_audio(self):
+        if self._call is not None and self._call.serializer.caller_audio is not None:
+            self._call.serializer.caller_audio = None
 
     async def _stop_timers(self):
         if self._rotation_task:
@@ -335,7 +346,13 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             if self._response_active:  # the greeting asked for while pre-warmed
                 await self.push_frame(LLMFullResponseStartFrame())
             return
-        await super()._connect()
+        if self._websocket is None:
+            try:
+                self._websocket = await self._open_socket()
+            except Exception as e:
+                await self.push_error(error_msg=f"Error connecting: {e}", exception=e)
+                return
+            self._receive_task = self.create_task(self._receive_task_handler())
         self._session_opened_at = time.monotonic()
         if self._websocket and not self._session_sent:
             # Configure the session before any caller audio is appended, so the
@@ -547,16 +564,20 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         else:
             pcm = await self._resampler.resample(frame.audio, frame.sample_rate, SAMPLE_RATE)
             ulaw = pcm16_to_ulaw(pcm)
-        if not ulaw:
+        if ulaw:
+            await self._append_caller_audio(base64.b64encode(ulaw).decode("ascii"), len(ulaw))
+
+    async def _append_caller_audio(self, payload: str, size: int) -> None:
+        """Send caller audio: ``payload`` is ``size`` bytes of μ-law, base64-encoded."""
+        if self._audio_input_paused:
             return
-        payload = base64.b64encode(ulaw).decode("ascii")
         if self._reconnecting:
-            self._hold_audio(payload, len(ulaw))
+            self._hold_audio(payload, size)
             return
         # The hottest client event: a plain dict skips building a pydantic model
         # for every 20 ms packet.
         await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
-        self._appended_ms += len(ulaw) / BYTES_PER_MS
+        self._appended_ms += size / BYTES_PER_MS
         self._appends.append((self._appended_ms, time.monotonic()))
 
     async def _handle_evt_audio_delta(self, evt):

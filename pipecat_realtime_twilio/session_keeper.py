@@ -128,11 +128,21 @@ class SessionKeeper:
             self._prewarm_task = asyncio.create_task(self._open_prewarmed(), name="prewarm")
         return self._prewarm_task
 
+    async def _open_socket(self):
+        """Open the Realtime websocket.
+
+        Without permessage-deflate: base64 audio barely compresses, and deflating
+        every 20 ms packet (and inflating every delta) costs CPU and latency.
+        """
+        return await websocket_connect(
+            uri=self.base_url,
+            additional_headers=await self._auth_headers(),
+            compression=None,
+        )
+
     async def _open_prewarmed(self) -> bool:
         try:
-            self._websocket = await websocket_connect(
-                uri=self.base_url, additional_headers=await self._auth_headers()
-            )
+            self._websocket = await self._open_socket()
         except Exception as e:
             logger.warning(f"{self} could not pre-warm the Realtime session: {e}")
             self._websocket = None

@@ -90,6 +90,9 @@ class TwilioSerializer(TwilioFrameSerializer):
         )
         self._on_stop = on_stop
         self._on_mark = on_mark
+        # Set by a RealtimeAgent right after the input transport: caller audio goes
+        # to it as Twilio's base64 μ-law (the API's own format), not through the pipeline.
+        self.caller_audio: Callable[[str, int], Awaitable[None]] | None = None
         self._dropped = 0
         self._stopped = False
 
@@ -205,6 +208,9 @@ class TwilioSerializer(TwilioFrameSerializer):
             self._drop("media payload is not valid base64", data)
             return None
         if not ulaw:
+            return None
+        if self.caller_audio is not None:
+            await self.caller_audio(payload, len(ulaw))
             return None
         if self._sample_rate not in (0, SAMPLE_RATE):
             return await super().deserialize(data)  # Pipecat's resampling path
