@@ -607,16 +607,18 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         tracked = self._item_audio.setdefault(evt.item_id, [evt.content_index, 0])
         tracked[1] += len(ulaw)
         self._item_response[evt.item_id] = evt.response_id
-        await self.push_frame(
-            RealtimeAudioFrame(
-                audio=ulaw_to_pcm16(ulaw),
-                sample_rate=SAMPLE_RATE,
-                num_channels=1,
-                item_id=evt.item_id,
-                response_id=evt.response_id,
-                ulaw=ulaw,
-            )
+        frame = RealtimeAudioFrame(
+            audio=ulaw_to_pcm16(ulaw),
+            sample_rate=SAMPLE_RATE,
+            num_channels=1,
+            item_id=evt.item_id,
+            response_id=evt.response_id,
+            ulaw=ulaw,
         )
+        if self._phone is not None and self.next is self._phone:
+            await self._phone.play(frame)  # neighbours: no queue between them
+        else:
+            await self.push_frame(frame)
 
     def _calculate_audio_duration_ms(
         self, total_bytes: int, sample_rate: int = SAMPLE_RATE, bytes_per_sample: int = 1

@@ -188,6 +188,7 @@ class TwilioCaller:
         self.sign = sign
         self.frame_ms = frame_ms
         self.frame_bytes = frame_ms * BYTES_PER_MS
+        self.poll_interval = 0.005  # how often the wait_* methods check (seconds)
         self.stream_sid: str | None = None
         self.dial_result: DialResult | None = None
         self._validator = RequestValidator(auth_token)
@@ -686,7 +687,7 @@ class TwilioCaller:
         predicate: Callable[[], Any],
         timeout: float = 5.0,
         *,
-        interval: float = 0.005,
+        interval: float | None = None,
         message: str | None = None,
     ) -> None:
         """Wait until ``predicate()`` is true.
@@ -694,7 +695,7 @@ class TwilioCaller:
         Args:
             predicate: A function of no arguments, polled every ``interval`` seconds.
             timeout: Seconds to wait at most.
-            interval: Seconds between polls.
+            interval: Seconds between polls; :attr:`poll_interval` by default.
             message: Describes the condition in the timeout error.
 
         Raises:
@@ -710,7 +711,7 @@ class TwilioCaller:
                     f"(heard {self.heard_ms:.0f} ms, {len(self.received)} messages received, "
                     f"ended={self.ended})"
                 )
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval or self.poll_interval)
 
     async def wait_heard(self, ms: float, timeout: float = 5.0) -> None:
         """Wait until the phone has played at least ``ms`` of server audio.

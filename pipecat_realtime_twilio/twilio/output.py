@@ -111,6 +111,7 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         self._resampler = create_stream_resampler()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
+        self._send_lock = asyncio.Lock()  # a chunk's messages go out together, in order
         self._sender: asyncio.Task | None = None
         self._speaking = False
         self._speaking_frame_at = 0.0
@@ -186,6 +187,20 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             await self.interrupt()
         await super()._handle_frame(frame)
 
+    async def play(self, frame: OutputAudioRawFrame) -> None:
+        """Take bot audio straight from the processor before this one, then pass it on.
+
+        Used by a ``RealtimeAgent`` right before the phone output: the audio skips
+        the pipeline's queue to this processor (the first chunk of a response can
+        leave in the same event-loop turn it arrived in), and the frame still goes on
+        downstream as if it had come through.
+
+        Args:
+            frame: The audio.
+        """
+        await self._enqueue(frame)
+        await self.push_frame(frame)
+
     async def _write_frame(self, frame: Frame) -> bool:
         if isinstance(frame, InterruptionFrame):
             return True  # interrupt() sent the clear, if one was needed
@@ -208,6 +223,10 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         self._queue.append((ulaw, item))
         self._queued_bytes += len(ulaw)
         self._wake.set()
+        if self.clock.idle and self._sender is not None:
+            # The phone has nothing to play: send the first chunk now rather than a
+            # loop turn later from the sender (which paces the rest).
+            await self._send_chunk(min(self._chunk_bytes, len(self._queue[0][0])), self._now())
 
     #
     # sending, paced by the playback clock
@@ -245,6 +264,8 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             handle.cancel()
 
     async def _send_chunk(self, size: int, now: float):
+        if not self._queue:
+            return
         data, item = self._queue[0]
         chunk = data[:size]
         if size < len(data):
@@ -257,8 +278,9 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             messages.append(mark_message(self._stream_sid, self.clock.start_mark(now)))
         messages.append(media_message(self._stream_sid, base64.b64encode(chunk).decode("ascii")))
         messages.append(mark_message(self._stream_sid, self.clock.sent(size, item, now)))
-        for message in messages:
-            await self._client.send(message)
+        async with self._send_lock:
+            for message in messages:
+                await self._client.send(message)
 
     def _warn_if_marks_overdue(self):
         if self.clock.marks_overdue and not self._warned_overdue:

@@ -118,12 +118,10 @@ class InputAudio:
         if count:
             frames = samples[: count * window].astype(np.float64).reshape(count, window)
             levels = np.sqrt(np.mean(frames * frames, axis=1))
-            for level in levels:
+            for level in levels.tolist():
                 start = self._vad_pos_ms
                 self._vad_pos_ms = start + _VAD_WINDOW_MS
-                self._vad_window(float(level), start, self._vad_pos_ms)
-                if self._turn_detection() is None:  # pragma: no cover - defensive
-                    break
+                self._vad_window(level, start, self._vad_pos_ms)
         self._pcm_tail = samples[count * window :].copy()
 
     def _on_input_audio_buffer_commit(self, data: dict, model: Any) -> None:

@@ -183,13 +183,17 @@ def _unknown_fields(value: Any, path: str = "") -> list[str]:
     if isinstance(value, BaseModel):
         found.extend(_join_param(path, key) for key in (value.model_extra or {}))
         for name, info in type(value).model_fields.items():
-            found.extend(
-                _unknown_fields(getattr(value, name, None), _join_param(path, info.alias or name))
-            )
+            child = getattr(value, name, None)
+            if isinstance(child, _CONTAINERS):  # a leaf has no keys of its own
+                found.extend(_unknown_fields(child, _join_param(path, info.alias or name)))
     elif isinstance(value, (list, tuple)):
         for index, child in enumerate(value):
-            found.extend(_unknown_fields(child, _join_param(path, index)))
+            if isinstance(child, _CONTAINERS):
+                found.extend(_unknown_fields(child, _join_param(path, index)))
     return found
+
+
+_CONTAINERS = (BaseModel, list, tuple)
 
 
 def check_client_event(
