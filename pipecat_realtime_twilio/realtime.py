@@ -300,6 +300,13 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
                 # take Twilio's payloads as they are (base64 μ-law, the API's format),
                 # with no decoding, frames or queues on the way.
                 self._call.serializer.caller_audio = self._append_caller_audio
+        # Pipecat connects at setup, before the phone is known; a pre-warmed session
+        # is taken over only now, so its early audio takes the same path as the rest.
+        if await self._take_prewarmed():
+            if self._response_active:  # the greeting asked for while pre-warmed
+                await self.push_frame(LLMFullResponseStartFrame())
+        elif self._websocket is None:
+            await self._connect()  # the pre-warm failed: connect as usual
         await super().start(frame)
         self._call_started = True
         if self._limits:
@@ -342,10 +349,8 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
             self._dtmf_task = None
 
     async def _connect(self):
-        if await self._take_prewarmed():
-            if self._response_active:  # the greeting asked for while pre-warmed
-                await self.push_frame(LLMFullResponseStartFrame())
-            return
+        if self._prewarm_task is not None:
+            return  # start() takes the pre-warmed session over, once it knows the phone
         if self._websocket is None:
             try:
                 self._websocket = await self._open_socket()

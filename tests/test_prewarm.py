@@ -4,7 +4,10 @@ import asyncio
 
 from conftest import phone_call
 
+from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
+from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
 
 
 def _prewarm_count(runner, outcome: str) -> float:
@@ -12,7 +15,13 @@ def _prewarm_count(runner, outcome: str) -> float:
 
 
 async def test_greeting_is_asked_for_before_the_stream_starts_and_plays_at_once():
-    async with phone_call(ttfb_ms=300) as (emulator, runner, caller):
+    # Sent in real time, the greeting is partly in before the stream starts, partly after.
+    greeting_reply = Reply("Hello, thanks for calling.", duration_ms=2000)
+    async with phone_call(ttfb_ms=300, send_rate=1.0, replies=[greeting_reply]) as (
+        emulator,
+        runner,
+        caller,
+    ):
         await caller.dial()
         session = await emulator.wait_for_session(0)
         await emulator.wait_for(lambda: session.responses, timeout=5)
@@ -26,6 +35,9 @@ async def test_greeting_is_asked_for_before_the_stream_starts_and_plays_at_once(
         assert session.responses[0].first_audio_at < caller.started_at  # greeting ready
         await caller.wait_quiet(quiet_ms=600, timeout=10)
         greeting = len(caller.heard)
+        sent = session.responses[0]
+        assert sent.deltas[-1].sent_at > caller.started_at  # some of it came after the start
+        assert bytes(caller.heard) == bytes(sent.audio)  # in order, bit for bit
         await caller.say(tone(800) + silence(900))
         await caller.wait_quiet(after=greeting, quiet_ms=600, timeout=10)
         assert len(caller.heard) > greeting  # the call goes on in the same session
@@ -76,3 +88,37 @@ async def test_failed_prewarm_is_counted_and_the_call_connects_at_stream_start()
         await caller.wait_heard(200, timeout=5)
         assert len(emulator.sessions) == 1
         assert _prewarm_count(runner, "failed") == 1
+
+
+async def test_stream_url_sends_the_stream_to_this_instance_and_its_signature_holds():
+    settings = {"stream_url": "https://runner-3.bot.example.com"}
+    async with phone_call(settings=settings) as (emulator, runner, caller):
+        await caller.dial()
+        assert caller.dial_result.stream_url == "wss://runner-3.bot.example.com/media-stream"
+        await caller.connect()  # signed over the STREAM_URL address, as Twilio would
+        await caller.wait_heard(200, timeout=5)
+        assert _prewarm_count(runner, "used") == 1
+
+
+async def test_audio_before_and_after_the_start_takes_one_path_to_the_phone(monkeypatch):
+    # Audio that came while pre-warmed and audio that comes later must not take two
+    # paths to the phone (through the pipeline's queue, and straight): the straight one
+    # would overtake the queue and the phone would play the greeting out of order.
+    queued = []
+    handle_frame = TwilioOutputTransport._handle_frame
+
+    async def spy(self, frame):
+        if isinstance(frame, RealtimeAudioFrame):
+            queued.append(frame)
+        await handle_frame(self, frame)
+
+    monkeypatch.setattr(TwilioOutputTransport, "_handle_frame", spy)
+    async with phone_call(ttfb_ms=100) as (emulator, runner, caller):
+        await caller.dial()
+        session = await emulator.wait_for_session(0)
+        await emulator.wait_for(lambda: session.responses and session.responses[0].deltas)
+        await caller.connect()
+        await caller.wait_quiet(quiet_ms=500, timeout=10)
+        assert session.responses[0].deltas[0].sent_at < caller.started_at
+        assert bytes(caller.heard) == bytes(session.responses[0].audio)
+        assert queued == []  # every frame went straight to the phone
