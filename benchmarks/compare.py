@@ -18,7 +18,7 @@ the project's Realtime emulator (time to first byte fixed at ``--ttfb-ms``) and
 Twilio caller simulator, both in this process. Every call: the webhook, then
 ``--answer-gap-ms`` later the media stream (Twilio's time to set the stream
 up); the greeting; three questions answered; a fourth answer that the caller
-cuts into after about a second; the answer to that; hang-up. Each caller
+cuts into after about a second; the answer to that (heard in full); hang-up. Each caller
 speaks a tone of its own pitch, which tells whose Realtime session is whose.
 
 Figures (times are this process's monotonic clock, shared by the simulated
@@ -41,7 +41,9 @@ callers and the emulator):
 - CPU seconds per call-second (the server's user + system time over the calls'
   total length) and RSS per call (peak minus idle, over the calls) at each level;
 - the largest level with zero failed calls and onset p99 <= 50 ms both ways;
-- process start -> ready: spawn to the first 200 from the readiness route.
+- process start -> ready: spawn to the first 200 from the readiness route;
+- harness CPU and lag: this process's share of the machine and how late its event
+  loop wakes (p99); when they grow, the times stamped here are late for both systems.
 
 Latency and fidelity rows come from the 10-call level (or the lowest level
 above 1). This is a script, not a test: the machine is shared and noisy, so
@@ -80,6 +82,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _LOUD = 1000  # |sample| above this is sound (the tones peak at 8000, replies near 5000)
 _QUESTIONS = 3
 _BARGE_IN_AFTER_MS = 1000
+_VAD_SILENCE_SECS = 0.6  # server VAD's 500 ms of silence, and a margin
 GREETING = "Hello, thanks for calling. How can I help?"
 ANSWER = "Sure, here is a short answer."
 LONG_ANSWER = "Here is a long answer that goes on and on. " * 3
@@ -227,8 +230,10 @@ async def run_call(run: CallRun, url: str, token: str, answer_gap_ms: float) -> 
         caller.say(speech)
         await caller.wait_heard(before / BYTES_PER_MS + _BARGE_IN_AFTER_MS, timeout=30)
         run.utterances.append(loop.time())
-        caller.say(speech)
+        await caller.say(speech)  # the whole utterance sent
         await caller.wait_until(lambda: caller.clears, 10, message="clear")
+        # Past server VAD's end of speech: whatever plays from here is the answer to it.
+        await asyncio.sleep(_VAD_SILENCE_SECS)
         await caller.wait_quiet(after=len(caller.heard), quiet_ms=500, timeout=30)
         await caller.hangup()
         run.ok = True
@@ -425,7 +430,11 @@ def measure(run: CallRun, session, figures: Figures) -> None:
             figures.underrun_ms.append(sum(ms for at, ms in caller.gaps() if first <= at <= last))
 
     # barge-in: the interrupted answer
-    cancelled = [r for r in session.responses if r.status == "cancelled" and r.deltas]
+    cancelled = [
+        r
+        for r in session.responses
+        if r.status == "cancelled" and r.deltas and r.deltas[0].sent_at is not None
+    ]
     if cancelled and run.barge_in_offset is not None and caller.clears:
         response = cancelled[0]
         started = [
@@ -517,7 +526,10 @@ async def run_level(system: System, calls: int, args) -> dict:
                     run.ok, run.error = False, "no Realtime session heard this caller"
                 continue
             if run.ok:
-                measure(run, session, figures)
+                try:
+                    measure(run, session, figures)
+                except Exception as e:  # an odd call is noted, not fatal to the run
+                    figures.problems.append(f"could not measure a call: {type(e).__name__}: {e}")
         validation_errors = len(em.validation_errors)
     call_secs = sum(r.duration_s for r in runs)
     return {
@@ -679,6 +691,7 @@ def print_table(levels: dict, args) -> None:
                 _fmt(level["harness_lag_p99_ms"], "", 1),
             )
             notes += [f"{name} at {calls}: {error}" for error in level["errors"]]
+            notes += [f"{name} at {calls}: {p}" for p in sorted(set(f.problems))[:3]]
             if level["validation_errors"]:
                 notes.append(
                     f"{name} at {calls}: {level['validation_errors']} invalid client events"
