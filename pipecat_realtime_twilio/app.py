@@ -377,14 +377,11 @@ class CallRunner:
                 f"Stream asked for unknown bot '{bot_name}'; using '{self.settings.bot}'"
             )
             bot_name = self.settings.bot
-        prewarmed = self.prewarmed.take(call.call_sid)
-        if prewarmed is not None and prewarmed.bot == bot_name:
+        prewarmed = self.prewarmed.take(call.call_sid, bot_name)
+        if prewarmed is not None:
             prewarmed.call.attach(call.websocket, call.start)
             call, processors = prewarmed.call, prewarmed.processors
         else:
-            if prewarmed is not None:  # built for another bot: not this stream's
-                for agent in prewarmed.agents:
-                    await agent.close_prewarmed()
             token = use_settings(self.settings)
             try:
                 processors = await self.bots[bot_name].build(call)

@@ -34,7 +34,8 @@ class RunnerMetrics:
     - ``prt_prewarm_total{outcome}``: pre-warmed Realtime sessions, by what became of
       them: ``used`` (the call's stream took it), ``expired`` (no stream came within
       ``PREWARM_TIMEOUT_SECS``; closed), ``failed`` (it could not open; the call
-      connects when its stream starts).
+      connects when its stream starts), ``dropped`` (closed unused for another
+      reason: the webhook asked again, another bot, the runner stopping).
     """
 
     def __init__(self):

@@ -20,7 +20,6 @@ that answered the webhook (``STREAM_URL``), or pre-warm must be off.
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -40,22 +39,21 @@ class PrewarmedCall:
         processors: The bot's pipeline for it.
         bot: The bot's name.
         agents: The Realtime agents in the pipeline, their sessions opening or open.
-        created_at: Monotonic time it was built.
     """
 
     call: CallSession
     processors: list[FrameProcessor]
     bot: str
     agents: list[RealtimeAgent] = field(default_factory=list)
-    created_at: float = field(default_factory=time.monotonic)
 
 
 class PrewarmedCalls:
     """The runner's pre-warmed calls, by CallSid, each closed if its stream does not come.
 
-    Outcomes are counted in ``prt_prewarm_total{outcome}``: ``used``, ``expired``
-    and ``failed`` (a session that could not open; that call connects when its
-    stream starts).
+    Outcomes are counted in ``prt_prewarm_total{outcome}``: ``used``, ``expired``,
+    ``failed`` (a session that could not open; that call connects when its stream
+    starts) and ``dropped`` (closed unused for another reason: the webhook was asked
+    again, the stream named another bot, the runner stopped).
     """
 
     def __init__(self, timeout_secs: float, metrics: RunnerMetrics):
@@ -82,7 +80,7 @@ class PrewarmedCalls:
             call_sid: The Call SID the stream will bring.
             prewarmed: The call and its pipeline.
         """
-        self._discard(call_sid, "replaced")  # Twilio asked the webhook again
+        self._discard(call_sid, "dropped")  # Twilio asked the webhook again
         prewarmed.agents = [p for p in prewarmed.processors if isinstance(p, RealtimeAgent)]
         for agent in prewarmed.agents:
             agent.prewarm().add_done_callback(self._count_failure)
@@ -90,32 +88,26 @@ class PrewarmedCalls:
         loop = asyncio.get_running_loop()
         self._timers[call_sid] = loop.call_later(self.timeout_secs, self._expire, call_sid)
 
-    def take(self, call_sid: str) -> PrewarmedCall | None:
+    def take(self, call_sid: str, bot: str) -> PrewarmedCall | None:
         """The pre-warmed call for ``call_sid`` (now its stream's), or None.
 
         Args:
             call_sid: The Call SID of the stream that started.
+            bot: The bot the stream asks for; a call built for another is closed.
         """
-        prewarmed = self._calls.pop(call_sid, None)
-        timer = self._timers.pop(call_sid, None)
-        if timer is not None:
-            timer.cancel()
-        if prewarmed is not None:
-            self._metrics.prewarm.labels("used").inc()
+        prewarmed = self._calls.get(call_sid)
+        if prewarmed is None or prewarmed.bot != bot:
+            self._discard(call_sid, "dropped")
+            return None
+        del self._calls[call_sid]
+        self._timers.pop(call_sid).cancel()
+        self._metrics.prewarm.labels("used").inc()
         return prewarmed
-
-    def discard(self, call_sid: str) -> None:
-        """Close the pre-warmed call for ``call_sid``, if any (its stream will not use it).
-
-        Args:
-            call_sid: The Call SID.
-        """
-        self._discard(call_sid, "discarded")
 
     async def close(self) -> None:
         """Close every pre-warmed call (the runner stops)."""
         for call_sid in list(self._calls):
-            self._discard(call_sid, "closed")
+            self._discard(call_sid, "dropped")
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=5)
 

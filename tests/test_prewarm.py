@@ -122,3 +122,15 @@ async def test_audio_before_and_after_the_start_takes_one_path_to_the_phone(monk
         assert session.responses[0].deltas[0].sent_at < caller.started_at
         assert bytes(caller.heard) == bytes(session.responses[0].audio)
         assert queued == []  # every frame went straight to the phone
+
+
+async def test_webhook_asked_again_replaces_the_prewarmed_session():
+    async with phone_call() as (emulator, runner, caller):
+        await caller.dial()
+        first = await emulator.wait_for_session(0)
+        await caller.dial()  # Twilio retried the webhook: same CallSid
+        await first.wait_closed(timeout=5)
+        assert _prewarm_count(runner, "dropped") == 1
+        await caller.connect()
+        await caller.wait_heard(200, timeout=5)
+        assert len(emulator.sessions) == 2 and _prewarm_count(runner, "used") == 1

@@ -264,8 +264,6 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             handle.cancel()
 
     async def _send_chunk(self, size: int, now: float):
-        if not self._queue:
-            return
         data, item = self._queue[0]
         chunk = data[:size]
         if size < len(data):
