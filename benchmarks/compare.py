@@ -52,6 +52,7 @@ nothing here asserts a time; compare the two columns of one run.
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -258,8 +259,6 @@ def _pcm(ulaw: bytes) -> np.ndarray:
 
 
 def _media_payload(message: dict) -> bytes:
-    import base64
-
     return base64.b64decode(message["media"]["payload"])
 
 
@@ -288,8 +287,6 @@ def session_pitch(session) -> float | None:
 
 
 def _append_audio(event) -> bytes | None:
-    import base64
-
     try:
         return base64.b64decode(event["audio"])
     except (KeyError, ValueError):
