@@ -43,8 +43,8 @@ def _serve_profiled(out: str) -> None:
     """Child process: the runner under a CPU-time profiler until SIGUSR1."""
     import uvicorn
 
-    from pipecat_realtime_twilio.app import create_app
-    from pipecat_realtime_twilio.bot import load_bots
+    from pipecat_realtime_twilio.runner.app import create_app
+    from pipecat_realtime_twilio.runner.bots import load_bots
     from pipecat_realtime_twilio.settings import load_settings
 
     settings = load_settings()

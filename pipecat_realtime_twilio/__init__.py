@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "CallRunner": "pipecat_realtime_twilio.app",
-    "create_app": "pipecat_realtime_twilio.app",
-    "CallSession": "pipecat_realtime_twilio.call",
-    "RealtimeAgent": "pipecat_realtime_twilio.realtime",
-    "TranscriptEntry": "pipecat_realtime_twilio.realtime",
+    "CallRunner": "pipecat_realtime_twilio.runner.app",
+    "create_app": "pipecat_realtime_twilio.runner.app",
+    "CallSession": "pipecat_realtime_twilio.phone.call",
+    "RealtimeAgent": "pipecat_realtime_twilio.agent.realtime",
+    "TranscriptEntry": "pipecat_realtime_twilio.agent.realtime",
     "Settings": "pipecat_realtime_twilio.settings",
     "SettingsError": "pipecat_realtime_twilio.errors",
     "load_settings": "pipecat_realtime_twilio.settings",
-    "TwilioSerializer": "pipecat_realtime_twilio.twilio.serializer",
-    "TwilioOutputTransport": "pipecat_realtime_twilio.twilio.output",
-    "CallLimits": "pipecat_realtime_twilio.limits",
+    "TwilioSerializer": "pipecat_realtime_twilio.phone.serializer",
+    "TwilioOutputTransport": "pipecat_realtime_twilio.phone.output",
+    "CallLimits": "pipecat_realtime_twilio.agent.limits",
     "CallControlError": "pipecat_realtime_twilio.errors",
-    "RealtimeTool": "pipecat_realtime_twilio.tools",
-    "realtime_tool": "pipecat_realtime_twilio.tools",
-    "end_call": "pipecat_realtime_twilio.tools",
-    "transfer_call": "pipecat_realtime_twilio.tools",
+    "RealtimeTool": "pipecat_realtime_twilio.agent.tools",
+    "realtime_tool": "pipecat_realtime_twilio.agent.tools",
+    "end_call": "pipecat_realtime_twilio.agent.tools",
+    "transfer_call": "pipecat_realtime_twilio.agent.tools",
 }
 
 __all__ = [
@@ -54,15 +54,20 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pipecat_realtime_twilio.app import CallRunner, create_app
-    from pipecat_realtime_twilio.call import CallSession
+    from pipecat_realtime_twilio.agent.limits import CallLimits
+    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent, TranscriptEntry
+    from pipecat_realtime_twilio.agent.tools import (
+        RealtimeTool,
+        end_call,
+        realtime_tool,
+        transfer_call,
+    )
     from pipecat_realtime_twilio.errors import CallControlError, SettingsError
-    from pipecat_realtime_twilio.limits import CallLimits
-    from pipecat_realtime_twilio.realtime import RealtimeAgent, TranscriptEntry
+    from pipecat_realtime_twilio.phone.call import CallSession
+    from pipecat_realtime_twilio.phone.output import TwilioOutputTransport
+    from pipecat_realtime_twilio.phone.serializer import TwilioSerializer
+    from pipecat_realtime_twilio.runner.app import CallRunner, create_app
     from pipecat_realtime_twilio.settings import Settings, load_settings
-    from pipecat_realtime_twilio.tools import RealtimeTool, end_call, realtime_tool, transfer_call
-    from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
-    from pipecat_realtime_twilio.twilio.serializer import TwilioSerializer
 
 
 def __getattr__(name: str):

@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.require_for_serving()
     import uvicorn
 
-    from pipecat_realtime_twilio.app import create_app
+    from pipecat_realtime_twilio.runner.app import create_app
 
     if not settings.twilio_validate_signatures:
         logger.warning(
@@ -116,7 +116,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.outbound import OutboundError, place_call
+    from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
 
     try:
         call_sid = asyncio.run(
@@ -132,7 +132,7 @@ def _call(args: argparse.Namespace) -> int:
 def _calls(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.records import CallStore
+    from pipecat_realtime_twilio.runner.records import CallStore
 
     with CallStore(settings.database_url) as store:
         if args.call_sid:
@@ -185,7 +185,7 @@ def _print_record(r) -> None:
 def _bots(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.bot import bot_files, load_bot, load_bots
+    from pipecat_realtime_twilio.runner.bots import bot_files, load_bot, load_bots
 
     if args.action == "check":
         problems = 0

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipecat_realtime_twilio.app import create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
-from pipecat_realtime_twilio.records import CallRecord
+from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipecat_realtime_twilio.app import create_app
-from pipecat_realtime_twilio.bot import Bot, load_bots
+from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.bots import Bot, load_bots
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator

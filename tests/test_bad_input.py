@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipecat_realtime_twilio import RealtimeAgent
-from pipecat_realtime_twilio.session_keeper import FATAL_ERROR_CODES
+from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
+from pipecat_realtime_twilio.phone.serializer import TwilioSerializer
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.sounds import silence, tone
-from pipecat_realtime_twilio.twilio.serializer import TwilioSerializer
 
 SPEECH = tone(600) + silence(700)
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pipecat.processors.frame_processor import FrameProcessor
 
-from pipecat_realtime_twilio.bot import BotError, load_bot_file, load_bots, select_bot
-from pipecat_realtime_twilio.realtime import RealtimeAgent
+from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.runner.bots import BotError, load_bot_file, load_bots, select_bot
 from pipecat_realtime_twilio.settings import Settings, SettingsError, use_settings
 
 ROOT = Path(__file__).resolve().parent.parent

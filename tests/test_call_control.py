@@ -8,14 +8,14 @@ from pipecat.frames.frames import Frame, InputDTMFFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_realtime_twilio import RealtimeAgent
+from pipecat_realtime_twilio.agent.limits import CallLimits
+from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT, TOOL_ERROR_MESSAGE
+from pipecat_realtime_twilio.agent.tools import end_call, realtime_tool, transfer_call
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
-from pipecat_realtime_twilio.limits import CallLimits
-from pipecat_realtime_twilio.realtime import KEYPAD_INPUT, TOOL_ERROR_MESSAGE
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.model import last_keypad_input, say_as_asked, words_to_say
 from pipecat_realtime_twilio.testing.sounds import silence, tone
-from pipecat_realtime_twilio.tools import end_call, realtime_tool, transfer_call
 
 INSTRUCTIONS = "You are a test bot."
 SPEECH = tone(600) + silence(700)

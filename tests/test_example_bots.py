@@ -4,7 +4,7 @@ import sys
 
 from conftest import ROOT
 
-from pipecat_realtime_twilio.realtime import KEYPAD_INPUT
+from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT
 from pipecat_realtime_twilio.testing.model import last_keypad_input
 from pipecat_realtime_twilio.testing.scenario import Scenario
 

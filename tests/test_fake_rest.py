@@ -188,7 +188,7 @@ async def _until(predicate) -> None:
 
 
 async def test_updates_are_retried_on_twilio_errors_but_not_forever():
-    from pipecat_realtime_twilio.twilio.rest import TwilioRest
+    from pipecat_realtime_twilio.phone.rest import TwilioRest
 
     async with FakeTwilioRest() as fake:
         call = fake.add_call()

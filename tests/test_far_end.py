@@ -6,7 +6,7 @@ from conftest import AUTH_TOKEN, phone_call
 from test_operations import _sample
 
 from pipecat_realtime_twilio import RealtimeAgent
-from pipecat_realtime_twilio.session_keeper import FALLBACK_LINE
+from pipecat_realtime_twilio.agent.session_keeper import FALLBACK_LINE
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.model import say_as_asked

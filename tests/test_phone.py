@@ -8,9 +8,9 @@ from conftest import phone_call
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
+from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
-from pipecat_realtime_twilio.twilio.output import CHUNK_MS, MAX_LEAD_MS
 
 INSTRUCTIONS = "You are a test bot."
 

@@ -13,8 +13,8 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketTransport,
 )
 
-from pipecat_realtime_twilio.realtime import RealtimeAgent
-from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
+from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.phone.output import TwilioOutputTransport
 
 OVERRIDDEN = [
     "_connect",
@@ -107,7 +107,7 @@ def test_phone_output_overrides_still_fit_pipecat():
 def test_our_receive_loop_dispatches_exactly_what_pipecats_does():
     import re
 
-    from pipecat_realtime_twilio.session_keeper import SERVER_EVENT_HANDLERS
+    from pipecat_realtime_twilio.agent.session_keeper import SERVER_EVENT_HANDLERS
 
     source = inspect.getsource(OpenAIRealtimeLLMService._receive_task_handler)
     pairs = dict(re.findall(r'evt\.type == "([^"]+)":\s+await self\.(\w+)\(evt\)', source))

@@ -1,6 +1,6 @@
 """PlaybackClock: heard positions from marks, interpolation between echoes, clear, lead."""
 
-from pipecat_realtime_twilio.playback import PlaybackClock
+from pipecat_realtime_twilio.phone.playback import PlaybackClock
 
 MS = 8  # bytes per ms
 

@@ -15,9 +15,9 @@ import pytest
 import websockets
 from conftest import AUTH_TOKEN, ROOT, free_port, runner_settings
 
-from pipecat_realtime_twilio.app import create_app
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
-from pipecat_realtime_twilio.bot import load_bots
+from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.server import LocalServer

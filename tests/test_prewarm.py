@@ -5,9 +5,9 @@ import asyncio
 from conftest import phone_call
 
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+from pipecat_realtime_twilio.phone.output import TwilioOutputTransport
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
-from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
 
 
 def _prewarm_count(runner, outcome: str) -> float:

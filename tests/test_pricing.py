@@ -5,8 +5,8 @@ import json
 import pytest
 from loguru import logger
 
-from pipecat_realtime_twilio import pricing
-from pipecat_realtime_twilio.pricing import PRICES, ModelPrice, Usage, cost_usd, price_for
+from pipecat_realtime_twilio.runner import pricing
+from pipecat_realtime_twilio.runner.pricing import PRICES, ModelPrice, Usage, cost_usd, price_for
 
 # A usage of every kind, with distinct counts so a price applied to the wrong kind shows.
 USAGE = Usage(

@@ -16,7 +16,7 @@ from conftest import (
 from test_bots import build_offline
 
 from pipecat_realtime_twilio import RealtimeAgent
-from pipecat_realtime_twilio.bot import BotError, load_bots, load_markdown_bot
+from pipecat_realtime_twilio.runner.bots import BotError, load_bots, load_markdown_bot
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
@@ -152,7 +152,7 @@ async def test_two_called_numbers_reach_two_bots(tmp_path):
 
 
 def test_a_route_to_a_missing_bot_stops_startup(tmp_path):
-    from pipecat_realtime_twilio.app import CallRunner
+    from pipecat_realtime_twilio.runner.app import CallRunner
 
     write(tmp_path, "default.md", GOOD)
     settings = Settings(

@@ -13,8 +13,8 @@ from conftest import ROOT, free_port
 from fastapi import FastAPI, Request, Response
 from loguru import logger
 
-from pipecat_realtime_twilio.pricing import Usage, cost_usd
-from pipecat_realtime_twilio.records import (
+from pipecat_realtime_twilio.runner.pricing import Usage, cost_usd
+from pipecat_realtime_twilio.runner.records import (
     SIGNATURE_HEADER,
     CallRecord,
     CallStore,
@@ -213,7 +213,7 @@ def test_two_stores_share_one_file(db_url):
 
 WRITER = """
 import sys
-from pipecat_realtime_twilio.records import CallRecord, CallStore
+from pipecat_realtime_twilio.runner.records import CallRecord, CallStore
 
 url, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = CallStore(url)

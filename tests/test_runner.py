@@ -5,8 +5,8 @@ import textwrap
 from conftest import AUTH_TOKEN, runner_settings
 from fastapi import FastAPI
 
-from pipecat_realtime_twilio.app import CallRunner
-from pipecat_realtime_twilio.bot import load_bots
+from pipecat_realtime_twilio.runner.app import CallRunner
+from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.server import LocalServer

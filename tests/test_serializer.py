@@ -12,7 +12,7 @@ from pipecat.frames.frames import (
 )
 
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
-from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
+from pipecat_realtime_twilio.phone.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
 
 
 class _Setup:

@@ -8,16 +8,16 @@
 
 The agent asks the model to say given words (a greeting, an apology, a closing
 line) with a ``response.create`` whose instructions end in
-:data:`~pipecat_realtime_twilio.realtime.SAY_INSTRUCTION` and the words, and
+:data:`~pipecat_realtime_twilio.agent.realtime.SAY_INSTRUCTION` and the words, and
 passes keypad digits as a user message starting with
-:data:`~pipecat_realtime_twilio.realtime.KEYPAD_INPUT`. A reply factory for
+:data:`~pipecat_realtime_twilio.agent.realtime.KEYPAD_INPUT`. A reply factory for
 :class:`~pipecat_realtime_twilio.testing.emulator.RealtimeEmulator` reads them
 from the session with these helpers.
 """
 
 import re
 
-from pipecat_realtime_twilio.realtime import KEYPAD_INPUT, SAY_INSTRUCTION
+from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT, SAY_INSTRUCTION
 from pipecat_realtime_twilio.testing.emulator import EmulatedSession, Reply
 
 _SAY_RE = re.compile(re.escape(SAY_INSTRUCTION) + "(.+)$", re.DOTALL)

@@ -36,10 +36,10 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from pipecat_realtime_twilio.app import create_app
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
-from pipecat_realtime_twilio.bot import load_bots
-from pipecat_realtime_twilio.records import CallRecord
+from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.bots import load_bots
+from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply

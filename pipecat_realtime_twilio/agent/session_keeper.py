@@ -6,7 +6,7 @@
 
 """Keeping a call's Realtime session alive: the receive loop, reconnects, rotation, fallback.
 
-:class:`SessionKeeper` is a part of :class:`~pipecat_realtime_twilio.realtime.RealtimeAgent`:
+:class:`SessionKeeper` is a part of :class:`~pipecat_realtime_twilio.agent.realtime.RealtimeAgent`:
 
 - Its receive loop follows Pipecat's dispatch (:data:`SERVER_EVENT_HANDLERS`) but
   drops a malformed event, or one whose handling fails, with a log line, and logs

@@ -26,11 +26,11 @@ from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 
-from pipecat_realtime_twilio.call import CallSession, StreamRejected
+from pipecat_realtime_twilio.phone.call import CallSession, StreamRejected
 
 
 class Playground:
-    """The softphone's routes, on a :class:`~pipecat_realtime_twilio.app.CallRunner`."""
+    """The softphone's routes, on a :class:`~pipecat_realtime_twilio.runner.app.CallRunner`."""
 
     def __init__(self, runner, token: str):
         """Initialize the routes.

@@ -8,8 +8,8 @@
 
 from urllib.parse import urlencode
 
+from pipecat_realtime_twilio.phone.rest import TwilioRest, TwilioRestException
 from pipecat_realtime_twilio.settings import Settings
-from pipecat_realtime_twilio.twilio.rest import TwilioRest, TwilioRestException
 
 
 class OutboundError(Exception):

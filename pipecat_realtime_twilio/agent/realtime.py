@@ -32,22 +32,26 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import CurrentAudioResponse, OpenAIRealtimeLLMService
 
+from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
+from pipecat_realtime_twilio.agent.session_keeper import (
+    FALLBACK_LINE,
+    SESSION_MAX_SECS,
+    SessionKeeper,
+)
+from pipecat_realtime_twilio.agent.tools import RealtimeTool
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
-from pipecat_realtime_twilio.limits import CallLimits, LimitsWatcher
-from pipecat_realtime_twilio.pricing import Usage
-from pipecat_realtime_twilio.session_keeper import FALLBACK_LINE, SESSION_MAX_SECS, SessionKeeper
+from pipecat_realtime_twilio.runner.pricing import Usage
 from pipecat_realtime_twilio.settings import (
     DEFAULT_REALTIME_URL,
     SettingsError,
     current_settings,
 )
-from pipecat_realtime_twilio.tools import RealtimeTool
 
 if TYPE_CHECKING:
-    from pipecat_realtime_twilio.call import CallSession
-    from pipecat_realtime_twilio.twilio.output import TwilioOutputTransport
+    from pipecat_realtime_twilio.phone.call import CallSession
+    from pipecat_realtime_twilio.phone.output import TwilioOutputTransport
 
 DEFAULT_VOICE = "marin"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
@@ -106,14 +110,14 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
       cancelled response is dropped.
     - Keypad digits reach the model as conversation input (and the pipeline as
       ``InputDTMFFrame``).
-    - Tools made with :func:`~pipecat_realtime_twilio.tools.realtime_tool`, and the
+    - Tools made with :func:`~pipecat_realtime_twilio.agent.tools.realtime_tool`, and the
       call-control tools ``end_call()`` and ``transfer_call(number)``, are
       registered by passing them in ``tools``; a failing tool becomes a spoken
       apology.
     - It keeps a transcript of both sides (:attr:`transcript`).
 
     The smallest bot is ``[call.input(), RealtimeAgent(instructions=...), call.output()]``;
-    inside a :class:`~pipecat_realtime_twilio.call.CallSession` pipeline the agent
+    inside a :class:`~pipecat_realtime_twilio.phone.call.CallSession` pipeline the agent
     finds the call and its phone output by itself.
 
     Event handlers available (besides the service's own):
@@ -288,7 +292,7 @@ class RealtimeAgent(SessionKeeper, OpenAIRealtimeLLMService):
         Args:
             frame: The pipeline's start frame.
         """
-        from pipecat_realtime_twilio.call import CALL_METADATA_KEY
+        from pipecat_realtime_twilio.phone.call import CALL_METADATA_KEY
 
         self._call = frame.metadata.get(CALL_METADATA_KEY)
         self._phone = self._call.output() if self._call is not None else None

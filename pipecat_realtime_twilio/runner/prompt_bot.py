@@ -108,9 +108,9 @@ class PromptBot:
 
     def pipeline(self, call) -> list:
         """Build a call's pipeline: caller in, the agent, caller out."""
-        from pipecat_realtime_twilio.limits import CallLimits
-        from pipecat_realtime_twilio.realtime import RealtimeAgent
-        from pipecat_realtime_twilio.tools import end_call, transfer_call
+        from pipecat_realtime_twilio.agent.limits import CallLimits
+        from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+        from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
 
         spec = self.spec
         tools = [

@@ -35,11 +35,11 @@ from pipecat.services.llm_service import FunctionCallParams
 from pydantic import ConfigDict, validate_call
 from pydantic_core import to_jsonable_python
 
-from pipecat_realtime_twilio.call import CallSession
 from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.phone.call import CallSession
 
 if TYPE_CHECKING:
-    from pipecat_realtime_twilio.realtime import RealtimeAgent
+    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 
 DEFAULT_TOOL_TIMEOUT_SECS = 10.0
 """How long a tool may run before the bot apologizes instead."""

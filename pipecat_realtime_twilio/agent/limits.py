@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 if TYPE_CHECKING:
-    from pipecat_realtime_twilio.realtime import RealtimeAgent
+    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 
 
 @dataclass

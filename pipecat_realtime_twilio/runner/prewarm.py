@@ -7,8 +7,8 @@
 """Pre-warmed calls: built, with their Realtime sessions opening, before their streams start.
 
 While it answers Twilio's webhook the runner builds the call's pipeline (a
-:class:`~pipecat_realtime_twilio.call.CallSession` without its stream yet) and
-starts every :class:`~pipecat_realtime_twilio.realtime.RealtimeAgent` in it
+:class:`~pipecat_realtime_twilio.phone.call.CallSession` without its stream yet) and
+starts every :class:`~pipecat_realtime_twilio.agent.realtime.RealtimeAgent` in it
 opening its session: configured and with the greeting asked for, so the
 greeting is ready when the stream starts instead of a connect, a session
 update and the model's time to first byte later. The stream takes the call by
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
-from pipecat_realtime_twilio.call import CallSession
-from pipecat_realtime_twilio.metrics import RunnerMetrics
-from pipecat_realtime_twilio.realtime import RealtimeAgent
+from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 
 
 @dataclass

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pipecat.processors.frame_processor import FrameProcessor
 
-from pipecat_realtime_twilio.call import CallSession
 from pipecat_realtime_twilio.errors import BotError, SettingsError
-from pipecat_realtime_twilio.prompt_bot import load_prompt_bot
+from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.runner.prompt_bot import load_prompt_bot
 
 PipelineBuilder = Callable[[CallSession], list[FrameProcessor] | Awaitable[list[FrameProcessor]]]
 
@@ -98,7 +98,7 @@ def load_bot_file(path: Path) -> Bot:
 
 
 def load_markdown_bot(path: Path) -> Bot:
-    """Load a prompt-only bot (``NAME.md``, see :mod:`pipecat_realtime_twilio.prompt_bot`).
+    """Load a prompt-only bot (``NAME.md``, see :mod:`pipecat_realtime_twilio.runner.prompt_bot`).
 
     Args:
         path: The ``.md`` file.

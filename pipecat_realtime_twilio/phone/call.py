@@ -26,22 +26,22 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
 from pipecat_realtime_twilio.errors import CallControlError
-from pipecat_realtime_twilio.twilio.output import (
+from pipecat_realtime_twilio.phone.output import (
     CHUNK_MS,
     MAX_LEAD_MS,
     TwilioOutputTransport,
     TwilioTransport,
 )
-from pipecat_realtime_twilio.twilio.rest import TwilioRest
-from pipecat_realtime_twilio.twilio.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
-from pipecat_realtime_twilio.twilio.twiml import dial_twiml, say_twiml
+from pipecat_realtime_twilio.phone.rest import TwilioRest
+from pipecat_realtime_twilio.phone.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
+from pipecat_realtime_twilio.phone.twiml import dial_twiml, say_twiml
 
 START_TIMEOUT_SECS = 10.0
 """How long a new media stream may take to send its ``start`` message."""
 
 _MAX_MESSAGES_BEFORE_START = 10
 
-CALL_METADATA_KEY = "pipecat_realtime_twilio.call"
+CALL_METADATA_KEY = "pipecat_realtime_twilio.phone.call"
 """Where the pipeline's ``StartFrame.metadata`` carries the :class:`CallSession`."""
 
 

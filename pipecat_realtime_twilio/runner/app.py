@@ -17,23 +17,28 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, WebSoc
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from pipecat_realtime_twilio.bot import Bot, BotError, bot_files, load_bots, select_bot
-from pipecat_realtime_twilio.call import CallSession, StreamRejected
-from pipecat_realtime_twilio.metrics import CONTENT_TYPE, RunnerMetrics
-from pipecat_realtime_twilio.outbound import OutboundError, place_call
-from pipecat_realtime_twilio.prewarm import PrewarmedCall, PrewarmedCalls
-from pipecat_realtime_twilio.pricing import Usage, cost_usd
-from pipecat_realtime_twilio.records import CallRecord, CallStore, WebhookSender, latency_summary
-from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings, use_settings
-from pipecat_realtime_twilio.twilio.rest import TwilioRest
-from pipecat_realtime_twilio.twilio.security import (
+from pipecat_realtime_twilio.phone.call import CallSession, StreamRejected
+from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
+from pipecat_realtime_twilio.phone.rest import TwilioRest
+from pipecat_realtime_twilio.phone.signatures import (
     STREAM_TOKEN_TTL_SECS,
     StreamTokens,
     account_allowed,
     verified_form,
     websocket_signature_valid,
 )
-from pipecat_realtime_twilio.twilio.twiml import hangup_twiml, say_twiml, stream_twiml
+from pipecat_realtime_twilio.phone.twiml import hangup_twiml, say_twiml, stream_twiml
+from pipecat_realtime_twilio.runner.bots import Bot, BotError, bot_files, load_bots, select_bot
+from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
+from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
+from pipecat_realtime_twilio.runner.pricing import Usage, cost_usd
+from pipecat_realtime_twilio.runner.records import (
+    CallRecord,
+    CallStore,
+    WebhookSender,
+    latency_summary,
+)
+from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings, use_settings
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
 """What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
@@ -64,7 +69,7 @@ class CallRunner:
     - ``POST /calls``: place an outbound call (``Authorization: Bearer RUNNER_API_KEY``).
     - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus).
 
-    Every finished call is kept as a :class:`~pipecat_realtime_twilio.records.CallRecord`
+    Every finished call is kept as a :class:`~pipecat_realtime_twilio.runner.records.CallRecord`
     in the store (``DATABASE_URL``) and sent to ``CALL_WEBHOOK_URL``, retried
     until it gets there; the last ones are also in :attr:`finished`.
     """
@@ -134,7 +139,7 @@ class CallRunner:
         self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
         self.router.add_api_route("/metrics", self.metrics_page, methods=["GET"])
         if settings.playground_token is not None:
-            from pipecat_realtime_twilio.playground import Playground
+            from pipecat_realtime_twilio.runner.playground import Playground
 
             playground = Playground(self, settings.playground_token.get_secret_value())
             self.router.include_router(playground.router)

@@ -33,8 +33,8 @@ from pipecat.transports.websocket.fastapi import (
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
-from pipecat_realtime_twilio.playback import PlaybackClock
-from pipecat_realtime_twilio.twilio.serializer import (
+from pipecat_realtime_twilio.phone.playback import PlaybackClock
+from pipecat_realtime_twilio.phone.serializer import (
     clear_message,
     mark_message,
     media_message,
@@ -58,7 +58,7 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
     the phone actually played. This output instead:
 
     - sends audio in ``chunk_ms`` pieces, each followed by a Twilio ``mark``, and
-      keeps a :class:`~pipecat_realtime_twilio.playback.PlaybackClock` from the
+      keeps a :class:`~pipecat_realtime_twilio.phone.playback.PlaybackClock` from the
       echoes, so it knows, per assistant item, how many ms the caller has heard;
     - paces by that clock: at most ``max_lead_ms`` of audio waits at Twilio,
       enough that the phone never runs dry and little enough that a ``clear``

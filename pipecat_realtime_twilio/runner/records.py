@@ -72,7 +72,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from pipecat_realtime_twilio.pricing import Usage
+from pipecat_realtime_twilio.runner.pricing import Usage
 
 SIGNATURE_HEADER = "X-Call-Record-Signature"
 """Header with the hex HMAC-SHA256 of the webhook body, keyed with the shared secret."""

@@ -1,1 +1,0 @@
-"""Twilio side of a call: Media Streams serializer, TwiML and webhook signatures."""
