@@ -48,7 +48,7 @@ import json
 import secrets
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
@@ -1015,7 +1015,7 @@ class TwilioCaller:
     # Internals: shutdown
     # ---------------------------------------------------------------------------------------
 
-    async def _cancel_tasks(self, tasks: list[asyncio.Task | None], wait: float = 2.0) -> None:
+    async def _cancel_tasks(self, tasks: Sequence[asyncio.Task | None], wait: float = 2.0) -> None:
         current = asyncio.current_task()
         pending = [task for task in tasks if task is not None and task is not current]
         for task in pending:

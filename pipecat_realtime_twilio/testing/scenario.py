@@ -36,8 +36,10 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from pydantic import AnyHttpUrl, SecretStr
+
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
-from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.app import CallRunner, create_app
 from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings
@@ -108,18 +110,30 @@ class Scenario:
         self.emulator = RealtimeEmulator(replies=self.model.reply)
         self._server = LocalServer()
         self.caller: TwilioCaller | None = None
-        self.runner = None
+        self.runner: CallRunner | None = None
         self._after: object | None = None
+
+    @property
+    def _caller(self) -> TwilioCaller:
+        """The caller, once the scenario has started."""
+        assert self.caller is not None, "the scenario has not started (use async with)"
+        return self.caller
+
+    @property
+    def _runner(self) -> CallRunner:
+        """The runner, once the scenario has started."""
+        assert self.runner is not None, "the scenario has not started (use async with)"
+        return self.runner
 
     async def __aenter__(self) -> "Scenario":
         """Start the emulator and the runner."""
         await self.emulator.start()
         settings = Settings(
             _env_file=None,
-            openai_api_key="sk-scenario",
+            openai_api_key=SecretStr("sk-scenario"),
             openai_realtime_url=self.emulator.url,
-            twilio_auth_token=self._token,
-            public_url=self._server.url,
+            twilio_auth_token=SecretStr(self._token),
+            public_url=AnyHttpUrl(self._server.url),
             bots_dir=self._bots_dir,
             bot=self.bot,
             database_url=f"sqlite:///{self._tmp.name}/calls.db",
@@ -135,7 +149,7 @@ class Scenario:
 
     async def __aexit__(self, *exc) -> None:
         """Hang up if needed and stop everything."""
-        await self.caller.close()
+        await self._caller.close()
         await self._server.stop()
         await self.emulator.stop()
         self._tmp.cleanup()
@@ -144,7 +158,7 @@ class Scenario:
 
     async def start(self, timeout: float = 10.0) -> None:
         """Dial, connect the stream and wait until the bot is quiet (the greeting heard)."""
-        await self.caller.call()
+        await self._caller.call()
         await self._quiet(0, timeout)
 
     async def caller_says(self, text: str, timeout: float = 15.0) -> None:
@@ -156,29 +170,29 @@ class Scenario:
         """
         self.emulator.transcripts.append(text)
         ms = max(400, 60 * len(text))
-        await self._input(self.caller.say(tone(ms) + silence(700)), timeout)
+        await self._input(self._caller.say(tone(ms) + silence(700)), timeout)
 
     async def caller_presses(self, keys: str, timeout: float = 15.0) -> None:
         """The caller presses keypad ``keys``, then waits for the bot to answer."""
-        await self._input(self.caller.press(keys), timeout)
+        await self._input(self._caller.press(keys), timeout)
 
     async def hang_up(self) -> None:
         """The caller hangs up."""
-        await self.caller.hangup()
+        await self._caller.hangup()
 
     async def ended(self, timeout: float = 15.0) -> None:
         """Wait until the call is over (either side) and its record is kept."""
-        await self.caller.wait_ended(timeout)
-        await self.caller.wait_until(
-            lambda: any(r.call_sid == self.caller.call_sid for r in self.runner.finished),
+        await self._caller.wait_ended(timeout)
+        await self._caller.wait_until(
+            lambda: any(r.call_sid == self._caller.call_sid for r in self._runner.finished),
             timeout=timeout,
             message="the call record",
         )
-        if self.caller.hung_up_at is None and self.caller.action_url:
-            self._after = await self.caller.follow_action()
+        if self._caller.hung_up_at is None and self._caller.action_url:
+            self._after = await self._caller.follow_action()
 
     async def _input(self, sent, timeout: float) -> None:
-        heard = len(self.caller.heard)
+        heard = len(self._caller.heard)
         await sent
         await self._quiet(heard, timeout)
 
@@ -186,12 +200,12 @@ class Scenario:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         # An answer is heard, or the call ends.
-        while len(self.caller.heard) <= after and not self.caller.ended:
+        while len(self._caller.heard) <= after and not self._caller.ended:
             if loop.time() > deadline:
                 raise TimeoutError("the bot did not answer")
             await asyncio.sleep(0.02)
-        if not self.caller.ended:
-            await self.caller.wait_quiet(after=after, quiet_ms=_QUIET_MS, timeout=timeout)
+        if not self._caller.ended:
+            await self._caller.wait_quiet(after=after, quiet_ms=_QUIET_MS, timeout=timeout)
 
     # -- the outcome ------------------------------------------------------------------
 
@@ -225,12 +239,12 @@ class Scenario:
     @property
     def record(self) -> CallRecord | None:
         """The call record, once the call is over."""
-        return next((r for r in self.runner.finished if r.call_sid == self.caller.call_sid), None)
+        return next((r for r in self._runner.finished if r.call_sid == self._caller.call_sid), None)
 
     @property
     def transcript(self) -> list[tuple[str, str]]:
         """``(role, text)`` of the call so far, from the bot's side."""
-        agent = next(iter(self.runner.active.values())).agent if self.runner.active else None
+        agent = next(iter(self._runner.active.values())).agent if self._runner.active else None
         if agent is not None:
             return [(e.role, e.text) for e in agent.transcript]
         record = self.record
@@ -239,4 +253,4 @@ class Scenario:
     @property
     def heard_ms(self) -> float:
         """Milliseconds of bot audio the caller heard."""
-        return len(self.caller.heard) / BYTES_PER_MS
+        return len(self._caller.heard) / BYTES_PER_MS

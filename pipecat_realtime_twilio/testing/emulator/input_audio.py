@@ -15,7 +15,8 @@ automatic response).
 """
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from loguru import logger
@@ -29,7 +30,8 @@ from .audio import (
     decode_base64_audio,
 )
 from .config import turn_detection
-from .records import ItemMeta, new_id
+from .host import SessionParts
+from .records import ClientEvent, EmulatedResponse, ItemMeta, new_id
 from .usage import transcription_usage
 from .validation import Problem
 
@@ -37,7 +39,7 @@ _VAD_WINDOW_MS = 20
 _SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
 
 
-class InputAudio:
+class InputAudio(SessionParts):
     """Input audio handling of ``EmulatedSession`` (a mixin; the session provides the rest).
 
     It owns the input buffer and VAD state (``_init_input_audio``) and handles the
@@ -45,6 +47,28 @@ class InputAudio:
     the conversation items, event sending and the response methods (to barge in and to
     answer a finished turn).
     """
+
+    if TYPE_CHECKING:
+        # What this mixin uses of ``EmulatedSession`` and ``Responses`` beyond
+        # ``SessionParts``, for the type checker only.
+        client_events: list[ClientEvent]
+        input_audio: bytearray
+        _active: EmulatedResponse | None
+
+        @property
+        def input_format(self) -> str:
+            """The negotiated input audio format."""
+
+        def item(self, item_id: str) -> dict | None:
+            """Return the conversation item with this id, or None."""
+
+        def _reject(self, record: ClientEvent, problem: Problem, event: Any) -> None: ...
+
+        def _spawn(self, coro: Awaitable, name: str) -> asyncio.Task: ...
+
+        def _start_response(self, trigger: str, params: dict) -> EmulatedResponse: ...
+
+        def _cancel_response(self, response: EmulatedResponse, reason: str) -> None: ...
 
     def _init_input_audio(self) -> None:
         self._input_ms = 0.0

@@ -22,7 +22,8 @@ import json
 import math
 import re
 from collections.abc import Awaitable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -35,6 +36,7 @@ from .audio import (
     synthesize_speech,
 )
 from .config import output_audio
+from .host import SessionParts
 from .records import AudioDelta, EmulatedResponse, ItemMeta, Reply, ServerEvent, new_id
 from .usage import conversation_input_tokens, response_usage
 
@@ -70,13 +72,21 @@ def _rate_limits_event(total_tokens: int) -> dict:
     }
 
 
-class Responses:
+class Responses(SessionParts):
     """Response generation of ``EmulatedSession`` (a mixin; the session provides the rest).
 
     It owns the response state (``_init_responses``) and handles ``response.create``
     and ``response.cancel``. From the session it uses the configuration, the
     conversation items and event sending.
     """
+
+    if TYPE_CHECKING:
+        # What this mixin uses of ``EmulatedSession`` beyond ``SessionParts``, for the
+        # type checker only.
+        responses: list[EmulatedResponse]
+        _loop: asyncio.AbstractEventLoop
+        _conversation_id: str
+        _calls: dict[str, str]
 
     def _init_responses(self) -> None:
         self._active: EmulatedResponse | None = None  # the default-conversation response
@@ -142,16 +152,19 @@ class Responses:
         if conversation == "auto":
             self._active = response
         # Snapshot what the model "sees" for input token usage.
-        context = params.get("input") if params.get("input") is not None else self.items
+        context = params.get("input")
+        if context is None:
+            context = self.items
         self._response_input[response.id] = conversation_input_tokens(
             instructions, context, self._item_meta
         )
+        # The mixin only ever runs as part of an ``EmulatedSession``.
         reply = self._emulator._next_reply(self, trigger)
         logger.debug(f"Realtime emulator {self.id}: response {response.id} ({trigger})")
         task = asyncio.ensure_future(self._run_response(response, reply))
         task.set_name(f"emulator-{response.id}")
         self._response_tasks[response.id] = task
-        task.add_done_callback(lambda t, rid=response.id: self._response_task_done(rid, t))
+        task.add_done_callback(partial(self._response_task_done, response.id))
         return response
 
     def _response_task_done(self, response_id: str, task: asyncio.Task) -> None:
@@ -235,7 +248,7 @@ class Responses:
 
     def _begin_message(self, response: EmulatedResponse) -> dict:
         response.item_id = new_id("item")
-        item = {
+        item: dict[str, Any] = {
             "id": response.item_id,
             "type": "message",
             "object": "realtime.item",
@@ -263,7 +276,8 @@ class Responses:
         fmt = response.output_format
         audio = encode_ulaw_as(ulaw, fmt)
         item = self._begin_message(response)
-        meta = self._item_meta[response.item_id]  # type: ignore[index]
+        assert response.item_id is not None  # set by _begin_message
+        meta = self._item_meta[response.item_id]
         self._audio_out_started = True
         chunk_ms = max(1, int(self._emulator.audio_chunk_ms))
         chunk_bytes = chunk_ms * bytes_per_ms(fmt)
@@ -434,7 +448,7 @@ class Responses:
             status_details = {"type": "cancelled", "reason": response.status_reason}
         voice = self.config["audio"]["output"].get("voice")
         voice = output_audio(response.params).get("voice", voice)
-        fmt = {"type": response.output_format}
+        fmt: dict[str, str | int] = {"type": response.output_format}
         if response.output_format == "audio/pcm":
             fmt["rate"] = PCM_RATE
         return {

@@ -18,7 +18,7 @@ import contextlib
 import copy
 import json
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from loguru import logger
@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .audio import SAMPLE_BYTES, audio_duration_ms, bytes_per_ms, decode_base64_audio, format_type
 from .config import DEFAULT_MODEL, deep_merge, default_session, normalize_session, output_audio
+from .host import EmulatorHost
 from .input_audio import InputAudio
 from .records import (
     ClientEvent,
@@ -41,9 +42,6 @@ from .records import (
 )
 from .responses import Responses
 from .validation import Problem, check_client_event, validate_server_event
-
-if TYPE_CHECKING:
-    from .server import RealtimeEmulator
 
 
 def _truncate_text(text: str, ratio: float) -> str:
@@ -79,7 +77,7 @@ class EmulatedSession(InputAudio, Responses):
         closed_at: ``loop.time()`` when the socket closed (either side), else None.
     """
 
-    def __init__(self, emulator: "RealtimeEmulator", websocket: ServerConnection) -> None:
+    def __init__(self, emulator: EmulatorHost, websocket: ServerConnection) -> None:
         """Initialize the session for an accepted websocket.
 
         Args:

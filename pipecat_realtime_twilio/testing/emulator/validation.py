@@ -15,6 +15,7 @@ emulator produces are checked against ``RealtimeServerEvent``.
 
 import json
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -85,7 +86,7 @@ def _param_from_loc(loc: tuple) -> str:
     return path
 
 
-def _pick_error(errors: list[dict]) -> dict:
+def _pick_error(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """Pick the pydantic error that best explains why validation failed.
 
     Union validation reports every member's errors; this follows the union member
@@ -95,11 +96,11 @@ def _pick_error(errors: list[dict]) -> dict:
     if direct:
         return direct[0]
 
-    def first_tag(e: dict) -> int:
+    def first_tag(e: Mapping[str, Any]) -> int:
         return next(i for i, p in enumerate(e["loc"]) if _is_union_tag(p))
 
     depth = min(first_tag(e) for e in errors)
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for e in errors:
         if first_tag(e) == depth:
             groups.setdefault(tuple(e["loc"][: depth + 1]), []).append(e)
@@ -151,7 +152,7 @@ _EXPECTED_KINDS = {
 }
 
 
-def _problem_from_pydantic(error: dict) -> Problem:
+def _problem_from_pydantic(error: Mapping[str, Any]) -> Problem:
     loc = tuple(error["loc"])
     param = _param_from_loc(loc)
     kind = error["type"]
@@ -268,7 +269,8 @@ def validate_server_event(event: dict) -> str | None:
     Returns:
         None if valid, else a description of the problem.
     """
-    adapter = _server_adapters().get(event.get("type"))  # type: ignore[arg-type]
+    kind = event.get("type")
+    adapter = _server_adapters().get(kind) if isinstance(kind, str) else None
     if adapter is None:
         return f"unknown server event type {event.get('type')!r}"
     try:
