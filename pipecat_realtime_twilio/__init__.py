@@ -20,7 +20,7 @@ _PUBLIC = {
     "create_app": "pipecat_realtime_twilio.runner.app",
     "CallSession": "pipecat_realtime_twilio.phone.call",
     "RealtimeAgent": "pipecat_realtime_twilio.agent.realtime",
-    "TranscriptEntry": "pipecat_realtime_twilio.agent.realtime",
+    "TranscriptEntry": "pipecat_realtime_twilio.agent.ledger",
     "Settings": "pipecat_realtime_twilio.settings",
     "SettingsError": "pipecat_realtime_twilio.errors",
     "load_settings": "pipecat_realtime_twilio.settings",
@@ -54,8 +54,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
     from pipecat_realtime_twilio.agent.limits import CallLimits
-    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent, TranscriptEntry
+    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
     from pipecat_realtime_twilio.agent.tools import (
         RealtimeTool,
         end_call,

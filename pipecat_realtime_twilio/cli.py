@@ -13,11 +13,17 @@ import json
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
+import uvicorn
 from loguru import logger
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
 from pipecat_realtime_twilio.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipecat_realtime_twilio.runner.app import CallRunner
 
 _LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
@@ -45,8 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     settings.require_for_serving()
-    import uvicorn
-
     from pipecat_realtime_twilio.runner.app import create_app
 
     if not settings.twilio_validate_signatures:
@@ -67,23 +71,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _DrainingServer:
+class _DrainingServer(uvicorn.Server):
     """uvicorn, with SIGTERM draining the runner first (exit 0) instead of stopping at once."""
 
-    def __init__(self, config, runner):
-        import uvicorn
-
+    def __init__(self, config: uvicorn.Config, runner: "CallRunner"):
+        super().__init__(config)
         self.runner = runner
-        self.server = uvicorn.Server(config)
         self._drain: asyncio.Task | None = None
-        self.server.handle_exit = self._handle_exit
 
-    def run(self) -> None:
-        self.server.run()
-
-    def _handle_exit(self, sig: int, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM:
-            self.server.should_exit = True  # Ctrl-C: stop now
+            self.should_exit = True  # Ctrl-C: stop now
             return
         if self._drain is None:
             # A signal handler: hand the drain to the event loop.
@@ -98,7 +96,7 @@ class _DrainingServer:
         try:
             await self.runner.drain()
         finally:
-            self.server.should_exit = True
+            self.should_exit = True
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -132,7 +130,7 @@ def _call(args: argparse.Namespace) -> int:
 def _calls(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.runner.records import CallStore
+    from pipecat_realtime_twilio.runner.store import CallStore
 
     with CallStore(settings.database_url) as store:
         if args.call_sid:

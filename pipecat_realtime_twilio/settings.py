@@ -6,7 +6,9 @@
 
 """Configuration from the environment and ``.env``, checked at startup."""
 
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
@@ -49,7 +51,7 @@ class Settings(BaseSettings):
         default=None, description="Twilio auth token; signs and checks Twilio's requests."
     )
     twilio_api_url: AnyHttpUrl = Field(
-        default=DEFAULT_TWILIO_API_URL,
+        default=AnyHttpUrl(DEFAULT_TWILIO_API_URL),
         description="Base URL of Twilio's REST API (transfers without <Connect action>).",
     )
     twilio_validate_signatures: bool = Field(
@@ -209,6 +211,24 @@ def current_settings() -> Settings:
     return settings if settings is not None else load_settings()
 
 
-def use_settings(settings: Settings) -> contextvars.Token:
-    """Make ``settings`` what :func:`current_settings` returns in this context."""
-    return _current.set(settings)
+@contextlib.contextmanager
+def settings_in_effect(settings: Settings) -> Iterator[Settings]:
+    """Make ``settings`` what :func:`current_settings` returns, inside the ``with`` block.
+
+    The runner builds each call's pipeline inside one, so a bot's agents connect
+    as the runner is configured::
+
+        with settings_in_effect(settings):
+            processors = await bot.build(call)
+
+    Args:
+        settings: The settings in effect.
+
+    Yields:
+        The settings.
+    """
+    token = _current.set(settings)
+    try:
+        yield settings
+    finally:
+        _current.reset(token)

@@ -110,7 +110,7 @@ async def simulate_call(
         overrides["bot"] = bot
     if emulator:
         overrides["openai_realtime_url"] = emulator.url
-    server.app = create_app(Settings(_env_file=None, **{**settings.model_dump(), **overrides}))
+    server.app = create_app(Settings.model_validate({**settings.model_dump(), **overrides}))
     runner = server.app.state.runner
     caller = TwilioCaller(server_url=server.url, public_url=server.url, auth_token=auth_token)
     try:

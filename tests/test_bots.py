@@ -5,7 +5,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 from pipecat_realtime_twilio.runner.bots import BotError, load_bot_file, load_bots, select_bot
-from pipecat_realtime_twilio.settings import Settings, SettingsError, use_settings
+from pipecat_realtime_twilio.settings import Settings, SettingsError, settings_in_effect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,13 +22,11 @@ class StubCall:
 
 async def build_offline(bot) -> list:
     """Build a bot's pipeline for a stand-in call, with settings that reach no server."""
-    token = use_settings(
-        Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url="ws://127.0.0.1:1")
+    settings = Settings(
+        _env_file=None, openai_api_key="sk-test", openai_realtime_url="ws://127.0.0.1:1"
     )
-    try:
+    with settings_in_effect(settings):
         return await bot.build(StubCall())  # type: ignore[arg-type]
-    finally:
-        token.var.reset(token)
 
 
 async def test_default_bot_pipeline_is_three_entries():

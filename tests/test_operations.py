@@ -23,9 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import InvalidStatus
 
+from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.runner.app import BUSY_MESSAGE, SHUTDOWN_LINE
-from pipecat_realtime_twilio.runner.pricing import Usage, cost_usd
-from pipecat_realtime_twilio.runner.records import CallStore, WebhookSender, verify_signature
+from pipecat_realtime_twilio.runner.pricing import cost_usd
+from pipecat_realtime_twilio.runner.store import CallStore
+from pipecat_realtime_twilio.runner.webhook import WebhookSender, verify_signature
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest

@@ -117,3 +117,52 @@ def test_our_receive_loop_dispatches_exactly_what_pipecats_does():
     # Pipecat's error handling we keep: the retrieve error and the two benign codes.
     assert "_maybe_handle_evt_retrieve_conversation_item_error" in source
     assert "conversation_already_has_active_response" in source
+
+
+def test_private_service_methods_the_agent_calls():
+    # Called, not overridden: same name, coroutine, same parameters.
+    for name, parameters in [
+        ("_ws_send", ["realtime_message"]),
+        ("_send_session_update", []),
+        ("_send_message_item", ["text", "role"]),
+        ("_auth_headers", []),
+        ("_maybe_handle_evt_retrieve_conversation_item_error", ["evt"]),
+    ]:
+        method = getattr(OpenAIRealtimeLLMService, name)
+        assert inspect.iscoroutinefunction(method), name
+        assert list(inspect.signature(method).parameters)[1:] == parameters, name
+    # The caller-audio hot path hands _ws_send a plain dict: it must send it as JSON text
+    # and stay quiet while the service disconnects.
+    ws_send = inspect.getsource(OpenAIRealtimeLLMService._ws_send)
+    assert "json.dumps(realtime_message)" in ws_send and "self._disconnecting" in ws_send
+    # The session keeper opens its own socket with these headers.
+    assert "Authorization" in inspect.getsource(OpenAIRealtimeLLMService._auth_headers)
+
+
+def test_private_service_state_the_session_keeper_resets():
+    init = inspect.getsource(OpenAIRealtimeLLMService.__init__)
+    for attribute in [
+        "self._disconnecting",
+        "self._open_function_calls",
+        "self._receive_task",
+        "self._audio_input_paused",
+        "self._api_session_ready",
+    ]:
+        assert attribute in init, attribute
+    # A disconnect forgets the session's open function calls, as the keeper does itself
+    # when a socket is lost (Pipecat's _disconnect is not called then).
+    disconnect = inspect.getsource(OpenAIRealtimeLLMService._disconnect)
+    assert "self._disconnecting = True" in disconnect
+    assert "self._open_function_calls = set()" in disconnect
+    # Function results are answered only for call ids the API is waiting on.
+    result = inspect.getsource(OpenAIRealtimeLLMService._handle_function_call_result)
+    assert "self._open_function_calls" in result
+
+
+def test_the_websocket_client_sends_through_the_socket_attach_sets():
+    from pipecat.transports.websocket.fastapi import FastAPIWebsocketClient
+
+    client_init = inspect.getsource(FastAPIWebsocketClient.__init__)
+    assert "self._websocket = websocket" in client_init
+    send = inspect.getsource(FastAPIWebsocketClient.send)
+    assert "self._websocket.send_text(data)" in send

@@ -5,8 +5,9 @@ import json
 import pytest
 from loguru import logger
 
+from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.runner import pricing
-from pipecat_realtime_twilio.runner.pricing import PRICES, ModelPrice, Usage, cost_usd, price_for
+from pipecat_realtime_twilio.runner.pricing import PRICES, ModelPrice, cost_usd, price_for
 
 # A usage of every kind, with distinct counts so a price applied to the wrong kind shows.
 USAGE = Usage(

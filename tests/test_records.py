@@ -13,13 +13,13 @@ from conftest import ROOT, free_port
 from fastapi import FastAPI, Request, Response
 from loguru import logger
 
-from pipecat_realtime_twilio.runner.pricing import Usage, cost_usd
-from pipecat_realtime_twilio.runner.records import (
+from pipecat_realtime_twilio.agent.usage import Usage
+from pipecat_realtime_twilio.runner.pricing import cost_usd
+from pipecat_realtime_twilio.runner.records import CallRecord, latency_summary
+from pipecat_realtime_twilio.runner.store import CallStore
+from pipecat_realtime_twilio.runner.webhook import (
     SIGNATURE_HEADER,
-    CallRecord,
-    CallStore,
     WebhookSender,
-    latency_summary,
     sign_body,
     verify_signature,
 )
@@ -213,7 +213,8 @@ def test_two_stores_share_one_file(db_url):
 
 WRITER = """
 import sys
-from pipecat_realtime_twilio.runner.records import CallRecord, CallStore
+from pipecat_realtime_twilio.runner.records import CallRecord
+from pipecat_realtime_twilio.runner.store import CallStore
 
 url, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = CallStore(url)

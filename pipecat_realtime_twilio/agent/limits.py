@@ -8,12 +8,10 @@
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
-if TYPE_CHECKING:
-    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.agent.controls import AgentControls
 
 
 @dataclass
@@ -48,7 +46,7 @@ class CallLimits:
 class LimitsWatcher:
     """Enforces a :class:`CallLimits` on a call, through the agent that talks on it."""
 
-    def __init__(self, agent: "RealtimeAgent", limits: CallLimits):
+    def __init__(self, agent: AgentControls, limits: CallLimits):
         """Initialize the watcher.
 
         Args:
@@ -65,10 +63,13 @@ class LimitsWatcher:
     def start(self) -> None:
         """Start the timers (when the call starts)."""
         self._quiet_since = asyncio.get_running_loop().time()
-        if self._limits.max_duration_secs is not None:
-            self._tasks.append(self._agent.create_task(self._watch_duration(), "max-duration"))
-        if self._limits.silence_timeout_secs is not None:
-            self._tasks.append(self._agent.create_task(self._watch_silence(), "silence"))
+        duration, silence = self._limits.max_duration_secs, self._limits.silence_timeout_secs
+        if duration is not None:
+            self._tasks.append(
+                self._agent.create_task(self._watch_duration(duration), "max-duration")
+            )
+        if silence is not None:
+            self._tasks.append(self._agent.create_task(self._watch_silence(silence), "silence"))
 
     async def stop(self) -> None:
         """Stop the timers."""
@@ -83,8 +84,8 @@ class LimitsWatcher:
         self._quiet_since = asyncio.get_running_loop().time()
         self._prompted = False
 
-    async def _watch_duration(self) -> None:
-        await asyncio.sleep(self._limits.max_duration_secs)
+    async def _watch_duration(self, secs: float) -> None:
+        await asyncio.sleep(secs)
         if self._ending:
             return
         self._ending = True
@@ -93,15 +94,10 @@ class LimitsWatcher:
         await self._agent.end_call(self._limits.closing_line, reason="maximum duration reached")
 
     def _busy(self) -> bool:
-        phone = self._agent.call.output() if self._agent.call else None
-        return (
-            self._agent.caller_speaking
-            or self._agent.responding
-            or (phone is not None and not phone.idle)
-        )
+        agent = self._agent
+        return agent.caller_speaking or agent.responding or not agent.phone_idle
 
-    async def _watch_silence(self) -> None:
-        timeout = self._limits.silence_timeout_secs
+    async def _watch_silence(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         while not self._ending:
             await asyncio.sleep(min(0.25, timeout / 4))

@@ -4,10 +4,15 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Keeping a call's Realtime session alive: the receive loop, reconnects, rotation, fallback.
+"""Keeping a call's Realtime session: connect, configure, receive, reconnect, rotate, fall back.
 
-:class:`SessionKeeper` is a part of :class:`~pipecat_realtime_twilio.agent.realtime.RealtimeAgent`:
+:class:`SessionKeeper` is Pipecat's ``OpenAIRealtimeLLMService`` kept alive for
+a whole phone call; :class:`~pipecat_realtime_twilio.agent.realtime.RealtimeAgent`
+builds on it. What it needs from the agent it declares as abstract methods (and
+the :attr:`SessionKeeper.transcript` the agent keeps):
 
+- The session is configured (``session.update``) as soon as its socket opens,
+  before any caller audio, so the server never reads μ-law as its default PCM.
 - Its receive loop follows Pipecat's dispatch (:data:`SERVER_EVENT_HANDLERS`) but
   drops a malformed event, or one whose handling fails, with a log line, and logs
   recoverable ``error`` events; Pipecat's loop stops at the first of either.
@@ -17,7 +22,7 @@
 - Before the API's 60-minute cap the session is moved to a fresh one at a turn
   boundary, the same way.
 - When the API is gone for good (a fatal error code, or reconnects exhausted) the
-  call ends in a fallback line in Twilio's own voice, or a transfer: never dead air.
+  agent falls back (a line in Twilio's own voice, or a transfer): never dead air.
 - Pre-warm: the session can open before the pipeline starts (while the runner
   answers Twilio's webhook); what the server sends meanwhile is kept and handled
   first once the agent starts and takes the session over.
@@ -26,12 +31,16 @@
 import asyncio
 import contextlib
 import time
+from abc import abstractmethod
 from collections import deque
 
 from loguru import logger
 from pipecat.services.openai.realtime import events
+from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
+from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 
 RECONNECT_DELAYS_SECS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -79,24 +88,46 @@ SERVER_EVENT_HANDLERS = {
 """Server event -> handler method: Pipecat's dispatch, as its receive loop has it."""
 
 
-class SessionKeeper:
-    """Reconnects, rotation and fallback: a part of ``RealtimeAgent``.
+class SessionKeeper(OpenAIRealtimeLLMService):
+    """Pipecat's OpenAI Realtime service, kept alive for a whole phone call.
 
-    The agent provides Pipecat's service state (``_websocket``, ``_connect``,
-    ``_ws_send``, ``send_client_event``, ``_disconnecting``), its ``transcript``,
-    ``call``/``_phone``, ``responding``, ``caller_speaking``,
-    ``_forget_session()`` and ``_configure_prewarmed()``.
+    A subclass provides the hooks: :meth:`_at_turn_boundary`,
+    :meth:`_forget_responses`, :meth:`_greet_early`, :meth:`_fall_back`, and keeps
+    :attr:`transcript`, which a new session is given as the conversation so far.
     """
 
-    def _init_session_keeper(
-        self, *, fallback_line: str, fallback_number: str | None, session_max_secs: float
-    ) -> None:
+    transcript: list[TranscriptEntry]
+    """Both sides' utterances so far (kept by the subclass; replayed to a new session)."""
+
+    # Pipecat's service state: its __init__ sets these to None untyped, which mypy
+    # reads as the type None.
+    _websocket: ClientConnection | None  # type: ignore[assignment]
+    _receive_task: asyncio.Task | None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        fallback_line: str,
+        fallback_number: str | None,
+        session_max_secs: float,
+        **kwargs,
+    ):
+        """Initialize the service.
+
+        Args:
+            fallback_line: What the caller hears when the API is gone for good.
+            fallback_number: Where such a call is transferred instead, if set.
+            session_max_secs: Age at which the session moves to a fresh one.
+            **kwargs: ``OpenAIRealtimeLLMService`` arguments.
+        """
+        super().__init__(**kwargs)
         self.fallback_line = fallback_line
         self.fallback_number = fallback_number
         self.reconnects = 0
         self.rotations = 0
         self._session_max_secs = session_max_secs
         self._session_opened_at = 0.0
+        self._session_sent = False
         self._rotating = False
         self._rotation_task: asyncio.Task | None = None
         self._dropped_events = 0
@@ -106,6 +137,77 @@ class SessionKeeper:
         self._prewarm_task: asyncio.Task | None = None
         self._early_reader: asyncio.Task | None = None
         self._early_events: deque[str | bytes] = deque()
+
+    #
+    # what the subclass provides
+    #
+
+    @abstractmethod
+    def _at_turn_boundary(self) -> bool:
+        """Whether nobody is speaking and nothing is playing (a session may rotate now)."""
+
+    @abstractmethod
+    def _forget_responses(self) -> None:
+        """Drop what belonged to the responses of a session that is gone."""
+
+    @abstractmethod
+    async def _greet_early(self) -> None:
+        """Ask a pre-warmed session for the greeting (it is configured already)."""
+
+    @abstractmethod
+    async def _fall_back(self, why: str) -> None:
+        """The API is gone for this call: hand the caller to the fallback."""
+
+    #
+    # connecting and configuring
+    #
+
+    async def _connect(self):
+        if self._prewarm_task is not None:
+            return  # start() takes the pre-warmed session over, once it knows the phone
+        if self._websocket is None:
+            try:
+                self._websocket = await self._open_socket()
+            except Exception as e:
+                await self.push_error(error_msg=f"Error connecting: {e}", exception=e)
+                return
+            self._receive_task = self.create_task(self._receive_task_handler())
+        self._session_opened_at = time.monotonic()
+        await self._configure()
+
+    async def _configure(self) -> None:
+        """Send the session configuration, once per session, before anything else."""
+        if self._websocket is not None and not self._session_sent:
+            self._session_sent = True
+            await self._send_session_update()
+
+    async def _disconnect(self):
+        await super()._disconnect()
+        self._session_sent = False
+
+    async def _handle_evt_session_created(self, evt):
+        await self._configure()
+
+    def _forget_session(self) -> None:
+        """Drop what belonged to the session that is gone."""
+        self._session_sent = False
+        self._api_session_ready = False
+        self._response_active = False
+        self._current_audio_response = None
+        self._open_function_calls = set()
+        self._forget_responses()
+
+    async def _open_socket(self) -> ClientConnection:
+        """Open the Realtime websocket.
+
+        Without permessage-deflate: base64 audio barely compresses, and deflating
+        every 20 ms packet (and inflating every delta) costs CPU and latency.
+        """
+        return await websocket_connect(
+            uri=self.base_url,
+            additional_headers=await self._auth_headers(),
+            compression=None,
+        )
 
     #
     # pre-warm
@@ -128,18 +230,6 @@ class SessionKeeper:
             self._prewarm_task = asyncio.create_task(self._open_prewarmed(), name="prewarm")
         return self._prewarm_task
 
-    async def _open_socket(self):
-        """Open the Realtime websocket.
-
-        Without permessage-deflate: base64 audio barely compresses, and deflating
-        every 20 ms packet (and inflating every delta) costs CPU and latency.
-        """
-        return await websocket_connect(
-            uri=self.base_url,
-            additional_headers=await self._auth_headers(),
-            compression=None,
-        )
-
     async def _open_prewarmed(self) -> bool:
         try:
             self._websocket = await self._open_socket()
@@ -150,12 +240,13 @@ class SessionKeeper:
         self._session_opened_at = time.monotonic()
         self._early_reader = asyncio.create_task(self._keep_early_events(self._websocket))
         try:
-            await self._configure_prewarmed()
+            await self._configure()
+            await self._greet_early()
         except Exception as e:  # the socket died at once: reconnect when the call starts
             logger.warning(f"{self} pre-warmed session failed: {e}")
         return True
 
-    async def _keep_early_events(self, websocket) -> None:
+    async def _keep_early_events(self, websocket: ClientConnection) -> None:
         with contextlib.suppress(Exception):  # closed: the receive loop will see it
             async for message in websocket:
                 self._early_events.append(message)
@@ -184,10 +275,7 @@ class SessionKeeper:
             self._early_reader.cancel()
             self._early_reader = None
         self._early_events.clear()
-        if self._websocket is not None:
-            with contextlib.suppress(Exception):
-                await self._websocket.close()
-            self._websocket = None
+        await self._close_socket()
 
     #
     # receiving
@@ -202,11 +290,12 @@ class SessionKeeper:
         a fatal one ends in the fallback; a lost socket in a reconnect.
         """
         fatal = None
+        websocket = self._websocket
         try:
             while self._early_events and not fatal:  # what came while pre-warmed
                 fatal = await self._on_server_message(self._early_events.popleft())
-            if not fatal:
-                async for message in self._websocket:
+            if websocket is not None and not fatal:
+                async for message in websocket:
                     fatal = await self._on_server_message(message)
                     if fatal:
                         break
@@ -265,11 +354,10 @@ class SessionKeeper:
             await asyncio.sleep(0.25)
             if time.monotonic() - self._session_opened_at < self._session_max_secs:
                 continue
-            phone_idle = self._phone is None or self._phone.idle
             if self._websocket is None or self._reconnecting or self._rotating:
                 continue
-            if self.responding or self.caller_speaking or not phone_idle:
-                continue  # not a turn boundary
+            if not self._at_turn_boundary():
+                continue
             logger.info(f"{self} session is {self._session_max_secs:g} s old: rotating")
             self._rotating = True
             await self._websocket.close()  # the receive loop ends and opens the new one
@@ -287,9 +375,7 @@ class SessionKeeper:
         else:
             self.reconnects += 1
             logger.warning(f"{self} reconnecting to the Realtime API")
-        with contextlib.suppress(Exception):
-            await self._websocket.close()
-        self._websocket = None
+        await self._close_socket()
         self._forget_session()
         for attempt, delay in enumerate(RECONNECT_DELAYS_SECS, start=1):
             await asyncio.sleep(delay)
@@ -333,8 +419,12 @@ class SessionKeeper:
     async def _fatal(self, why: str):
         """The Realtime API is gone for this call: fallback line or transfer, never dead air."""
         logger.error(f"{self} Realtime API unusable ({why}); falling back")
-        with contextlib.suppress(Exception):
-            await self._websocket.close()
-        self._websocket = None
-        if self._call is not None:
-            await self._call.fail(why, say=self.fallback_line, transfer_to=self.fallback_number)
+        await self._close_socket()
+        await self._fall_back(why)
+
+    async def _close_socket(self) -> None:
+        """Close the session's socket, if any, whatever state it is in."""
+        websocket, self._websocket = self._websocket, None
+        if websocket is not None:
+            with contextlib.suppress(Exception):
+                await websocket.close()

@@ -24,22 +24,21 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import Any, get_type_hints
 
 import docstring_parser
 from loguru import logger
 from pipecat.adapters.llm.schemas.direct_function import BaseDirectFunctionWrapper
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import FunctionCallResultProperties
 from pipecat.services.llm_service import FunctionCallParams
 from pydantic import ConfigDict, validate_call
 from pydantic_core import to_jsonable_python
 
+from pipecat_realtime_twilio.agent.controls import AgentControls
 from pipecat_realtime_twilio.errors import CallControlError
-from pipecat_realtime_twilio.phone.call import CallSession
-
-if TYPE_CHECKING:
-    from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.seams import PhoneCall
 
 DEFAULT_TOOL_TIMEOUT_SECS = 10.0
 """How long a tool may run before the bot apologizes instead."""
@@ -65,8 +64,9 @@ class RealtimeTool:
 class _ToolSignature(BaseDirectFunctionWrapper):
     """Pipecat's signature-and-docstring schema extraction, for plain functions.
 
-    Every parameter is the model's, except those annotated ``CallSession``,
-    which receive the call.
+    Every parameter is the model's, except those annotated ``CallSession``
+    (or another :class:`~pipecat_realtime_twilio.seams.PhoneCall`), which receive
+    the call.
     """
 
     @classmethod
@@ -97,8 +97,20 @@ class _ToolSignature(BaseDirectFunctionWrapper):
 
 
 def _injected(func: Callable) -> set[str]:
+    """The parameters of ``func`` that receive the call rather than come from the model."""
     hints = get_type_hints(func)
-    return {name for name, hint in hints.items() if hint is CallSession}
+    return {
+        name
+        for name, hint in hints.items()
+        if name != "return" and isinstance(hint, type) and PhoneCall in hint.__mro__
+    }
+
+
+def _agent_of(params: FunctionCallParams) -> AgentControls:
+    """The agent running a tool (a ``RealtimeAgent``)."""
+    if not isinstance(params.llm, AgentControls):
+        raise TypeError(f"{params.llm} cannot run this tool: it needs a RealtimeAgent")
+    return params.llm
 
 
 def realtime_tool(
@@ -133,18 +145,22 @@ def realtime_tool(
     """
 
     def build(function: Callable) -> RealtimeTool:
-        signature = _ToolSignature(function)
-        schema = signature.to_function_schema()
+        schema = _ToolSignature(function).to_function_schema()
         if name:
-            schema.name = name
+            schema = FunctionSchema(
+                name=name,
+                description=schema.description,
+                properties=schema.properties,
+                required=schema.required,
+            )
         if not schema.description:
             raise ValueError(f"tool {schema.name}: give the function a docstring for the model")
-        validated = validate_call(function, config=ConfigDict(arbitrary_types_allowed=True))
+        validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(function)
         injected = _injected(function)
         is_async = inspect.iscoroutinefunction(function)
 
         async def handler(params: FunctionCallParams) -> None:
-            agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+            agent = _agent_of(params)
             arguments = dict(params.arguments or {})
             for parameter in injected:
                 arguments[parameter] = agent.call
@@ -171,7 +187,7 @@ def realtime_tool(
     return build
 
 
-async def _apologize(params: FunctionCallParams, agent: "RealtimeAgent", error: str) -> None:
+async def _apologize(params: FunctionCallParams, agent: AgentControls, error: str) -> None:
     await params.result_callback({"error": error}, properties=_NO_ANSWER)
     await agent.say(agent.tool_error_message)
 
@@ -194,7 +210,7 @@ def end_call(
     schema = FunctionSchema(name="end_call", description=description, properties={}, required=[])
 
     async def handler(params: FunctionCallParams) -> None:
-        agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+        agent = _agent_of(params)
         await params.result_callback({"status": "ending the call"}, properties=_NO_ANSWER)
         try:
             await agent.end_call(reason="bot ended the call")
@@ -232,7 +248,7 @@ def transfer_call(
     )
 
     async def handler(params: FunctionCallParams) -> None:
-        agent: RealtimeAgent = params.llm  # type: ignore[assignment]
+        agent = _agent_of(params)
         await params.result_callback({"status": "transferring the call"}, properties=_NO_ANSWER)
         try:
             await agent.transfer_call(number)
@@ -241,3 +257,35 @@ def transfer_call(
             await agent.say(agent.tool_error_message)
 
     return RealtimeTool(name="transfer_call", schema=schema, handler=handler)
+
+
+def split_tools(tools: list | ToolsSchema | None) -> tuple[list[RealtimeTool], ToolsSchema | None]:
+    """Separate tools with handlers (``RealtimeTool``) from plain schemas, checking both.
+
+    Args:
+        tools: What a ``RealtimeAgent`` was given: ``RealtimeTool`` objects and/or
+            Pipecat ``FunctionSchema`` objects, or a ``ToolsSchema``.
+
+    Returns:
+        The tools whose handlers the agent registers, and the schema of all of them.
+
+    Raises:
+        TypeError: For anything else in the list.
+        ValueError: If two tools have the same name.
+    """
+    if tools is None or isinstance(tools, ToolsSchema):
+        return [], tools
+    realtime_tools = [tool for tool in tools if isinstance(tool, RealtimeTool)]
+    schemas: list[Any] = []
+    for tool in tools:
+        if isinstance(tool, RealtimeTool):
+            schemas.append(tool.schema)
+        elif isinstance(tool, FunctionSchema):
+            schemas.append(tool)
+        else:
+            raise TypeError(f"unsupported tool {tool!r}: use @realtime_tool or a FunctionSchema")
+    names = [schema.name for schema in schemas]
+    duplicates = {name for name in names if names.count(name) > 1}
+    if duplicates:
+        raise ValueError(f"tools listed twice: {', '.join(sorted(duplicates))}")
+    return realtime_tools, ToolsSchema(standard_tools=schemas) if schemas else None

@@ -8,10 +8,8 @@
 
 import asyncio
 import contextlib
-import json
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import WebSocket
 from loguru import logger
@@ -26,115 +24,26 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
 from pipecat_realtime_twilio.errors import CallControlError
-from pipecat_realtime_twilio.phone.output import (
-    CHUNK_MS,
-    MAX_LEAD_MS,
-    TwilioOutputTransport,
-    TwilioTransport,
-)
+from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
+from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS, TwilioOutputTransport
 from pipecat_realtime_twilio.phone.rest import TwilioRest
-from pipecat_realtime_twilio.phone.serializer import MAX_MESSAGE_BYTES, TwilioSerializer
+from pipecat_realtime_twilio.phone.serializer import TwilioSerializer
+from pipecat_realtime_twilio.phone.stream import (
+    START_TIMEOUT_SECS,
+    StreamStart,
+    read_stream_start,
+)
+from pipecat_realtime_twilio.phone.transport import TwilioTransport
 from pipecat_realtime_twilio.phone.twiml import dial_twiml, say_twiml
-
-START_TIMEOUT_SECS = 10.0
-"""How long a new media stream may take to send its ``start`` message."""
-
-_MAX_MESSAGES_BEFORE_START = 10
-
-CALL_METADATA_KEY = "pipecat_realtime_twilio.phone.call"
-"""Where the pipeline's ``StartFrame.metadata`` carries the :class:`CallSession`."""
+from pipecat_realtime_twilio.seams import (
+    CALL_METADATA_KEY,
+    CallAgent,
+    CallerAudio,
+    PhoneCall,
+)
 
 
-class StreamRejected(Exception):
-    """The websocket did not open a valid Twilio media stream."""
-
-
-@dataclass
-class StreamStart:
-    """What Twilio's ``start`` message says about a media stream.
-
-    Parameters:
-        stream_sid: The Media Stream SID (MZ...).
-        call_sid: The Call SID (CA...).
-        account_sid: The account SID (AC...).
-        parameters: The TwiML ``<Parameter>`` values (``start.customParameters``).
-        media_format: The stream's media format.
-        started_at: Unix time the ``start`` message arrived.
-    """
-
-    stream_sid: str
-    call_sid: str
-    account_sid: str
-    parameters: dict[str, str] = field(default_factory=dict)
-    media_format: dict = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-
-
-async def read_stream_start(
-    websocket: WebSocket, timeout: float = START_TIMEOUT_SECS
-) -> StreamStart:
-    """Read Twilio's ``connected`` and ``start`` messages from an accepted websocket.
-
-    Args:
-        websocket: The accepted media-stream websocket.
-        timeout: Seconds to wait for ``start``.
-
-    Returns:
-        The stream's start information.
-
-    Raises:
-        StreamRejected: If no valid ``start`` arrives in time or the format is not 8 kHz μ-law.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(_MAX_MESSAGES_BEFORE_START):
-        try:
-            message = await asyncio.wait_for(websocket.receive(), deadline - loop.time())
-        except TimeoutError:
-            raise StreamRejected(f"no 'start' message within {timeout:.0f} s") from None
-        if message["type"] == "websocket.disconnect":
-            raise StreamRejected("the stream closed before 'start'")
-        raw = message.get("text") or message.get("bytes") or b""
-        if len(raw) > MAX_MESSAGE_BYTES:
-            logger.warning(f"Ignoring a {len(raw)}-byte message before 'start'")
-            continue
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            logger.warning(f"Ignoring a non-JSON message before 'start': {raw[:80]!r}")
-            continue
-        if not isinstance(data, dict) or data.get("event") != "start":
-            if not (isinstance(data, dict) and data.get("event") == "connected"):
-                logger.warning(f"Ignoring an unexpected message before 'start': {raw[:80]!r}")
-            continue
-        return _parse_start(data)
-    raise StreamRejected(f"no 'start' among the first {_MAX_MESSAGES_BEFORE_START} messages")
-
-
-def _parse_start(data: dict) -> StreamStart:
-    start = data.get("start")
-    if not isinstance(start, dict):
-        raise StreamRejected("'start' message without a start object")
-    stream_sid = start.get("streamSid") or data.get("streamSid")
-    call_sid = start.get("callSid")
-    if not isinstance(stream_sid, str) or not isinstance(call_sid, str):
-        raise StreamRejected("'start' message without streamSid or callSid")
-    media_format = start.get("mediaFormat") or {}
-    encoding = media_format.get("encoding", "audio/x-mulaw")
-    rate = int(media_format.get("sampleRate", SAMPLE_RATE))
-    if encoding != "audio/x-mulaw" or rate != SAMPLE_RATE:
-        raise StreamRejected(f"unsupported media format {encoding} at {rate} Hz")
-    parameters = start.get("customParameters") or {}
-    return StreamStart(
-        stream_sid=stream_sid,
-        call_sid=call_sid,
-        account_sid=str(start.get("accountSid", "")),
-        parameters={str(k): str(v) for k, v in parameters.items()},
-        media_format=media_format,
-    )
-
-
-class CallSession:
+class CallSession(PhoneCall):
     """One phone call on a Twilio media stream.
 
     Owns the websocket transport (Pipecat's ``FastAPIWebsocketTransport`` with
@@ -150,10 +59,14 @@ class CallSession:
     or :meth:`transfer`, which close the stream once the caller has heard
     everything; Twilio then runs what follows the ``<Connect>`` or requests its
     ``action`` URL (the runner's answers ``<Hangup/>``, or ``<Dial>`` after a
-    transfer, handed to it through :attr:`stream_action`).
+    transfer, handed to it through :attr:`stream_action`). Every way a call ends
+    goes the same way and is kept as a :class:`~pipecat_realtime_twilio.phone.ending.CallEnd`
+    in :attr:`ended`.
 
     The pipeline's ``StartFrame.metadata`` carries the call under
-    :data:`CALL_METADATA_KEY`, which is how a ``RealtimeAgent`` finds the phone.
+    :data:`~pipecat_realtime_twilio.seams.CALL_METADATA_KEY`, which is how a
+    ``RealtimeAgent`` finds the phone (through the
+    :class:`~pipecat_realtime_twilio.seams.PhoneCall` protocol, which this class is).
     """
 
     def __init__(
@@ -203,10 +116,10 @@ class CallSession:
             chunk_ms=chunk_ms,
             max_lead_ms=max_lead_ms,
         )
-        self._transport.event_handler("on_client_disconnected")(self._on_disconnected)
+        self._transport.add_event_handler("on_client_disconnected", self._on_disconnected)
         self.worker: PipelineWorker | None = None
-        self.end_reason: str | None = None
-        self.agent = None  # the RealtimeAgent talking on this call, once it has started
+        self.ended: CallEnd | None = None
+        self.agent: CallAgent | None = None  # the agent talking on the call, once started
 
     @classmethod
     async def accept(
@@ -279,7 +192,7 @@ class CallSession:
         )
         return cls(None, start, **kwargs)
 
-    def attach(self, websocket: WebSocket, start: StreamStart) -> None:
+    def attach(self, websocket: WebSocket | None, start: StreamStart) -> None:
         """Give a call built with :meth:`before_stream` its media stream.
 
         Args:
@@ -287,8 +200,11 @@ class CallSession:
             start: The stream's start information.
 
         Raises:
-            ValueError: If the call has a stream already, or ``start`` is another call's.
+            ValueError: If the call has a stream already, none is given, or ``start``
+                is another call's.
         """
+        if websocket is None:
+            raise ValueError(f"call {self.call_sid}: attach() needs the stream's websocket")
         if self._websocket is not None:
             raise ValueError(f"call {self.call_sid} already has its media stream")
         if start.call_sid != self.call_sid:
@@ -302,6 +218,11 @@ class CallSession:
     def websocket(self) -> WebSocket | None:
         """The media-stream websocket (None before the stream started)."""
         return self._websocket
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the call ended (None while it goes on), as records and metrics give it."""
+        return self.ended.reason if self.ended is not None else None
 
     @property
     def call_sid(self) -> str:
@@ -324,6 +245,26 @@ class CallSession:
         """
         return self._transport.output()
 
+    def attach_agent(self, agent: CallAgent) -> None:
+        """Note the agent talking on this call (a ``RealtimeAgent`` does it when it starts).
+
+        Args:
+            agent: The agent.
+        """
+        self.agent = agent
+
+    def route_caller_audio(self, handler: CallerAudio | None) -> None:
+        """Send the caller's audio to ``handler`` as Twilio sent it, not down the pipeline.
+
+        A ``RealtimeAgent`` right after :meth:`input` takes the base64 μ-law
+        payloads this way (the Realtime API's own format) with no decoding, frames
+        or queues per packet.
+
+        Args:
+            handler: Takes each payload and its length in bytes; None: back to frames.
+        """
+        self.serializer.caller_audio = handler
+
     def pipeline_params(self) -> PipelineParams:
         """Pipeline parameters of a phone call: 8 kHz in and out, metrics on, the call."""
         return PipelineParams(
@@ -345,17 +286,10 @@ class CallSession:
         the call ends).
 
         Args:
-            reason: Why the call ends (logged and kept in :attr:`end_reason`).
+            reason: Why the call ends (logged and kept in :attr:`ended`).
             timeout: Most seconds to wait for the audio to play out.
         """
-        if not await self.output().wait_idle(timeout):
-            logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
-        if self.stream_action is None and self.rest is not None:
-            try:
-                await self.rest.hang_up(self.call_sid)
-            except Exception as e:
-                logger.error(f"Call {self.call_sid}: REST hang-up failed ({e}); closing the stream")
-        self._request_end(reason)
+        await self._finish(CallEnd(EndKind.ENDED, reason), timeout=timeout)
 
     async def transfer(self, number: str, *, timeout: float = 30.0) -> None:
         """Transfer the call to ``number`` (cold) once the caller has heard everything.
@@ -371,41 +305,14 @@ class CallSession:
             CallControlError: If neither the action URL nor the REST API is available,
                 or the REST request fails.
         """
-        twiml = dial_twiml(number)
         if self.stream_action is None and self.rest is None:
             raise CallControlError(
                 "a transfer needs the runner's <Connect action> URL or Twilio REST "
                 "credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
             )
-        await self.output().wait_idle(timeout)
-        if self.stream_action is not None:
-            self.stream_action(twiml)  # before the stream closes and Twilio asks for it
-        else:
-            try:
-                await self.rest.redirect(self.call_sid, twiml)
-            except Exception as e:
-                raise CallControlError(f"the REST transfer failed: {e}") from e
+        end = CallEnd(EndKind.TRANSFERRED, number, next_twiml=dial_twiml(number))
+        await self._finish(end, timeout=timeout)
         logger.info(f"Call {self.call_sid}: transferring to {number}")
-        self._request_end(f"transferred to {number}")
-
-    async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
-        """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
-
-        Args:
-            closing_line: What the caller hears last.
-            timeout: Most seconds for all of it; then the stream is closed regardless.
-        """
-        reason = "runner shutting down"
-        try:
-            async with asyncio.timeout(timeout):
-                if self.agent is not None:
-                    await self.agent.interrupt()
-                    await self.agent.end_call(closing_line, reason=reason)
-                else:
-                    await self.end(reason)
-        except TimeoutError:
-            logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
-            self._request_end(reason)
 
     async def fail(self, why: str, *, say: str, transfer_to: str | None = None) -> None:
         """The bot cannot go on (its Realtime API is gone): never leave the caller in silence.
@@ -421,18 +328,63 @@ class CallSession:
             transfer_to: A number to transfer the call to instead.
         """
         twiml = dial_twiml(transfer_to) if transfer_to else say_twiml(say)
+        await self._finish(CallEnd(EndKind.FAILED, why, next_twiml=twiml), timeout=None)
+
+    async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
+        """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
+
+        Args:
+            closing_line: What the caller hears last.
+            timeout: Most seconds for all of it; then the stream is closed regardless.
+        """
+        end = CallEnd(EndKind.SHUT_DOWN)
+        try:
+            async with asyncio.timeout(timeout):
+                if self.agent is not None:
+                    await self.agent.interrupt()
+                    await self.agent.say(closing_line)
+                    await self.agent.wait_heard(timeout)
+                await self._finish(end, timeout=timeout)
+        except TimeoutError:
+            logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
+            self._request_end(end)
+
+    async def _finish(self, end: CallEnd, *, timeout: float | None) -> None:
+        """End the call on our side: the one path of ending, transferring and failing.
+
+        Once the caller has heard everything (up to ``timeout`` seconds; None: at
+        once), Twilio is told what comes next: through the runner's
+        ``<Connect action>`` when it follows the stream, otherwise through the REST
+        API (the next TwiML, or a hang-up); then the stream closes.
+
+        Raises:
+            CallControlError: If the REST API refuses a transfer.
+        """
+        if timeout is not None and not await self.output().wait_idle(timeout):
+            logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
         if self.stream_action is not None:
-            self.stream_action(twiml)
+            if end.next_twiml is not None:
+                self.stream_action(end.next_twiml)  # before the stream closes and Twilio asks
         elif self.rest is not None:
             try:
-                await self.rest.redirect(self.call_sid, twiml)
+                if end.next_twiml is None:
+                    await self.rest.hang_up(self.call_sid)
+                else:
+                    await self.rest.redirect(self.call_sid, end.next_twiml)
             except Exception as e:
-                logger.error(f"Call {self.call_sid}: REST fallback failed: {e}")
-        self._request_end(f"failed: {why}")
+                if end.kind is EndKind.TRANSFERRED:
+                    raise CallControlError(f"the REST transfer failed: {e}") from e
+                logger.error(f"Call {self.call_sid}: REST update failed ({e}); closing the stream")
+        self._request_end(end)
 
-    def _request_end(self, reason: str) -> None:
-        self.end_reason = self.end_reason or reason
+    def _request_end(self, end: CallEnd) -> None:
+        self._note_end(end)
         self._end_requested.set()
+
+    def _note_end(self, end: CallEnd) -> None:
+        """Keep how the call ended: the first word on it counts."""
+        if self.ended is None:
+            self.ended = end
 
     async def run(self, processors: Sequence[FrameProcessor]) -> None:
         """Run the call's pipeline until the call ends.
@@ -462,7 +414,7 @@ class CallSession:
                 if self._end_requested.is_set() and not self._hung_up.is_set():
                     # Close the stream first: Twilio moves on to what follows <Connect>.
                     await self.close()
-                self.end_reason = self.end_reason or "caller hung up"
+                self._note_end(CallEnd(EndKind.HUNG_UP))
                 await self.worker.cancel(reason=self.end_reason)
             await run_task
         finally:
@@ -470,7 +422,7 @@ class CallSession:
             end_task.cancel()
             if not run_task.done():
                 run_task.cancel()
-        self.end_reason = self.end_reason or "pipeline ended"
+        self._note_end(CallEnd(EndKind.PIPELINE_ENDED))
         logger.info(f"Call {self.call_sid} ended: {self.end_reason}")
 
     async def close(self, code: int = 1000) -> None:
@@ -488,9 +440,9 @@ class CallSession:
         await self.output().mark_echoed(name)
 
     async def _on_stop(self) -> None:
-        self.end_reason = self.end_reason or "caller hung up"
+        self._note_end(CallEnd(EndKind.HUNG_UP))
         self._hung_up.set()
 
-    async def _on_disconnected(self, transport, websocket) -> None:
-        self.end_reason = self.end_reason or "stream closed"
+    async def _on_disconnected(self, transport: Any, websocket: Any) -> None:
+        self._note_end(CallEnd(EndKind.STREAM_CLOSED))
         self._hung_up.set()

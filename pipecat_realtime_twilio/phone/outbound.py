@@ -69,10 +69,10 @@ async def place_call(
         )
         if value is None
     ]
-    if missing:
-        raise OutboundError("an outbound call needs " + ", ".join(missing))
     own_rest = rest is None
     rest = rest or TwilioRest.from_settings(settings)
+    if missing or rest is None or from_number is None:
+        raise OutboundError("an outbound call needs " + ", ".join(missing))
     url = f"{settings.public_origin}/incoming?{urlencode({'bot': bot or settings.bot})}"
     try:
         return await rest.create_call(to, from_number, url)

@@ -207,12 +207,14 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         return await super()._write_frame(frame)
 
     async def _enqueue(self, frame: OutputAudioRawFrame) -> None:
-        realtime = isinstance(frame, RealtimeAudioFrame)
-        item = frame.item_id if realtime else None
-        if item is not None and item in self._dropped_items:
-            return
-        # The Realtime API's own μ-law, unless a processor changed the audio on the way.
-        ulaw = frame.original_ulaw() if realtime else None
+        item: str | None = None
+        ulaw: bytes | None = None
+        if isinstance(frame, RealtimeAudioFrame):
+            item = frame.item_id
+            if item is not None and item in self._dropped_items:
+                return
+            # The Realtime API's own μ-law, unless a processor changed the audio on the way.
+            ulaw = frame.original_ulaw()
         if ulaw is None:
             pcm = frame.audio
             if frame.sample_rate != SAMPLE_RATE:
@@ -359,6 +361,30 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         """
         return self.clock.heard_bytes(item, self._now())
 
+    def confirmed_bytes(self, item: str) -> int:
+        """Bytes of ``item`` the phone has confirmed playing with mark echoes.
+
+        Args:
+            item: The assistant item id.
+        """
+        return self.clock.confirmed_bytes(item)
+
+    def forget(self, item: str) -> None:
+        """Drop what the playback clock keeps about ``item`` (nobody will ask again).
+
+        Args:
+            item: The assistant item id.
+        """
+        self.clock.forget(item)
+
+    def attach(self, stream_sid: str) -> None:
+        """Play on the stream ``stream_sid`` (for an output built before its stream started).
+
+        Args:
+            stream_sid: The Media Stream SID.
+        """
+        self._stream_sid = stream_sid
+
     def discarded(self, item: str) -> bool:
         """Whether ``item`` was interrupted (its further audio is dropped).
 
@@ -449,52 +475,3 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         upstream.broadcast_sibling_id = downstream.id
         await self.push_frame(downstream)
         await self.push_frame(upstream, FrameDirection.UPSTREAM)
-
-
-class TwilioTransport(FastAPIWebsocketTransport):
-    """Pipecat's FastAPI websocket transport with :class:`TwilioOutputTransport` as output."""
-
-    def __init__(
-        self,
-        websocket,
-        params: FastAPIWebsocketParams,
-        *,
-        stream_sid: str,
-        chunk_ms: int = CHUNK_MS,
-        max_lead_ms: int = MAX_LEAD_MS,
-        **kwargs,
-    ):
-        """Initialize the transport.
-
-        Args:
-            websocket: The media-stream websocket.
-            params: The transport parameters.
-            stream_sid: The Media Stream SID.
-            chunk_ms: Milliseconds of audio per ``media`` message.
-            max_lead_ms: Most audio buffered at Twilio ahead of the phone.
-            **kwargs: Further ``FastAPIWebsocketTransport`` arguments.
-        """
-        super().__init__(websocket, params, **kwargs)
-        self._output = TwilioOutputTransport(
-            self,
-            self._client,
-            self._params,
-            stream_sid=stream_sid,
-            chunk_ms=chunk_ms,
-            max_lead_ms=max_lead_ms,
-            name=self._output_name,
-        )
-
-    def output(self) -> TwilioOutputTransport:
-        """The phone output."""
-        return self._output
-
-    def attach(self, websocket, stream_sid: str) -> None:
-        """Give a transport built before its stream started the stream's websocket.
-
-        Args:
-            websocket: The media-stream websocket, accepted.
-            stream_sid: The stream's Media Stream SID.
-        """
-        self._client._websocket = websocket
-        self._output._stream_sid = stream_sid

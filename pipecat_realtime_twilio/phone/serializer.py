@@ -172,7 +172,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         if event == "dtmf":
             digit = _field(message, "dtmf", "digit")
             try:
-                return InputDTMFFrame(KeypadEntry(digit))
+                return InputDTMFFrame(KeypadEntry(digit if isinstance(digit, str) else ""))
             except ValueError:
                 self._drop(f"unknown DTMF digit {digit!r}", data)
                 return None

@@ -4,41 +4,48 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""The call runner: Twilio's webhooks and media streams, health, metrics, call records."""
+"""The call runner: Twilio's webhooks and media streams, health, metrics, call records.
+
+:class:`CallRunner` holds the routes and puts its parts together: admission
+(:mod:`~pipecat_realtime_twilio.runner.admission`: lines, stream tokens,
+capacity), pre-warm (:mod:`~pipecat_realtime_twilio.runner.prewarm`), record
+keeping (:mod:`~pipecat_realtime_twilio.runner.bookkeeping`: store and webhook),
+metrics (:mod:`~pipecat_realtime_twilio.runner.metrics`), the playground and the
+bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
+"""
 
 import asyncio
 import gc
 import hmac
-import time
 from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
+from pipecat.processors.frame_processor import FrameProcessor
 
-from pipecat_realtime_twilio.phone.call import CallSession, StreamRejected
+from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
 from pipecat_realtime_twilio.phone.rest import TwilioRest
-from pipecat_realtime_twilio.phone.signatures import (
-    STREAM_TOKEN_TTL_SECS,
-    StreamTokens,
-    account_allowed,
-    verified_form,
-    websocket_signature_valid,
-)
+from pipecat_realtime_twilio.phone.signatures import verified_form, websocket_signature_valid
+from pipecat_realtime_twilio.phone.stream import StreamRejected
 from pipecat_realtime_twilio.phone.twiml import hangup_twiml, say_twiml, stream_twiml
-from pipecat_realtime_twilio.runner.bots import Bot, BotError, bot_files, load_bots, select_bot
+from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
+from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
+from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
 from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
-from pipecat_realtime_twilio.runner.pricing import Usage, cost_usd
-from pipecat_realtime_twilio.runner.records import (
-    CallRecord,
-    CallStore,
-    WebhookSender,
-    latency_summary,
+from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
+from pipecat_realtime_twilio.runner.store import CallStore
+from pipecat_realtime_twilio.runner.webhook import WebhookSender
+from pipecat_realtime_twilio.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    settings_in_effect,
 )
-from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings, use_settings
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
 """What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
@@ -46,10 +53,8 @@ BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later
 SHUTDOWN_LINE = "I'm sorry, I have to end the call now. Please call again. Goodbye!"
 """What active calls hear when a draining runner ends them."""
 
-_FINISHED_CALLS_KEPT = 100
 _NEXT_TWIML_KEPT = 1000
 _STREAM_ACTION_PARAMETER = "stream_action"
-_WEBHOOK_RETRY_SECS = 30.0
 _SHUTDOWN_GRACE_SECS = 30.0
 
 
@@ -80,7 +85,7 @@ class CallRunner:
         bots: dict[str, Bot],
         *,
         store: CallStore | None = None,
-        webhook_retry_secs: float = _WEBHOOK_RETRY_SECS,
+        webhook_retry_secs: float = WEBHOOK_RETRY_SECS,
         reload_bots: bool = False,
     ):
         """Initialize the runner.
@@ -103,31 +108,12 @@ class CallRunner:
                 )
         self.settings = settings
         self.bots = bots
-        self.active: dict[str, CallSession] = {}
-        self.finished: deque[CallRecord] = deque(maxlen=_FINISHED_CALLS_KEPT)
         self.rest = TwilioRest.from_settings(settings)
-        self.tokens = StreamTokens.from_settings(settings)
         self.metrics = RunnerMetrics()
-        self.store = store or CallStore(settings.database_url)
+        self.admission = Admission(settings, self.metrics)
+        self.records = RecordKeeper(settings, store=store, webhook_retry_secs=webhook_retry_secs)
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
-        self.webhook = (
-            WebhookSender(
-                str(settings.call_webhook_url),
-                secret=(
-                    settings.call_webhook_secret.get_secret_value()
-                    if settings.call_webhook_secret
-                    else None
-                ),
-            )
-            if settings.call_webhook_url
-            else None
-        )
-        self.draining = False
-        self._webhook_retry_secs = webhook_retry_secs
-        self._reserved: dict[str, float] = {}  # CallSid -> when its stream token expires
         self._next_twiml: OrderedDict[str, str] = OrderedDict()
-        self._tasks: set[asyncio.Task] = set()
-        self._retry_task: asyncio.Task | None = None
         self._reload_bots = reload_bots
         self._reload_task: asyncio.Task | None = None
         self.router = APIRouter()
@@ -145,28 +131,64 @@ class CallRunner:
             self.router.include_router(playground.router)
 
     #
+    # the parts, as the runner's users know them
+    #
+
+    @property
+    def active(self) -> dict[str, CallSession]:
+        """Calls streaming now, by CallSid."""
+        return self.admission.active
+
+    @property
+    def draining(self) -> bool:
+        """Whether the runner has stopped taking calls (``SIGTERM``)."""
+        return self.admission.draining
+
+    @property
+    def tokens(self) -> StreamTokens:
+        """The per-call stream tokens."""
+        return self.admission.tokens
+
+    @property
+    def finished(self) -> deque[CallRecord]:
+        """Records of the newest finished calls."""
+        return self.records.finished
+
+    @property
+    def store(self) -> CallStore:
+        """Where call records are kept."""
+        return self.records.store
+
+    @property
+    def webhook(self) -> WebhookSender | None:
+        """What sends call records to ``CALL_WEBHOOK_URL`` (None without one)."""
+        return self.records.webhook
+
+    @webhook.setter
+    def webhook(self, sender: WebhookSender | None) -> None:
+        self.records.webhook = sender
+
+    #
     # lifecycle
     #
 
     async def start(self) -> None:
-        """Start background work: sending records the webhook has not received yet."""
-        if self.webhook is not None and self._retry_task is None:
-            self._retry_task = asyncio.create_task(self._retry_webhooks())
+        """Start background work: webhook retries, and bot reloads if asked for."""
+        self.records.start()
         if self._reload_bots and self._reload_task is None:
-            self._reload_task = asyncio.create_task(self._watch_bots())
+            self._reload_task = asyncio.create_task(
+                watch_bots(self.settings.bots_dir, self.settings.bot, self._use_bots)
+            )
 
     async def close(self) -> None:
         """Stop background work and release resources (REST session, database)."""
-        for task in (self._retry_task, self._reload_task):
-            if task is not None:
-                task.cancel()
-        self._retry_task = self._reload_task = None
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            self._reload_task = None
         await self.prewarmed.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        await self.records.close()
         if self.rest is not None:
             await self.rest.close()
-        self.store.close()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls, let active ones finish, then end the rest with a closing line.
@@ -175,52 +197,39 @@ class CallRunner:
             timeout: Most seconds active calls may go on; ``DRAIN_TIMEOUT_SECS`` by default.
         """
         timeout = self.settings.drain_timeout_secs if timeout is None else timeout
-        self.draining = True
-        logger.info(f"Draining: no new calls; {len(self.active)} active, {timeout:g} s to finish")
+        self.admission.draining = True
+        active = self.admission.active
+        logger.info(f"Draining: no new calls; {len(active)} active, {timeout:g} s to finish")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.active and loop.time() < deadline:
+        while active and loop.time() < deadline:
             await asyncio.sleep(0.1)
-        if self.active:
-            logger.info(f"Drain timeout: ending {len(self.active)} active calls")
+        if active:
+            logger.info(f"Drain timeout: ending {len(active)} active calls")
             await asyncio.gather(
-                *(call.shut_down(SHUTDOWN_LINE) for call in list(self.active.values())),
+                *(call.shut_down(SHUTDOWN_LINE) for call in list(active.values())),
                 return_exceptions=True,
             )
             deadline = loop.time() + _SHUTDOWN_GRACE_SECS
-            while self.active and loop.time() < deadline:
+            while active and loop.time() < deadline:
                 await asyncio.sleep(0.1)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
+        await self.records.settle(timeout=10)
         logger.info("Drained")
+
+    def _use_bots(self, bots: dict[str, Bot]) -> None:
+        self.bots = bots  # calls in progress keep the pipelines they built
 
     #
     # Twilio routes
     #
 
-    def reserve(self, call_sid: str) -> str:
-        """Hold a line for ``call_sid`` until its stream starts; return its stream token."""
-        self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
-        return self.tokens.issue(call_sid)
-
-    def capacity_left(self) -> int:
-        """Lines free now: ``MAX_CALLS`` minus active and reserved calls."""
-        return self._capacity_left()
-
-    def _capacity_left(self) -> int:
-        now = time.time()
-        for call_sid, expiry in list(self._reserved.items()):
-            if expiry < now:
-                del self._reserved[call_sid]
-        return self.settings.max_calls - len(self.active) - len(self._reserved)
-
     async def incoming(self, request: Request) -> Response:
         """Answer Twilio's voice webhook with TwiML that streams the call to us."""
         form = await verified_form(request, self.settings)
         call_sid = form.get("CallSid", "")
-        if self.draining or self._capacity_left() <= 0:
-            why = "draining" if self.draining else f"MAX_CALLS={self.settings.max_calls} reached"
-            logger.warning(f"Incoming call {call_sid or '?'} turned away: {why}")
+        busy = self.admission.busy_reason()
+        if busy is not None:
+            logger.warning(f"Incoming call {call_sid or '?'} turned away: {busy}")
             self.metrics.rejected.labels("busy").inc()
             return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
         # An outbound call names its bot; an incoming one is routed by the number called.
@@ -232,7 +241,7 @@ class CallRunner:
             f"{'Outbound' if outbound else 'Incoming'} call {call_sid or '?'} from "
             f"{form.get('From', '?')} to {form.get('To', '?')}: bot '{bot}'"
         )
-        stream_token = self.reserve(call_sid)
+        stream_token = self.admission.reserve(call_sid)
         parameters = {
             "bot": bot,
             "from": form.get("From", ""),
@@ -252,21 +261,24 @@ class CallRunner:
         return Response(content=twiml, media_type="application/xml")
 
     async def _prewarm(
-        self, call_sid: str, account_sid: str, bot_name: str, parameters: dict[str, str]
+        self, call_sid: str, account_sid: str, bot: str, parameters: dict[str, str]
     ) -> None:
         """Build the call's pipeline now and start its Realtime sessions opening."""
         call = CallSession.before_stream(
             call_sid, account_sid=account_sid, parameters=parameters, rest=self.rest
         )
-        token = use_settings(self.settings)
-        try:
-            processors = await self.bots[bot_name].build(call)
-        except BotError as e:
-            logger.error(str(e))  # the stream gets the same error and is closed
-            return
-        finally:
-            token.var.reset(token)
-        self.prewarmed.add(call_sid, PrewarmedCall(call, processors, bot_name))
+        processors = await self._build(bot, call)
+        if processors is not None:  # else the stream gets the same error and is closed
+            self.prewarmed.add(call_sid, PrewarmedCall(call, processors, bot))
+
+    async def _build(self, bot: str, call: CallSession) -> list[FrameProcessor] | None:
+        """Build ``bot``'s pipeline for ``call`` (None, logged, if the bot fails to build)."""
+        with settings_in_effect(self.settings):
+            try:
+                return await self.bots[bot].build(call)
+            except BotError as e:
+                logger.error(str(e))
+                return None
 
     async def media_stream(self, websocket: WebSocket) -> None:
         """Run one call on a Twilio media stream."""
@@ -289,22 +301,11 @@ class CallRunner:
         Args:
             call: The call, its ``start`` read.
         """
-        problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid)
-        if problem is not None:
-            logger.warning(f"Refused the media stream of call {call.call_sid}: {problem}")
-            self.metrics.rejected.labels("token").inc()
-            await call.close(code=1008)
-            return
-        if not account_allowed(call.start.account_sid, self.settings):
-            logger.warning(f"Refused a media stream of account {call.start.account_sid!r}")
-            self.metrics.rejected.labels("account").inc()
-            await call.close(code=1008)
-            return
-        self._reserved.pop(call.call_sid, None)
-        if len(self.active) >= self.settings.max_calls:
-            logger.warning(f"Refused the media stream of call {call.call_sid}: MAX_CALLS reached")
-            self.metrics.rejected.labels("busy").inc()
-            await call.close(code=1013)
+        refusal = self.admission.check(call)
+        if refusal is not None:
+            logger.warning(f"Refused the media stream of call {call.call_sid}: {refusal.reason}")
+            self.metrics.rejected.labels(refusal.kind).inc()
+            await call.close(code=refusal.close_code)
             return
         with logger.contextualize(call_sid=call.call_sid):
             await self._run_call(call)
@@ -372,135 +373,72 @@ class CallRunner:
         return Response(content=self.metrics.render(), media_type=CONTENT_TYPE)
 
     #
+    # the playground's view (see runner.playground.Switchboard)
+    #
+
+    @property
+    def bot_names(self) -> list[str]:
+        """The bots a call can go to."""
+        return sorted(self.bots)
+
+    def open_line(self, call_sid: str) -> str | None:
+        """Hold a line for a call placed from here; its stream token, or None if busy.
+
+        Args:
+            call_sid: The new call's SID.
+        """
+        if self.admission.busy_reason() is not None:
+            return None
+        return self.admission.reserve(call_sid)
+
+    def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
+        """Whether ``call_sid`` is active, and its transcript so far (None: no such call).
+
+        Args:
+            call_sid: The call.
+        """
+        call = self.active.get(call_sid)
+        if call is not None and call.agent is not None:
+            turns = [
+                {"role": e.role, "text": e.text, "at": e.at, "interrupted": e.interrupted}
+                for e in call.agent.transcript
+            ]
+            return True, turns
+        record = next((r for r in self.finished if r.call_sid == call_sid), None)
+        return (False, record.transcript) if record is not None else None
+
+    #
     # calls
     #
 
     async def _run_call(self, call: CallSession) -> None:
-        bot_name = call.parameters.get("bot") or self.settings.bot
-        if bot_name not in self.bots:
-            logger.warning(
-                f"Stream asked for unknown bot '{bot_name}'; using '{self.settings.bot}'"
-            )
-            bot_name = self.settings.bot
-        prewarmed = self.prewarmed.take(call.call_sid, bot_name)
+        bot = call.parameters.get("bot") or self.settings.bot
+        if bot not in self.bots:
+            logger.warning(f"Stream asked for unknown bot '{bot}'; using '{self.settings.bot}'")
+            bot = self.settings.bot
+        prewarmed = self.prewarmed.take(call.call_sid, bot)
         if prewarmed is not None:
             prewarmed.call.attach(call.websocket, call.start)
             call, processors = prewarmed.call, prewarmed.processors
         else:
-            token = use_settings(self.settings)
-            try:
-                processors = await self.bots[bot_name].build(call)
-            except BotError as e:
-                logger.error(str(e))
+            built = await self._build(bot, call)
+            if built is None:
                 await call.close()
                 return
-            finally:
-                token.var.reset(token)
+            processors = built
         if call.parameters.get(_STREAM_ACTION_PARAMETER) == "1":
             # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
             call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
-        self.active[call.call_sid] = call
-        self.metrics.active.set(len(self.active))
-        logger.info(f"Call {call.call_sid} streaming to bot '{bot_name}'")
+        self.admission.begin(call)
+        logger.info(f"Call {call.call_sid} streaming to bot '{bot}'")
         try:
             await call.run(processors)
         finally:
-            self.active.pop(call.call_sid, None)
-            self.metrics.active.set(len(self.active))
-            record = self._record(call, bot_name)
-            self.finished.append(record)
-            self._account(record, call.agent)
-            task = asyncio.create_task(self._keep(record))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _record(self, call: CallSession, bot_name: str) -> CallRecord:
-        agent = call.agent
-        record = CallRecord(
-            call_sid=call.call_sid,
-            bot=bot_name,
-            from_number=call.parameters.get("from") or None,
-            to_number=call.parameters.get("to") or None,
-            direction=call.parameters.get("direction", "inbound"),
-            model=agent.model if agent else "",
-            started_at=call.start.started_at,
-            usage=agent.usage if agent else Usage(),
-            latency=latency_summary(agent.response_latencies_ms if agent else []),
-        )
-        for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
-            record.add_turn(entry.role, entry.text, entry.at, entry.interrupted)
-        record.cost_usd = cost_usd(record.model, record.usage) if agent else None
-        record.finish(call.end_reason or "unknown")
-        return record
-
-    def _account(self, record: CallRecord, agent) -> None:
-        """Metrics and the one summary line of a finished call."""
-        m = self.metrics
-        m.calls.labels(record.end_reason).inc()
-        m.duration.observe(record.duration_s or 0.0)
-        for ms in record.latency["response_ms"]:
-            m.response_latency.observe(ms / 1000)
-        if agent is not None:
-            m.barge_ins.inc(agent.barge_ins)
-            m.reconnects.inc(agent.reconnects)
-        for kind, count in record.usage.as_dict().items():
-            m.tokens.labels(kind.removesuffix("_tokens")).inc(count)
-        if record.cost_usd is not None:
-            m.cost.inc(record.cost_usd)
-        p50 = record.latency["p50_ms"]
-        p50_text = f"{p50:.0f}ms" if p50 is not None else "-"
-        cost = f"${record.cost_usd:.4f}" if record.cost_usd is not None else "unknown cost"
-        logger.info(
-            f"Call {record.call_sid} summary: bot={record.bot} duration={record.duration_s:.1f}s "
-            f"end={record.end_reason!r} turns={len(record.transcript)} cost={cost} "
-            f"p50_response={p50_text}"
-        )
-
-    async def _keep(self, record: CallRecord) -> None:
-        """Store the record, then send it to the webhook (a failure leaves it for a retry)."""
-        try:
-            await self.store.asave(record)
-        except Exception as e:
-            logger.error(f"Call {record.call_sid}: could not store the call record: {e}")
-            return
-        if self.webhook is not None and await self.webhook.deliver(record):
-            record.webhook_delivered = True
-            await self.store.amark_delivered(record.call_sid)
-
-    async def _watch_bots(self, interval: float = 0.5) -> None:
-        """Reload the bots when a bot file is added, changed or removed."""
-        folder = self.settings.bots_dir
-
-        def snapshot() -> dict:
-            return {path: path.stat().st_mtime_ns for path in bot_files(folder)}
-
-        seen = snapshot()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                now = snapshot()
-            except (OSError, SettingsError) as e:
-                logger.warning(f"Bot reload: cannot read {folder}: {e}")
-                continue
-            if now == seen:
-                continue
-            seen = now
-            try:
-                bots = load_bots(folder)
-                select_bot(bots, self.settings.bot)
-            except (BotError, SettingsError) as e:
-                logger.error(f"Bot reload failed, keeping the bots as they were: {e}")
-                continue
-            self.bots = bots  # calls in progress keep the pipelines they built
-            logger.info(f"Reloaded bots from {folder}: {', '.join(sorted(bots))}")
-
-    async def _retry_webhooks(self) -> None:
-        while True:
-            await asyncio.sleep(self._webhook_retry_secs)
-            try:
-                await self.webhook.deliver_pending(self.store)
-            except Exception as e:
-                logger.error(f"Sending pending call records failed: {e}")
+            self.admission.end(call)
+            record = self.records.record(call, bot)
+            self.metrics.count_call(record, call.agent)
+            logger.info(summary_line(record))
+            self.records.keep(record)
 
 
 def create_app(

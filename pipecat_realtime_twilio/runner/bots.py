@@ -6,6 +6,7 @@
 
 """Bots: a bot builds a call's pipeline, fresh for every call."""
 
+import asyncio
 import inspect
 import sys
 import types
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
@@ -175,3 +177,46 @@ def select_bot(bots: dict[str, Bot], name: str) -> Bot:
         known = ", ".join(sorted(bots)) or "none"
         raise SettingsError(f"BOT: no bot named '{name}' (bots found: {known})")
     return bots[name]
+
+
+async def watch_bots(
+    folder: str | Path,
+    default: str,
+    reloaded: Callable[[dict[str, Bot]], None],
+    *,
+    interval: float = 0.5,
+) -> None:
+    """Reload the bots whenever a bot file is added, changed or removed (runs until cancelled).
+
+    A reload that fails (a broken file, the default bot gone) is logged and the
+    bots stay as they were.
+
+    Args:
+        folder: The folder of bots (``BOTS_DIR``).
+        default: The bot that must stay (``BOT``).
+        reloaded: Called with the new bots after each good reload.
+        interval: Seconds between looks at the folder.
+    """
+
+    def snapshot() -> dict[Path, int]:
+        return {path: path.stat().st_mtime_ns for path in bot_files(folder)}
+
+    seen = snapshot()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            now = snapshot()
+        except (OSError, SettingsError) as e:
+            logger.warning(f"Bot reload: cannot read {folder}: {e}")
+            continue
+        if now == seen:
+            continue
+        seen = now
+        try:
+            bots = load_bots(folder)
+            select_bot(bots, default)
+        except (BotError, SettingsError) as e:
+            logger.error(f"Bot reload failed, keeping the bots as they were: {e}")
+            continue
+        reloaded(bots)
+        logger.info(f"Reloaded bots from {folder}: {', '.join(sorted(bots))}")

@@ -9,6 +9,9 @@
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pipecat_realtime_twilio.runner.records import CallRecord
+from pipecat_realtime_twilio.seams import CallAgent
+
 _LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 _DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
@@ -38,7 +41,7 @@ class RunnerMetrics:
       reason: the webhook asked again, another bot, the runner stopping).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         """Create the series in a registry of their own."""
         self.registry = CollectorRegistry()
         r = self.registry
@@ -74,6 +77,25 @@ class RunnerMetrics:
         self.prewarm = Counter(
             "prt_prewarm", "Pre-warmed Realtime sessions, by outcome.", ["outcome"], registry=r
         )
+
+    def count_call(self, record: CallRecord, agent: CallAgent | None) -> None:
+        """Count a finished call: its end, duration, latencies, barge-ins, tokens and cost.
+
+        Args:
+            record: The call's record.
+            agent: The agent that talked on it, if one started.
+        """
+        self.calls.labels(record.end_reason).inc()
+        self.duration.observe(record.duration_s or 0.0)
+        for ms in record.latency["response_ms"]:
+            self.response_latency.observe(ms / 1000)
+        if agent is not None:
+            self.barge_ins.inc(agent.barge_ins)
+            self.reconnects.inc(agent.reconnects)
+        for kind, count in record.usage.as_dict().items():
+            self.tokens.labels(kind.removesuffix("_tokens")).inc(count)
+        if record.cost_usd is not None:
+            self.cost.inc(record.cost_usd)
 
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""

@@ -21,18 +21,44 @@ It is off unless ``PLAYGROUND_TOKEN`` is set, and every route wants that token
 import hmac
 import secrets
 from importlib import resources
+from typing import Any, Protocol
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 
-from pipecat_realtime_twilio.phone.call import CallSession, StreamRejected
+from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.phone.stream import StreamRejected
+from pipecat_realtime_twilio.settings import Settings
+
+
+class Switchboard(Protocol):
+    """What the playground uses of the runner (a :class:`~.app.CallRunner` is one)."""
+
+    settings: Settings
+
+    @property
+    def bot_names(self) -> list[str]:
+        """The bots a call can go to."""
+        ...
+
+    def open_line(self, call_sid: str) -> str | None:
+        """Hold a line for a new call; its stream token, or None when all lines are busy."""
+        ...
+
+    def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
+        """Whether the call is active, and its transcript so far (None: no such call)."""
+        ...
+
+    async def admit(self, call: CallSession) -> None:
+        """Check a started stream like a phone call's, then run it."""
+        ...
 
 
 class Playground:
-    """The softphone's routes, on a :class:`~pipecat_realtime_twilio.runner.app.CallRunner`."""
+    """The softphone's routes, on a :class:`Switchboard` (the runner)."""
 
-    def __init__(self, runner, token: str):
+    def __init__(self, runner: Switchboard, token: str):
         """Initialize the routes.
 
         Args:
@@ -66,7 +92,7 @@ class Playground:
     async def bots(self, request: Request) -> JSONResponse:
         """The bots the page can call."""
         self._check(request)
-        return JSONResponse({"bots": sorted(self.runner.bots), "default": self.runner.settings.bot})
+        return JSONResponse({"bots": self.runner.bot_names, "default": self.runner.settings.bot})
 
     async def create_call(self, request: Request) -> JSONResponse:
         """Start a call: a CallSid, a held line and the stream's parameters (with its token)."""
@@ -77,12 +103,12 @@ class Playground:
         except ValueError:
             body = {}
         bot = body.get("bot") if isinstance(body, dict) else None
-        if bot not in runner.bots:
+        if bot not in runner.bot_names:
             bot = runner.settings.bot
-        if runner.draining or runner.capacity_left() <= 0:
-            raise HTTPException(503, "all lines are busy")
         call_sid = "CA" + secrets.token_hex(16)
-        token = runner.reserve(call_sid)
+        token = runner.open_line(call_sid)
+        if token is None:
+            raise HTTPException(503, "all lines are busy")
         logger.info(f"Playground call {call_sid}: bot '{bot}'")
         return JSONResponse(
             {
@@ -102,19 +128,11 @@ class Playground:
     async def transcript(self, call_sid: str, request: Request) -> JSONResponse:
         """The call's transcript so far (or its record's, once it is over)."""
         self._check(request)
-        call = self.runner.active.get(call_sid)
-        if call is not None and call.agent is not None:
-            turns = [
-                {"role": e.role, "text": e.text, "at": e.at, "interrupted": e.interrupted}
-                for e in call.agent.transcript
-            ]
-            return JSONResponse({"call_sid": call_sid, "active": True, "transcript": turns})
-        record = next((r for r in self.runner.finished if r.call_sid == call_sid), None)
-        if record is None:
+        found = self.runner.transcript_of(call_sid)
+        if found is None:
             raise HTTPException(404, "no such call")
-        return JSONResponse(
-            {"call_sid": call_sid, "active": False, "transcript": record.transcript}
-        )
+        active, turns = found
+        return JSONResponse({"call_sid": call_sid, "active": active, "transcript": turns})
 
     async def stream(self, websocket: WebSocket) -> None:
         """The page's media stream: the playground token, then a phone call's admission."""

@@ -30,17 +30,27 @@ naming the file and line.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import yaml
+from pipecat.processors.frame_processor import FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
+from pipecat_realtime_twilio.agent.limits import CallLimits
+from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
+from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
 from pipecat_realtime_twilio.errors import BotError
+from pipecat_realtime_twilio.phone.call import CallSession
 
-VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse")
+Voice = Literal[
+    "alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse"
+]
+VOICES: tuple[str, ...] = get_args(Voice)
 """The Realtime API's voices."""
 
-TOOLS = ("end_call", "transfer_call")
+Tool = Literal["end_call", "transfer_call"]
+TOOLS: tuple[str, ...] = get_args(Tool)
 """Built-in tools a prompt-only bot can list by name."""
 
 
@@ -75,11 +85,11 @@ class PromptBotSpec(BaseModel):
 
     description: str = ""
     greeting: str | None = None
-    voice: Literal[VOICES] = "marin"  # type: ignore[valid-type]
+    voice: Voice = "marin"
     model: str | None = None
     language: str | None = None
     speed: float | None = Field(default=None, ge=0.25, le=1.5)
-    tools: list[Literal[TOOLS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    tools: list[Tool] = Field(default_factory=list)
     transfer_number: str | None = None
     fallback_number: str | None = None
     fallback_line: str | None = None
@@ -106,21 +116,17 @@ class PromptBot:
         self.spec = spec
         self.prompt = prompt
 
-    def pipeline(self, call) -> list:
+    def pipeline(self, call: CallSession) -> list[FrameProcessor]:
         """Build a call's pipeline: caller in, the agent, caller out."""
-        from pipecat_realtime_twilio.agent.limits import CallLimits
-        from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
-        from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
-
         spec = self.spec
         tools = [
-            transfer_call(spec.transfer_number) if name == "transfer_call" else end_call()
+            transfer_call(spec.transfer_number or "") if name == "transfer_call" else end_call()
             for name in spec.tools
         ]
         instructions = self.prompt
         if spec.language:
             instructions += f"\n\nSpeak {spec.language}."
-        options = {}
+        options: dict[str, Any] = {}
         if spec.limits is not None:
             values = spec.limits.model_dump(exclude_none=True)
             options["limits"] = CallLimits(**values)
@@ -194,7 +200,7 @@ def _line_of(front: list[str], key: str) -> int:
     return 2
 
 
-def _explain(error: dict) -> str:
+def _explain(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "literal_error":

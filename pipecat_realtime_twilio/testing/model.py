@@ -17,7 +17,8 @@ from the session with these helpers.
 
 import re
 
-from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT, SAY_INSTRUCTION
+from pipecat_realtime_twilio.agent.conversation import SAY_INSTRUCTION
+from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT
 from pipecat_realtime_twilio.testing.emulator import EmulatedSession, Reply
 
 _SAY_RE = re.compile(re.escape(SAY_INSTRUCTION) + "(.+)$", re.DOTALL)

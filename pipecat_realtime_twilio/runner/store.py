@@ -1,0 +1,311 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Call records in a SQL database through SQLAlchemy Core, by URL.
+
+``sqlite:///calls.db`` by default, or any engine SQLAlchemy reaches
+(``postgresql+psycopg://…``). Several runner processes may share one database:
+SQLite gets a busy timeout and WAL, and no SQL is specific to one engine. Sync
+methods, and ``a``-prefixed async twins that run in a thread.
+
+Example::
+
+    store = CallStore("sqlite:///calls.db")
+    await store.asave(record)
+    await store.aget(record.call_sid)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.dialects.mysql import LONGTEXT
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from pipecat_realtime_twilio.runner.records import CallRecord
+
+_metadata = MetaData()
+calls_table = Table(
+    "calls",
+    _metadata,
+    Column("call_sid", String(128), primary_key=True),
+    Column("bot", String(200), nullable=False, index=True),
+    Column("started_at", Double, nullable=False, index=True),
+    Column("end_reason", String(200), index=True),
+    Column("webhook_delivered", Boolean, nullable=False, index=True),
+    # MySQL's TEXT holds 64 KiB: too little for the transcript of a long call.
+    Column("record", Text().with_variant(LONGTEXT(), "mysql", "mariadb"), nullable=False),
+)
+"""The ``calls`` table: indexed columns for queries, and the whole record as JSON."""
+
+
+def _create_engine(url: str, busy_timeout_s: float) -> Engine:
+    """Return an engine for ``url``; SQLite waits for locks and runs in WAL mode."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+    connect_args: dict[str, Any] = {"timeout": busy_timeout_s}
+    options: dict[str, Any] = {}
+    if in_memory:
+        # One shared connection, or every thread (asyncio.to_thread) sees its own database.
+        connect_args["check_same_thread"] = False
+        options["poolclass"] = StaticPool
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args=connect_args, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if not in_memory:
+                # Readers and a writer at once, across processes.
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+class CallStore:
+    """Call records in a SQL database, by SQLAlchemy URL.
+
+    The table ``calls`` is created if missing. Every method is synchronous and
+    thread-safe; the ``a``-prefixed methods run them in a worker thread for use on
+    the event loop. Several processes may share one database.
+
+    Example::
+
+        store = CallStore("sqlite:///calls.db")
+        store.save(record)
+        store.get(record.call_sid)
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
+        """Connect to the database and create the ``calls`` table if missing.
+
+        Args:
+            url: SQLAlchemy database URL, e.g. ``sqlite:///calls.db`` or
+                ``postgresql+psycopg://user:pass@host/db`` (its driver must be installed).
+            busy_timeout_s: How long SQLite waits for another process's write lock.
+        """
+        self.url = url
+        self._engine = _create_engine(url, busy_timeout_s)
+        self._create_table()
+
+    def _create_table(self) -> None:
+        try:
+            _metadata.create_all(self._engine, checkfirst=True)
+        except SQLAlchemyError:
+            # Another process may have created it between the check and the CREATE.
+            if not inspect(self._engine).has_table(calls_table.name):
+                raise
+
+    @staticmethod
+    def _values(record: CallRecord) -> dict[str, Any]:
+        # The indexed columns are cut to their length; the JSON keeps every character.
+        return {
+            "bot": (record.bot or "")[:200],
+            "started_at": float(record.started_at),
+            "end_reason": record.end_reason[:200] if record.end_reason else record.end_reason,
+            "webhook_delivered": bool(record.webhook_delivered),
+            "record": record.to_json(),
+        }
+
+    @staticmethod
+    def _record(row: Any) -> CallRecord | None:
+        try:
+            record = CallRecord.from_json(row.record)
+        except (ValueError, TypeError) as error:
+            logger.error(f"Unreadable call record {row.call_sid!r} in the store: {error}")
+            return None
+        record.webhook_delivered = bool(row.webhook_delivered)
+        return record
+
+    def save(self, record: CallRecord) -> None:
+        """Insert the record, or replace the stored one with the same ``call_sid``.
+
+        The stored delivered flag becomes ``record.webhook_delivered``.
+
+        Args:
+            record: The record.
+        """
+        values = self._values(record)
+        where = calls_table.c.call_sid == record.call_sid
+        for attempt in range(2):
+            try:
+                with self._engine.begin() as connection:
+                    result = connection.execute(update(calls_table).where(where).values(values))
+                    if result.rowcount == 0:
+                        connection.execute(
+                            calls_table.insert().values(call_sid=record.call_sid, **values)
+                        )
+                return
+            except IntegrityError:
+                # Another process inserted the same call between our UPDATE and INSERT.
+                if attempt:
+                    raise
+
+    def get(self, call_sid: str) -> CallRecord | None:
+        """Return the record of a call.
+
+        Args:
+            call_sid: The call's CallSid.
+
+        Returns:
+            The record, or None if none is stored (or it cannot be read).
+        """
+        query = select(calls_table).where(calls_table.c.call_sid == call_sid)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return self._record(row) if row is not None else None
+
+    def list(self, limit: int = 50, offset: int = 0) -> builtins.list[CallRecord]:
+        """Return records, newest first (by ``started_at``).
+
+        Args:
+            limit: At most this many.
+            offset: Skip this many newest ones first.
+
+        Returns:
+            The records.
+        """
+        query = (
+            select(calls_table)
+            .order_by(calls_table.c.started_at.desc(), calls_table.c.call_sid.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return self._records(query)
+
+    def undelivered(self, limit: int = 100) -> builtins.list[CallRecord]:
+        """Return records not yet delivered to the webhook, oldest first.
+
+        Args:
+            limit: At most this many.
+
+        Returns:
+            The records.
+        """
+        query = (
+            select(calls_table)
+            .where(calls_table.c.webhook_delivered.is_(False))
+            .order_by(calls_table.c.started_at.asc(), calls_table.c.call_sid.asc())
+            .limit(limit)
+        )
+        return self._records(query)
+
+    def _records(self, query: Any) -> builtins.list[CallRecord]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [r for r in (self._record(row) for row in rows) if r is not None]
+
+    def mark_delivered(self, call_sid: str) -> bool:
+        """Flag a record as delivered to the webhook; the record itself is unchanged.
+
+        Args:
+            call_sid: The call's CallSid.
+
+        Returns:
+            Whether a record was stored for the call.
+        """
+        query = (
+            update(calls_table)
+            .where(calls_table.c.call_sid == call_sid)
+            .values(webhook_delivered=True)
+        )
+        with self._engine.begin() as connection:
+            return connection.execute(query).rowcount > 0
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self._engine.dispose()
+
+    async def asave(self, record: CallRecord) -> None:
+        """`save` in a worker thread.
+
+        Args:
+            record: The record.
+        """
+        await asyncio.to_thread(self.save, record)
+
+    async def aget(self, call_sid: str) -> CallRecord | None:
+        """`get` in a worker thread.
+
+        Args:
+            call_sid: The call's CallSid.
+
+        Returns:
+            The record, or None.
+        """
+        return await asyncio.to_thread(self.get, call_sid)
+
+    async def alist(self, limit: int = 50, offset: int = 0) -> builtins.list[CallRecord]:
+        """`list` in a worker thread.
+
+        Args:
+            limit: At most this many.
+            offset: Skip this many newest ones first.
+
+        Returns:
+            The records, newest first.
+        """
+        return await asyncio.to_thread(self.list, limit, offset)
+
+    async def aundelivered(self, limit: int = 100) -> builtins.list[CallRecord]:
+        """`undelivered` in a worker thread.
+
+        Args:
+            limit: At most this many.
+
+        Returns:
+            The undelivered records, oldest first.
+        """
+        return await asyncio.to_thread(self.undelivered, limit)
+
+    async def amark_delivered(self, call_sid: str) -> bool:
+        """`mark_delivered` in a worker thread.
+
+        Args:
+            call_sid: The call's CallSid.
+
+        Returns:
+            Whether a record was stored for the call.
+        """
+        return await asyncio.to_thread(self.mark_delivered, call_sid)
+
+    def __enter__(self) -> CallStore:
+        """Return the store."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the store."""
+        self.close()
