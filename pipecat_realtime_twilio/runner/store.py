@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +89,32 @@ def _create_engine(url: str, busy_timeout_s: float) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if not in_memory:
                 # Readers and a writer at once, across processes.
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor, busy_timeout_s)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
 
     return engine
+
+
+def _use_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
+    """Switch a SQLite file to WAL, waiting out another process doing the same.
+
+    Switching takes an exclusive lock and SQLite does not wait for it (its busy
+    timeout does not apply), so two processes opening a new file at once could
+    see ``database is locked``; retry until ``timeout_s`` instead.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class CallStore:
