@@ -93,6 +93,7 @@ class CallSession(PhoneCall):
         self._websocket = websocket
         self._hung_up = asyncio.Event()
         self._end_requested = asyncio.Event()
+        self._over = asyncio.Event()  # the pipeline has finished
         self.rest = rest
         # Set by whoever wrote the TwiML, when a <Connect action> URL of theirs
         # follows the stream: it is told what TwiML the action should answer.
@@ -338,14 +339,29 @@ class CallSession(PhoneCall):
             timeout: Most seconds for all of it; then the stream is closed regardless.
         """
         end = CallEnd(EndKind.SHUT_DOWN)
+        if self._hung_up.is_set() or self._over.is_set():
+            return  # nobody is left to hear it
+
+        async def close() -> None:
+            if self.agent is not None:
+                await self.agent.interrupt()
+                await self.agent.say(closing_line)
+                await self.agent.wait_heard(timeout)
+            await self._finish(end, timeout=timeout)
+
+        closing = asyncio.create_task(close())
+        gone = [asyncio.create_task(event.wait()) for event in (self._hung_up, self._over)]
         try:
-            async with asyncio.timeout(timeout):
-                if self.agent is not None:
-                    await self.agent.interrupt()
-                    await self.agent.say(closing_line)
-                    await self.agent.wait_heard(timeout)
-                await self._finish(end, timeout=timeout)
-        except TimeoutError:
+            # The caller may hang up meanwhile: then there is nothing to wait for.
+            await asyncio.wait(
+                {closing, *gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (closing, *gone):
+                task.cancel()
+        if closing.done() and not closing.cancelled():
+            closing.result()  # its errors are the caller's to see
+        elif not (self._hung_up.is_set() or self._over.is_set()):
             logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
             self._request_end(end)
 
@@ -422,6 +438,7 @@ class CallSession(PhoneCall):
             end_task.cancel()
             if not run_task.done():
                 run_task.cancel()
+            self._over.set()
         self._note_end(CallEnd(EndKind.PIPELINE_ENDED))
         logger.info(f"Call {self.call_sid} ended: {self.end_reason}")
 
