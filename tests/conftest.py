@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +25,112 @@ from pipecat_realtime_twilio.testing.server import (  # noqa: F401 (used by the 
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = secrets.token_hex(16)
+
+
+# --- in parallel by default -------------------------------------------------------------------
+#
+# pyproject's addopts ask pytest-xdist for `--numprocesses=auto`, which means WORKERS here: most
+# call tests wait on real-time audio rather than the CPU, so more workers than cores pay off
+# (measured on 2 cores). The unit tier alone (`-m "not call"`) runs in this process: starting
+# workers would cost more than its tests take. `-n 0` (or `-p no:xdist`) runs in one process.
+
+WORKERS = 6
+
+
+def pytest_addoption(parser, pluginmanager):
+    """With xdist disabled (``-p no:xdist``), accept pyproject's xdist options and ignore them."""
+    if not pluginmanager.has_plugin("xdist"):
+        parser.addoption("--numprocesses", help="ignored: pytest-xdist is disabled")
+        parser.addoption("--dist", help="ignored: pytest-xdist is disabled")
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown with -p no:xdist
+def pytest_xdist_auto_num_workers(config):
+    """The workers of ``-n auto``: WORKERS, none for the unit tier alone."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    markexpr = config.getoption("markexpr")
+    if markexpr:
+        # pytest's own parser of -m (private: if it moves, run WORKERS; a bad expression is
+        # for pytest to report).
+        with contextlib.suppress(Exception):
+            from _pytest.mark.expression import Expression
+
+            if not Expression.compile(markexpr).evaluate(lambda name, **_: name == "call"):
+                return 0  # no call test selected
+    return WORKERS
+
+
+# --- the unit tier stays in the process -------------------------------------------------------
+#
+# Tests marked `call` open real sockets, start servers or subprocesses; every other test is the
+# unit tier (`pytest -m "not call"`), which must stay fast. So a unit test that tries to connect
+# or listen on the network, or to start a process, fails at once, naming the marker it lacks.
+
+NETWORK_FAMILIES = (socket.AF_INET, socket.AF_INET6)  # AF_UNIX stays free: asyncio's loop uses it
+
+
+class UnitTierError(RuntimeError):
+    """A test not marked ``call`` opened a network socket or started a process.
+
+    Not an ``OSError``, so that code retrying or absorbing network errors does not hide it.
+    """
+
+
+_REPORTS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, for the guard's teardown."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+@pytest.fixture(autouse=True)
+def unit_tier_guard(request, monkeypatch):
+    """Unless the test is marked ``call``: no network connect, bind or listen, no subprocess."""
+    if request.node.get_closest_marker("call") is not None:
+        yield
+        return
+    refused: list[str] = []
+
+    def refuse(what: str):
+        message = (
+            f"{request.node.nodeid} {what}, but it is not marked `call`: mark this test `call` "
+            "(@pytest.mark.call, or pytestmark = pytest.mark.call for a whole module) "
+            "if it needs real sockets, servers or subprocesses; unit tests stay in the process."
+        )
+        refused.append(message)
+        raise UnitTierError(message)
+
+    def network(name: str):
+        original = getattr(socket.socket, name)
+
+        def guarded(sock, *args):
+            if sock.family in NETWORK_FAMILIES:
+                refuse(f"tried socket.{name}({', '.join(map(repr, args))})")
+            return original(sock, *args)
+
+        monkeypatch.setattr(socket.socket, name, guarded)
+
+    for name in ("connect", "connect_ex", "bind", "listen"):
+        network(name)
+
+    def no_process(popen, args=None, *_, **__):
+        refuse(f"tried to start a process {args!r}")
+
+    async def no_async_process(*args, **_):
+        refuse(f"tried to start a process {args!r}")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_async_process)
+    monkeypatch.setattr(asyncio, "create_subprocess_shell", no_async_process)
+    yield
+    call = request.node.stash.get(_REPORTS, {}).get("call")
+    if refused and call is not None and call.passed:  # the error was caught and swallowed
+        pytest.fail(refused[0], pytrace=False)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from conftest import phone_call
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -10,6 +11,8 @@ from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, pcm16_to_ulaw
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence
+
+pytestmark = pytest.mark.call
 
 
 class Tap(FrameProcessor):

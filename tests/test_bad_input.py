@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 
+import pytest
 from conftest import phone_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,6 +75,7 @@ def test_the_serializer_never_raises_on_any_message(message):
     asyncio.run(check())
 
 
+@pytest.mark.call
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(twilio_messages, min_size=5, max_size=25))
 def test_bad_twilio_messages_never_end_a_call(messages):
@@ -153,6 +155,7 @@ def not_fatal(event) -> bool:
 server_events = as_text(st.sampled_from(SERVER_TEMPLATES).flatmap(mutated).filter(not_fatal))
 
 
+@pytest.mark.call
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(server_events, min_size=5, max_size=25))
 def test_bad_server_events_never_end_a_call(messages):

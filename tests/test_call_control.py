@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import pytest
 from conftest import AUTH_TOKEN, phone_call
 from pipecat.frames.frames import Frame, InputDTMFFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -16,6 +17,8 @@ from pipecat_realtime_twilio.testing.emulator import FunctionCall, Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.model import last_keypad_input, say_as_asked, words_to_say
 from pipecat_realtime_twilio.testing.sounds import silence, tone
+
+pytestmark = pytest.mark.call
 
 INSTRUCTIONS = "You are a test bot."
 SPEECH = tone(600) + silence(700)

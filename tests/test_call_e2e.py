@@ -13,6 +13,8 @@ from pipecat_realtime_twilio.testing.caller import CallRejected
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
+pytestmark = pytest.mark.call
+
 
 def random_ulaw(ms: int) -> bytes:
     """Loud noise over every μ-law code (0x7F, the negative zero, included)."""

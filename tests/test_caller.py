@@ -151,6 +151,7 @@ def make_caller(bot: Bot, **kwargs) -> TwilioCaller:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_dial_posts_signed_webhook_and_parses_twiml(bot):
     async with make_caller(bot, from_number="+15557654321") as caller:
         result = await caller.dial()
@@ -176,6 +177,7 @@ async def test_dial_posts_signed_webhook_and_parses_twiml(bot):
     assert params["To"] == params["Called"] == "+15550002222"
 
 
+@pytest.mark.call
 async def test_wrong_token_is_rejected_by_webhook_and_websocket(bot):
     async with make_caller(bot, auth_token="not-the-token") as caller:
         with pytest.raises(CallRejected) as rejected:
@@ -206,6 +208,7 @@ def test_parse_twiml_without_stream():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_start_message_and_realtime_media_packets(bot):
     async def scenario(bot: Bot) -> None:
         await bot.wait(lambda: len(bot.events("media")) >= 30)
@@ -252,6 +255,7 @@ async def test_start_message_and_realtime_media_packets(bot):
     assert set(payloads.replace(speech, b"")) == {0xFF}
 
 
+@pytest.mark.call
 async def test_dtmf_events(bot):
     async with make_caller(bot) as caller:
         await caller.call()
@@ -268,6 +272,7 @@ async def test_dtmf_events(bot):
     assert numbers == list(range(2, 2 + len(numbers)))
 
 
+@pytest.mark.call
 async def test_hangup_sends_stop_and_closes(bot):
     async with make_caller(bot) as caller:
         await caller.call()
@@ -294,6 +299,7 @@ async def test_hangup_sends_stop_and_closes(bot):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_playback_is_bit_exact_and_mark_waits_for_its_audio(bot):
     async def scenario(bot: Bot) -> None:
         # Uneven chunk sizes, all at once: the phone buffers and plays 160 bytes per tick.
@@ -331,6 +337,7 @@ async def test_playback_is_bit_exact_and_mark_waits_for_its_audio(bot):
     assert caller.gaps() == []
 
 
+@pytest.mark.call
 async def test_mark_with_nothing_queued_is_echoed_at_once(bot):
     async def scenario(bot: Bot) -> None:
         await bot.send_mark("now")
@@ -347,6 +354,7 @@ async def test_mark_with_nothing_queued_is_echoed_at_once(bot):
     assert echoed - received < 0.01
 
 
+@pytest.mark.call
 async def test_clear_drops_unplayed_audio_and_echoes_pending_marks(bot):
     long_audio = PATTERN * 4  # 2 s
 
@@ -380,6 +388,7 @@ async def test_clear_drops_unplayed_audio_and_echoes_pending_marks(bot):
     assert bytes(caller.heard[heard_at_clear:]) == tone(100)
 
 
+@pytest.mark.call
 async def test_gaps_detects_an_underrun(bot):
     async def scenario(bot: Bot) -> None:
         await bot.send_audio(PATTERN[:1600])  # 200 ms
@@ -401,6 +410,7 @@ async def test_gaps_detects_an_underrun(bot):
     assert caller.gaps(min_ms=1000) == []
 
 
+@pytest.mark.call
 async def test_server_close_ends_stream_and_exposes_action(bot):
     async def scenario(bot: Bot) -> None:
         await bot.ws.close(code=1000)
@@ -418,6 +428,7 @@ async def test_server_close_ends_stream_and_exposes_action(bot):
     assert bot.webhooks[-1]["CallSid"] == caller.call_sid
 
 
+@pytest.mark.call
 async def test_malformed_server_messages_are_recorded_not_fatal(bot):
     async def scenario(bot: Bot) -> None:
         sid = bot.stream_sid

@@ -5,10 +5,13 @@ import wave
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import ROOT, clean_env, free_port, spawn, wait_for_port
 from twilio.request_validator import RequestValidator
 
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
+
+pytestmark = pytest.mark.call
 
 
 async def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 90):

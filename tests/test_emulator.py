@@ -184,6 +184,7 @@ def audio_of(events: list[dict]) -> bytes:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_handshake_and_default_session(make_emulator):
     emulator = await make_emulator()
     assert emulator.url.startswith("ws://127.0.0.1:") and emulator.url.endswith("/v1/realtime")
@@ -216,6 +217,7 @@ async def test_handshake_and_default_session(make_emulator):
     assert emulated.closed_at >= emulated.opened_at
 
 
+@pytest.mark.call
 async def test_handshake_requires_bearer_token(make_emulator):
     emulator = await make_emulator(api_key="sk-right")
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer sk-wrong"}):
@@ -234,6 +236,7 @@ async def test_handshake_requires_bearer_token(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_fail_next_connections(make_emulator):
     emulator = await make_emulator()
     emulator.fail_next_connections(2, status=503)
@@ -247,6 +250,7 @@ async def test_fail_next_connections(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_drop_connections_sets_closed_at(make_emulator):
     emulator = await make_emulator()
     client = await connect(emulator)
@@ -262,6 +266,7 @@ async def test_drop_connections_sets_closed_at(make_emulator):
     await again.ws.close()
 
 
+@pytest.mark.call
 async def test_session_close_and_send_error(make_emulator):
     emulator = await make_emulator()
     client = await connect(emulator)
@@ -282,6 +287,7 @@ async def test_session_close_and_send_error(make_emulator):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_session_update_to_pcmu(make_emulator):
     emulator = await make_emulator()
     client = await connect(emulator)
@@ -316,6 +322,7 @@ async def test_session_update_to_pcmu(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_invalid_client_events_get_errors_and_session_continues(make_emulator):
     emulator = await make_emulator()
     client = await connect(emulator)
@@ -425,6 +432,7 @@ async def test_audio_codecs():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.call
 async def test_speech_turn_transcription_and_bit_exact_audio(make_emulator):
     reply_audio = scripted_audio(740)
     emulator = await make_emulator(
@@ -516,6 +524,7 @@ async def test_speech_turn_transcription_and_bit_exact_audio(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 @pytest.mark.parametrize("fmt", ["audio/pcmu", "audio/pcma", "audio/pcm"])
 async def test_input_and_output_formats(make_emulator, fmt):
     reply_audio = scripted_audio(300)
@@ -549,6 +558,7 @@ async def test_input_and_output_formats(make_emulator, fmt):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_barge_in_cancels_the_response(make_emulator):
     emulator = await make_emulator(
         replies=[
@@ -615,6 +625,7 @@ async def test_barge_in_cancels_the_response(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_response_cancel_and_active_response_errors(make_emulator):
     emulator = await make_emulator(replies=[Reply("A long one.", duration_ms=2000)], send_rate=1.0)
     client = await connect_pcmu(emulator)
@@ -639,6 +650,7 @@ async def test_response_cancel_and_active_response_errors(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_truncate(make_emulator):
     emulator = await make_emulator(
         replies=[Reply("one two three four five six seven eight", audio=scripted_audio(1000))]
@@ -696,6 +708,7 @@ async def test_truncate(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_function_call_flow(make_emulator):
     emulator = await make_emulator(
         replies=[
@@ -784,6 +797,7 @@ async def test_function_call_flow(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_a_reply_can_speak_then_call_a_function_in_one_response(make_emulator):
     emulator = await make_emulator(
         replies=[
@@ -825,6 +839,7 @@ async def test_a_reply_can_speak_then_call_a_function_in_one_response(make_emula
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_manual_turns_without_vad_and_deterministic_usage(make_emulator):
     emulator = await make_emulator(
         replies=[Reply("abcdefghij", audio=scripted_audio(500))], send_rate_limits=False
@@ -872,6 +887,7 @@ async def test_manual_turns_without_vad_and_deterministic_usage(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_ttfb_delay_is_observed_and_settable(make_emulator):
     emulator = await make_emulator(ttfb_ms=250)
     client = await connect_pcmu(emulator)
@@ -894,6 +910,7 @@ async def test_ttfb_delay_is_observed_and_settable(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_send_rate_paces_audio(make_emulator):
     emulator = await make_emulator(
         replies=[Reply("Pace.", audio=scripted_audio(800))], send_rate=4.0
@@ -906,6 +923,7 @@ async def test_send_rate_paces_audio(make_emulator):
     assert 0.19 <= elapsed < 1.0  # 800 ms of audio at 4x real time: ~0.2 s
 
 
+@pytest.mark.call
 async def test_text_responses_and_callable_replies(make_emulator):
     calls = []
 
@@ -931,6 +949,7 @@ async def test_text_responses_and_callable_replies(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_conversation_item_create_delete_retrieve(make_emulator):
     emulator = await make_emulator()
     client = await connect_pcmu(emulator)
@@ -981,6 +1000,7 @@ async def test_conversation_item_create_delete_retrieve(make_emulator):
     await client.ws.close()
 
 
+@pytest.mark.call
 async def test_stop_during_a_response_leaves_nothing_running(make_emulator):
     emulator = await make_emulator(replies=[Reply("Long.", duration_ms=5000)], send_rate=1.0)
     client = await connect_pcmu(emulator)
@@ -997,6 +1017,7 @@ async def test_stop_during_a_response_leaves_nothing_running(make_emulator):
             await client.recv()
 
 
+@pytest.mark.call
 async def test_client_disconnecting_abruptly_mid_response(make_emulator):
     emulator = await make_emulator(replies=[Reply("Long.", duration_ms=5000)], send_rate=1.0)
     client = await connect_pcmu(emulator)
@@ -1013,6 +1034,7 @@ async def test_client_disconnecting_abruptly_mid_response(make_emulator):
     await again.ws.close()
 
 
+@pytest.mark.call
 async def test_vad_without_create_response(make_emulator):
     emulator = await make_emulator(transcripts=["First.", "Second."])
     client = await connect_pcmu(emulator)

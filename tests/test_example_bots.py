@@ -2,11 +2,14 @@
 
 import sys
 
+import pytest
 from conftest import ROOT
 
 from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT
 from pipecat_realtime_twilio.testing.model import last_keypad_input
 from pipecat_realtime_twilio.testing.scenario import Scenario
+
+pytestmark = pytest.mark.call
 
 BOTS = ROOT / "bots"
 

@@ -11,6 +11,8 @@ from twilio.rest import Client
 
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 
+pytestmark = pytest.mark.call
+
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-auth-token"
 

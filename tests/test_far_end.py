@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import AUTH_TOKEN, phone_call
 from test_operations import _sample
 
@@ -11,6 +12,8 @@ from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.sounds import silence, tone
+
+pytestmark = pytest.mark.call
 
 SPEECH = tone(600) + silence(700)
 

@@ -35,6 +35,8 @@ from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
+pytestmark = pytest.mark.call
+
 SPEECH = tone(600) + silence(700)
 
 

@@ -12,6 +12,8 @@ from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
+pytestmark = pytest.mark.call
+
 INSTRUCTIONS = "You are a test bot."
 
 

@@ -4,10 +4,13 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
 from conftest import free_port, spawn, wait_for_port
 
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
+
+pytestmark = pytest.mark.call
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pipecat_runner_bot.py"
 

@@ -24,10 +24,13 @@ from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("REQUIRE_CHROMIUM"),
-    reason="Debian's chromium is not installed (.ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.call,
+    pytest.mark.skipif(
+        CHROMIUM is None and not os.environ.get("REQUIRE_CHROMIUM"),
+        reason="Debian's chromium is not installed (.ci/run installs it)",
+    ),
+]
 
 
 class DevTools:

@@ -2,12 +2,15 @@
 
 import asyncio
 
+import pytest
 from conftest import phone_call
 
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
 from pipecat_realtime_twilio.phone.output import TwilioOutputTransport
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.sounds import silence, tone
+
+pytestmark = pytest.mark.call
 
 
 def _prewarm_count(runner, outcome: str) -> float:

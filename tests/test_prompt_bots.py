@@ -57,6 +57,7 @@ async def test_a_prompt_bot_builds_an_agent_from_its_front_matter(tmp_path):
     assert agent._instructions == "You are the receptionist of Acme."
 
 
+@pytest.mark.call
 @pytest.mark.parametrize(
     ("text", "line", "says"),
     [
@@ -104,6 +105,7 @@ async def test_bots_check_names_file_and_line_of_each_planted_error(tmp_path, te
     assert f"error: {path}:{line}: " in out and "ok: default" in out
 
 
+@pytest.mark.call
 async def test_bots_check_passes_on_the_repository_bots():
     process = await spawn(
         "-m",
@@ -126,6 +128,7 @@ def test_a_name_defined_twice_is_an_error(tmp_path):
         load_bots(tmp_path)
 
 
+@pytest.mark.call
 async def test_two_called_numbers_reach_two_bots(tmp_path):
     write(tmp_path, "default.md", GOOD.replace("Hello, Acme here.", "Hello from the default bot."))
     write(tmp_path, "sales.md", GOOD.replace("Hello, Acme here.", "Hello from sales."))
@@ -165,6 +168,7 @@ def test_a_route_to_a_missing_bot_stops_startup(tmp_path):
         CallRunner(settings, load_bots(tmp_path))
 
 
+@pytest.mark.call
 async def test_serve_reload_changes_the_next_call_not_the_current_one(tmp_path):
     bots = tmp_path / "bots"
     bots.mkdir()

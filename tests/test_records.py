@@ -226,6 +226,7 @@ store.close()
 """
 
 
+@pytest.mark.call
 def test_two_processes_write_one_sqlite_file(db_url):
     processes = [
         subprocess.Popen(
@@ -317,6 +318,7 @@ def warnings():
     logger.remove(sink)
 
 
+@pytest.mark.call
 async def test_deliver_signed_record():
     app = receiver(secret=SECRET)
     record = make_record()
@@ -327,6 +329,7 @@ async def test_deliver_signed_record():
     assert CallRecord.from_dict(app.state.received[0]) == record
 
 
+@pytest.mark.call
 async def test_receiver_rejects_a_bad_signature(warnings):
     app = receiver(secret=SECRET)
     async with LocalServer(app) as server:
@@ -348,6 +351,7 @@ def test_signature_helpers():
     assert not verify_signature(body, SECRET, None)
 
 
+@pytest.mark.call
 async def test_retries_until_the_receiver_recovers():
     app = receiver(secret=SECRET, fail_first=2)
     async with LocalServer(app) as server:
@@ -355,6 +359,7 @@ async def test_retries_until_the_receiver_recovers():
     assert app.state.attempts == 3 and len(app.state.received) == 1
 
 
+@pytest.mark.call
 async def test_gives_up_after_the_last_attempt(warnings):
     app = receiver(fail_first=10)
     async with LocalServer(app) as server:
@@ -363,6 +368,7 @@ async def test_gives_up_after_the_last_attempt(warnings):
     assert any("after 2 attempt(s): HTTP 503" in m for m in warnings)
 
 
+@pytest.mark.call
 async def test_timeout_per_request():
     app = FastAPI()
     release = asyncio.Event()
@@ -384,6 +390,7 @@ async def test_timeout_per_request():
     assert 0.4 <= elapsed < 3
 
 
+@pytest.mark.call
 async def test_redirect_is_not_followed():
     from fastapi.responses import RedirectResponse
 
@@ -411,6 +418,7 @@ def test_retry_delays_grow_up_to_the_maximum():
         WebhookSender("http://127.0.0.1:1/", attempts=0)
 
 
+@pytest.mark.call
 async def test_receiver_down_then_up_delivers_pending(store, warnings):
     port = free_port()  # nothing listens here yet
     url = f"http://127.0.0.1:{port}"
@@ -438,6 +446,7 @@ async def test_receiver_down_then_up_delivers_pending(store, warnings):
     assert {**delivered.to_dict(), "webhook_delivered": False} == json.loads(stored_before)
 
 
+@pytest.mark.call
 async def test_deliver_pending_stops_when_unreachable(store, warnings):
     for i in range(3):
         await store.asave(make_record(f"CA{i}", started_at=T0 + i))
@@ -448,6 +457,7 @@ async def test_deliver_pending_stops_when_unreachable(store, warnings):
     assert len(store.undelivered(10)) == 3
 
 
+@pytest.mark.call
 async def test_deliver_pending_goes_on_past_a_refused_record(store):
     for i, sid in enumerate(["CA-ok1", "CA-bad", "CA-ok2"]):
         await store.asave(make_record(sid, started_at=T0 + i))
@@ -458,6 +468,7 @@ async def test_deliver_pending_goes_on_past_a_refused_record(store):
     assert [r.call_sid for r in store.undelivered(10)] == ["CA-bad"]
 
 
+@pytest.mark.call
 async def test_deliver_pending_with_a_shared_session(store):
     import aiohttp
 

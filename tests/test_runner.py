@@ -2,6 +2,7 @@
 
 import textwrap
 
+import pytest
 from conftest import AUTH_TOKEN, runner_settings
 from fastapi import FastAPI
 
@@ -11,6 +12,8 @@ from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
+
+pytestmark = pytest.mark.call
 
 WEATHER_BOT = textwrap.dedent(
     '''
