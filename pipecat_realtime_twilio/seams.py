@@ -49,31 +49,24 @@ class PhoneOutput(Protocol):
     @property
     def idle(self) -> bool:
         """Whether nothing waits to be played and the phone has played everything sent."""
-        ...
 
     async def play(self, frame: OutputAudioRawFrame) -> None:
         """Take bot audio straight from the processor right before the output."""
-        ...
 
     async def interrupt(self, items: Iterable[str] = ()) -> dict[str, int]:
         """Clear the phone now; return the bytes of each item the caller heard."""
-        ...
 
     async def wait_played(self, item_bytes: dict[str, int], timeout: float) -> bool:
         """Wait until the phone has played the given bytes of each item."""
-        ...
 
     def confirmed_bytes(self, item: str) -> int:
         """Bytes of ``item`` the phone has confirmed playing (mark echoes)."""
-        ...
 
     def forget(self, item: str) -> None:
         """Drop what is kept about ``item``: nobody will ask about it again."""
-        ...
 
     def add_event_handler(self, event_name: str, handler: Any) -> None:
         """Add a handler for ``on_bot_started_speaking`` or ``on_bot_stopped_speaking``."""
-        ...
 
 
 class CallAgent(Protocol):
@@ -82,44 +75,35 @@ class CallAgent(Protocol):
     @property
     def model(self) -> str:
         """The Realtime model."""
-        ...
 
     @property
     def usage(self) -> Usage:
         """Tokens used so far."""
-        ...
 
     @property
     def transcript(self) -> list[TranscriptEntry]:
         """Both sides' utterances so far."""
-        ...
 
     @property
     def barge_ins(self) -> int:
         """Times the caller cut the bot off."""
-        ...
 
     @property
     def reconnects(self) -> int:
         """Realtime sessions reopened after a drop."""
-        ...
 
     @property
     def response_latencies_ms(self) -> list[float]:
         """Per answer: ms from the caller's last word to the first audio heard."""
-        ...
 
     async def interrupt(self) -> None:
         """Stop the bot now (clear the phone, truncate, cancel the response)."""
-        ...
 
     async def say(self, text: str, *, context: str | None = None) -> None:
         """Make the bot say ``text`` as soon as no other response is in progress."""
-        ...
 
     async def wait_heard(self, timeout: float = ...) -> bool:
         """Wait until no response is in progress and the caller heard everything."""
-        ...
 
 
 class PhoneCall(Protocol):
@@ -128,37 +112,28 @@ class PhoneCall(Protocol):
     @property
     def call_sid(self) -> str:
         """The Twilio Call SID."""
-        ...
 
     @property
     def parameters(self) -> dict[str, str]:
         """The TwiML ``<Parameter>`` values of the stream."""
-        ...
 
     def input(self) -> FrameProcessor:
         """The processor that brings the caller's audio and keypresses in."""
-        ...
 
     def output(self) -> PhoneOutput:
         """The processor that plays audio to the caller."""
-        ...
 
     def attach_agent(self, agent: CallAgent) -> None:
         """Tell the call which agent talks on it."""
-        ...
 
     def route_caller_audio(self, handler: CallerAudio | None) -> None:
         """Send caller audio to ``handler`` instead of down the pipeline (None: undo)."""
-        ...
 
     async def end(self, reason: str = ..., *, timeout: float = ...) -> None:
         """End the call once the caller has heard everything."""
-        ...
 
     async def transfer(self, number: str, *, timeout: float = ...) -> None:
         """Transfer the call once the caller has heard everything."""
-        ...
 
     async def fail(self, why: str, *, say: str, transfer_to: str | None = None) -> None:
         """The bot cannot go on: a spoken line in Twilio's voice, or a transfer."""
-        ...

@@ -30,40 +30,31 @@ class AgentControls(Protocol):
     @property
     def call(self) -> PhoneCall | None:
         """The call the agent talks on (None outside a call's pipeline)."""
-        ...
 
     @property
     def responding(self) -> bool:
         """Whether a response is in progress or waiting to start."""
-        ...
 
     @property
     def phone_idle(self) -> bool:
         """Whether the phone has played everything (True without a phone)."""
-        ...
 
     async def say(self, text: str, *, context: str | None = None) -> None:
         """Make the bot say ``text`` as soon as no other response is in progress."""
-        ...
 
     async def interrupt(self) -> None:
         """Stop the bot now."""
-        ...
 
     async def end_call(self, goodbye: str | None = None, *, reason: str = ...) -> None:
         """End the call once the caller has heard everything (and ``goodbye``)."""
-        ...
 
     async def transfer_call(self, number: str, *, announcement: str | None = None) -> None:
         """Transfer the call once the caller has heard everything."""
-        ...
 
     def create_task(
         self, coroutine: Coroutine[Any, Any, Any], name: str | None = None
     ) -> asyncio.Task:
         """Start a task the agent's pipeline manages (and cancels with the call)."""
-        ...
 
     async def cancel_task(self, task: asyncio.Task, timeout: float | None = ...) -> None:
         """Cancel a task started with :meth:`create_task`."""
-        ...

@@ -40,19 +40,15 @@ class Switchboard(Protocol):
     @property
     def bot_names(self) -> list[str]:
         """The bots a call can go to."""
-        ...
 
     def open_line(self, call_sid: str) -> str | None:
         """Hold a line for a new call; its stream token, or None when all lines are busy."""
-        ...
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
         """Whether the call is active, and its transcript so far (None: no such call)."""
-        ...
 
     async def admit(self, call: CallSession) -> None:
         """Check a started stream like a phone call's, then run it."""
-        ...
 
 
 class Playground:

@@ -36,11 +36,9 @@ class EmulatorHost(Protocol):
 
     def _next_reply(self, session: Any, trigger: str) -> Any:
         """The scripted reply for a response of ``session`` (an ``EmulatedSession``)."""
-        ...
 
     def _next_transcript(self, audio_ms: float) -> str:
         """The scripted transcript of ``audio_ms`` of caller speech."""
-        ...
 
 
 class SessionParts:
