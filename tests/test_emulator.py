@@ -691,9 +691,13 @@ async def test_truncate(make_emulator):
         (500, True),
     ]
     assert session.truncations[0].audio_sent_ms == 1000
-    kept = session.item(item_id)["content"][0]["transcript"]
-    assert "one two three".startswith(kept[:3]) and 10 <= len(kept) <= 25
-    assert "eight" not in kept
+    # Like the real server, truncation drops the transcript: no text for unheard audio.
+    assert session.item(item_id)["content"][0]["transcript"] is None
+    await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    retrieved = (await client.expect("conversation.item.retrieved"))["item"]
+    assert retrieved["content"][0]["transcript"] is None
+    # Only the heard half second of audio is left.
+    assert len(base64.b64decode(retrieved["content"][0]["audio"])) == 500 * BYTES_PER_MS
 
     # Truncating a user item is refused.
     await client.send(

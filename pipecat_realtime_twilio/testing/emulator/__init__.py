@@ -25,8 +25,9 @@ Example::
 What it emulates:
 
 - The opening handshake: ``/v1/realtime`` only, an ``Authorization: Bearer ...``
-  header is required (401 otherwise), ``session.created`` with a realistic
-  default session.
+  header is required (401 otherwise), refusals carry OpenAI's JSON error body,
+  ``session.created`` with a realistic default session whose ``expires_at`` is
+  ``session_max_secs`` (an hour) away.
 - Strict validation of every client event against the ``openai`` package's
   ``RealtimeClientEvent`` models, plus rejection of unknown fields (the models
   allow extra keys; the real server does not). Invalid events get an ``error``
@@ -36,13 +37,35 @@ What it emulates:
 - An energy-based server VAD on the appended input audio: ``speech_started``,
   ``speech_stopped``, ``committed``, the user item, optional input transcription,
   an automatic response, and barge-in (cancelling the response in progress).
+  ``semantic_vad`` waits by ``eagerness`` and by how the caller's next scripted
+  transcript ends: one ending with ``.``, ``?`` or ``!`` ends the turn after the
+  eagerness's short silence (high 200 ms, medium/auto 500 ms, low 1000 ms), any
+  other after its longest (high 2 s, medium/auto 4 s, low 8 s); with no scripted
+  transcript left the turn counts as finished.
 - Scripted responses (``Reply``): audio with transcript, text-only, or function
   calls, streamed with the GA event sequence and paced at ``send_rate`` times
   real time, with deterministic ``usage``.
-- ``response.cancel``, ``conversation.item.create/delete/retrieve/truncate``,
-  ``input_audio_buffer.commit/clear``.
-- Faults: refused handshakes, abrupt disconnects, a configurable time to first
-  byte, pushed ``error`` events.
+- ``response.cancel``, ``conversation.item.create/delete/retrieve/truncate``
+  (truncation drops the item's transcript, as the server does: no text is kept for
+  audio the caller never heard), ``input_audio_buffer.commit/clear``.
+- The session cap: ``session_max_secs`` after connecting, an ``error``
+  ``session_expired`` ("Your session hit the maximum duration of 60 minutes.")
+  and a normal close (1000).
+- Faults, each armed on ``RealtimeEmulator`` for the next ``n`` occasions across
+  sessions: ``refuse_handshakes`` (HTTP 401/403/404/429/5xx with OpenAI's error
+  body; ``fail_next_connections`` is the older name), ``hang_handshakes`` (no
+  upgrade response: the client's open timeout ends it), ``fail_next_responses``
+  (``response.done`` ``failed`` with ``insufficient_quota``,
+  ``rate_limit_exceeded`` or ``server_error``, or ``incomplete`` after half the
+  reply), ``stall_next_responses`` (no first byte for a while, or until
+  cancelled), ``reject_session_updates`` (an ``error`` with ``param``, nothing
+  applied), ``stall_session_updates`` (no answer at all), ``fail_transcriptions``
+  (``...input_audio_transcription.failed``),
+  and ``retired_models`` (refused at the handshake with 404 ``model_not_found``,
+  rejected as ``audio.input.transcription.model``). Also abrupt disconnects
+  (``drop_connections``), a configurable time to first byte (``ttfb_ms``),
+  pushed ``error`` events and raw messages (``EmulatedSession.send_error``,
+  ``send_raw``).
 
 Every server event the emulator sends is validated against ``RealtimeServerEvent``;
 failures land in ``RealtimeEmulator.server_event_errors`` (tests assert it stays empty).
@@ -59,18 +82,21 @@ Token usage (``response.done``) is deterministic:
   arguments actually sent;
 - cached tokens are always 0.
 
-Not emulated: semantic turn detection (``semantic_vad`` uses the same energy VAD
-with a silence duration picked from ``eagerness``), ``idle_timeout_ms`` (accepted,
-never fires), noise reduction, MCP tools, and WebRTC/SIP-only events
+Not emulated: semantic turn detection itself (``semantic_vad`` is the same energy
+VAD, waiting as described above; it reads the script, not the audio),
+``idle_timeout_ms`` (accepted, never fires), noise reduction, MCP tools, the real
+error bodies' request ids and rate limit headers, and WebRTC/SIP-only events
 (``output_audio_buffer.clear`` is accepted and ignored).
 
 Times recorded by the emulator (``received_at``, ``sent_at``, ``closed_at`` ...)
 are ``loop.time()`` values, i.e. ``time.monotonic()`` on the default event loop.
 
 The package, by what each module does: ``server`` (``RealtimeEmulator``: the
-websocket server, handshake checks, faults), ``session`` (``EmulatedSession``:
-one connection's protocol state, items and dispatch), ``input_audio`` (the input
-buffer, VAD and user items), ``responses`` (scripted model responses),
+websocket server, handshake checks, the fault knobs), ``session``
+(``EmulatedSession``: one connection's protocol state, items and dispatch),
+``input_audio`` (the input buffer, VAD and user items), ``responses`` (scripted
+model responses), ``faults`` (what the knobs arm, and OpenAI-shaped error
+bodies), ``session_faults`` (the faults played inside a session, the session cap),
 ``config`` (the default session and ``session.update``), ``validation`` (client
 and server events against the ``openai`` models), ``usage`` (token counts),
 ``records`` (replies and what the emulator records) and ``audio`` (the Realtime
@@ -87,6 +113,7 @@ from .records import (
     EmulatedResponse,
     FunctionCall,
     FunctionOutput,
+    HungHandshake,
     RejectedHandshake,
     Reply,
     ServerEvent,
@@ -108,6 +135,7 @@ __all__ = [
     "EmulatedSession",
     "FunctionCall",
     "FunctionOutput",
+    "HungHandshake",
     "PCM_RATE",
     "REALTIME_PATH",
     "RealtimeEmulator",

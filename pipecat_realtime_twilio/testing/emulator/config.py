@@ -39,7 +39,9 @@ _SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
 }
 
 
-def default_session(session_id: str, model: str, voice: str, instructions: str) -> dict:
+def default_session(
+    session_id: str, model: str, voice: str, instructions: str, expires_at: int | None = None
+) -> dict:
     """Return the session object the server starts a connection with.
 
     Args:
@@ -47,6 +49,7 @@ def default_session(session_id: str, model: str, voice: str, instructions: str) 
         model: The model from the connection URL.
         voice: The default voice.
         instructions: The default instructions.
+        expires_at: When the session ends (unix seconds); None is an hour from now.
 
     Returns:
         The session, as sent in ``session.created``.
@@ -64,7 +67,7 @@ def default_session(session_id: str, model: str, voice: str, instructions: str) 
         "tracing": None,
         "truncation": "auto",
         "prompt": None,
-        "expires_at": int(time.time()) + 3600,
+        "expires_at": int(time.time()) + 3600 if expires_at is None else expires_at,
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": PCM_RATE},

@@ -14,6 +14,7 @@ mixins know it only as one, so the server imports the session and never the reve
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .faults import FaultPlan
 from .records import ClientEventError, ItemMeta, Reply, ServerEvent, ServerEventError
 
 
@@ -30,6 +31,10 @@ class EmulatorHost(Protocol):
     transcription_delay_ms: float
     send_rate_limits: bool
     default_reply: Reply
+    transcripts: list[str]
+    session_max_secs: float
+    retired_models: set[str]
+    faults: FaultPlan
     validation_errors: list[ClientEventError]
     server_event_errors: list[ServerEventError]
     internal_errors: list[BaseException]

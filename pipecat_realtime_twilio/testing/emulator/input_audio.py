@@ -12,6 +12,13 @@ its RMS level reaches the emulator's ``vad_threshold`` (scaled by the session's
 (``speech_started``, barge-in); ``silence_duration_ms`` of silence end it
 (``speech_stopped``, the committed user item, an optional transcription and an
 automatic response).
+
+``semantic_vad`` has no language model here: it reads the caller's next scripted
+transcript instead. A turn whose transcript ends a sentence (``.``, ``?``, ``!``)
+ends after the eagerness's short wait (high 200 ms, medium and auto 500 ms, low
+1000 ms of silence); any other scripted transcript waits the eagerness's longest
+(high 2 s, medium and auto 4 s, low 8 s). With no scripted transcript left, the
+turn counts as finished.
 """
 
 import asyncio
@@ -36,7 +43,28 @@ from .usage import transcription_usage
 from .validation import Problem
 
 _VAD_WINDOW_MS = 20
-_SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
+# semantic_vad: the silence that ends a finished turn, and an unfinished one, per eagerness.
+_SEMANTIC_QUICK_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 200}
+_SEMANTIC_MAX_MS = {"low": 8000, "medium": 4000, "auto": 4000, "high": 2000}
+_SENTENCE_ENDS = (".", "?", "!")
+
+
+def semantic_silence_ms(eagerness: str | None, transcript: str | None) -> float:
+    """Return how much silence ends a ``semantic_vad`` turn.
+
+    Args:
+        eagerness: The session's ``eagerness`` (None is ``auto``).
+        transcript: What the caller said in this turn (the next scripted transcript),
+            or None if there is none.
+
+    Returns:
+        The eagerness's short wait if the turn sounds finished (no transcript, or one
+        ending with ``.``, ``?`` or ``!``), else its longest wait.
+    """
+    level = eagerness if eagerness in _SEMANTIC_QUICK_MS else "auto"
+    if transcript is None or transcript.rstrip().endswith(_SENTENCE_ENDS):
+        return _SEMANTIC_QUICK_MS[level]
+    return _SEMANTIC_MAX_MS[level]
 
 
 class InputAudio(SessionParts):
@@ -69,6 +97,8 @@ class InputAudio(SessionParts):
         def _start_response(self, trigger: str, params: dict) -> EmulatedResponse: ...
 
         def _cancel_response(self, response: EmulatedResponse, reason: str) -> None: ...
+
+        def _transcription_failed(self, item_id: str) -> bool: ...
 
     def _init_input_audio(self) -> None:
         self._input_ms = 0.0
@@ -180,7 +210,10 @@ class InputAudio(SessionParts):
     def _silence_duration_ms(self) -> float:
         detection = self._turn_detection() or {}
         if detection.get("type") == "semantic_vad":
-            return _SEMANTIC_SILENCE_MS.get(detection.get("eagerness") or "auto", 500)
+            scripted = self._emulator.transcripts
+            return semantic_silence_ms(
+                detection.get("eagerness"), scripted[0] if scripted else None
+            )
         value = detection.get("silence_duration_ms")
         return float(value) if value is not None else 500.0
 
@@ -293,7 +326,9 @@ class InputAudio(SessionParts):
         self._transcribe(item_id, audio_ms)
 
     def _transcribe(self, item_id: str, audio_ms: float) -> None:
-        text = self._emulator._next_transcript(audio_ms)
+        text = self._emulator._next_transcript(audio_ms)  # a failed turn uses its script up
+        if self._transcription_failed(item_id):
+            return
         item = self.item(item_id)
         if item is not None:
             item["content"][0]["transcript"] = text

@@ -131,15 +131,38 @@ class RejectedHandshake:
 
     Parameters:
         status: The HTTP status returned.
-        reason: Why (``"injected fault"``, ``"missing bearer token"`` ...).
+        reason: Why (``"injected fault"``, ``"missing bearer token"``, ``"retired model"``,
+            ``"hang expired"`` ...).
         path: The request path including the query.
         at: ``loop.time()`` of the refusal.
+        code: The ``error.code`` of the JSON body (``"invalid_api_key"`` ...), if any.
     """
 
     status: int
     reason: str
     path: str
     at: float
+    code: str | None = None
+
+
+@dataclass
+class HungHandshake:
+    """A websocket handshake the emulator left unanswered (``hang_handshakes``).
+
+    Parameters:
+        path: The request path including the query.
+        started_at: ``loop.time()`` when the request arrived.
+        secs: How long it was to hang (None: until the client gave up).
+        ended_at: ``loop.time()`` when the hang ended, None while it lasts.
+        outcome: How it ended: ``"client gave up"`` (the client closed the connection),
+            ``"refused"`` (``secs`` passed, answered 503) or ``"emulator stopped"``.
+    """
+
+    path: str
+    started_at: float
+    secs: float | None = None
+    ended_at: float | None = None
+    outcome: str | None = None
 
 
 @dataclass
@@ -168,9 +191,15 @@ class EmulatedResponse:
         id: The ``resp_...`` id.
         trigger: ``"response.create"`` or ``"vad"``.
         reply: The scripted reply it plays (None until chosen, for async reply factories).
-        status: ``"in_progress"``, ``"completed"`` or ``"cancelled"``.
+        status: ``"in_progress"``, ``"completed"``, ``"cancelled"``, ``"failed"`` or
+            ``"incomplete"`` (the last two injected by ``fail_next_responses``).
         status_reason: For cancelled responses, ``"turn_detected"``, ``"client_cancelled"``
-            or ``"disconnected"`` (the socket closed mid-response; no event was sent).
+            or ``"disconnected"`` (the socket closed mid-response; no event was sent);
+            for incomplete ones ``"max_output_tokens"`` or ``"content_filter"``; for
+            failed ones the error code.
+        error: For failed responses, the ``status_details.error`` sent.
+        stall_secs: The injected stall (``stall_next_responses``) that held the response
+            back before its first event (``inf``: until cancelled); None if none.
         kind: ``"audio"``, ``"text"`` or ``"function_call"``.
         item_id: The id of the last output item (None if cancelled before one was added).
         call_id: For function calls, the call id.
@@ -194,6 +223,8 @@ class EmulatedResponse:
     reply: Reply | None = None
     status: str = "in_progress"
     status_reason: str | None = None
+    error: dict | None = None
+    stall_secs: float | None = None
     kind: str = "audio"
     item_id: str | None = None
     call_id: str | None = None

@@ -11,7 +11,10 @@ the output item, its content part, audio deltas paced at ``send_rate`` times rea
 time with the transcript slightly ahead (or text deltas, or function call
 arguments), then the ``.done`` events, ``response.done`` with deterministic usage
 and ``rate_limits.updated``. Cancelling (barge-in, ``response.cancel``) closes
-whatever is open and ends with ``response.done`` status ``cancelled``.
+whatever is open and ends with ``response.done`` status ``cancelled``. Injected
+faults (``session_faults``) may stall a response before its first event, fail it
+(``response.created`` then ``response.done`` ``failed``) or cut it short
+(``incomplete``, after half its reply).
 """
 
 import asyncio
@@ -36,6 +39,7 @@ from .audio import (
     synthesize_speech,
 )
 from .config import output_audio
+from .faults import ResponseFault, half_reply
 from .host import SessionParts
 from .records import AudioDelta, EmulatedResponse, ItemMeta, Reply, ServerEvent, new_id
 from .usage import conversation_input_tokens, response_usage
@@ -87,6 +91,14 @@ class Responses(SessionParts):
         _loop: asyncio.AbstractEventLoop
         _conversation_id: str
         _calls: dict[str, str]
+
+        def _take_response_faults(self, response: EmulatedResponse) -> None: ...
+
+        async def _stall(self, response: EmulatedResponse) -> None: ...
+
+        def _response_fault(self, response: EmulatedResponse) -> ResponseFault | None: ...
+
+        def _fail(self, response: EmulatedResponse, fault: ResponseFault) -> None: ...
 
     def _init_responses(self) -> None:
         self._active: EmulatedResponse | None = None  # the default-conversation response
@@ -158,6 +170,7 @@ class Responses(SessionParts):
         self._response_input[response.id] = conversation_input_tokens(
             instructions, context, self._item_meta
         )
+        self._take_response_faults(response)
         # The mixin only ever runs as part of an ``EmulatedSession``.
         reply = self._emulator._next_reply(self, trigger)
         logger.debug(f"Realtime emulator {self.id}: response {response.id} ({trigger})")
@@ -206,14 +219,22 @@ class Responses(SessionParts):
         response.reply = reply
         if reply.function_call is not None and not reply.text and reply.audio is None:
             response.kind = "function_call"
+        await self._stall(response)
         delay = reply.ttfb_ms if reply.ttfb_ms is not None else self._emulator.ttfb_ms
         if delay and delay > 0:
             await asyncio.sleep(delay / 1000)
         if not response.active:
             return
+        fault = self._response_fault(response)
+        if fault is not None and fault.status == "failed":
+            self._fail(response, fault)
+            return
+        if fault is not None:
+            reply = half_reply(reply, response.kind)
         self._emit_created(response)
         if response.kind == "function_call":
-            self._play_function_call(response, reply)
+            if fault is None:
+                self._play_function_call(response, reply)
         else:
             if response.kind == "text":
                 await self._play_text(response, reply)
@@ -224,7 +245,10 @@ class Responses(SessionParts):
                 self._close_item(response, "completed")
                 self._play_function_call(response, reply)
         if response.active:
-            self._finish(response, "completed", None)
+            if fault is not None:
+                self._finish(response, "incomplete", fault.code)
+            else:
+                self._finish(response, "completed", None)
 
     def _emit_created(self, response: EmulatedResponse) -> None:
         stage = self._response_stage[response.id]
@@ -443,9 +467,11 @@ class Responses(SessionParts):
         )
 
     def _response_object(self, response: EmulatedResponse, output: list[dict]) -> dict:
-        status_details = None
-        if response.status == "cancelled":
-            status_details = {"type": "cancelled", "reason": response.status_reason}
+        status_details: dict | None = None
+        if response.status in ("cancelled", "incomplete"):
+            status_details = {"type": response.status, "reason": response.status_reason}
+        elif response.status == "failed":
+            status_details = {"type": "failed", "error": response.error}
         voice = self.config["audio"]["output"].get("voice")
         voice = output_audio(response.params).get("voice", voice)
         fmt: dict[str, str | int] = {"type": response.output_format}

@@ -9,7 +9,8 @@
 The session records every event both ways, keeps the configuration and the
 conversation, and dispatches each valid client event to its ``_on_<type>``
 handler. Input audio and turn detection live in ``input_audio``, model
-responses in ``responses``; both are mixed into ``EmulatedSession``.
+responses in ``responses``, injected faults and the session cap in
+``session_faults``; all three are mixed into ``EmulatedSession``.
 """
 
 import asyncio
@@ -41,20 +42,11 @@ from .records import (
     new_id,
 )
 from .responses import Responses
+from .session_faults import SessionFaults
 from .validation import Problem, check_client_event, validate_server_event
 
 
-def _truncate_text(text: str, ratio: float) -> str:
-    if ratio >= 1:
-        return text
-    cut = int(len(text) * max(0.0, ratio))
-    if cut < len(text) and cut > 0 and not text[cut].isspace() and not text[cut - 1].isspace():
-        space = text.rfind(" ", 0, cut)
-        cut = space if space > 0 else 0
-    return text[:cut].rstrip()
-
-
-class EmulatedSession(InputAudio, Responses):
+class EmulatedSession(InputAudio, Responses, SessionFaults):
     """One accepted websocket connection: the server side of a Realtime session.
 
     Attributes:
@@ -75,6 +67,9 @@ class EmulatedSession(InputAudio, Responses):
         function_outputs: Every accepted ``function_call_output``.
         opened_at: ``loop.time()`` when the session was accepted.
         closed_at: ``loop.time()`` when the socket closed (either side), else None.
+        max_secs: The session cap (the emulator's ``session_max_secs`` at connection):
+            at ``opened_at + max_secs`` the session expires.
+        expired_at: ``loop.time()`` when the session hit its cap, else None.
     """
 
     def __init__(self, emulator: EmulatorHost, websocket: ServerConnection) -> None:
@@ -95,8 +90,9 @@ class EmulatedSession(InputAudio, Responses):
         self.model: str = self.query.get("model", DEFAULT_MODEL)
         self.authorization: str | None = request.headers.get("Authorization")
         self.headers: dict[str, str] = dict(request.headers.raw_items())
+        self._init_faults()
         self.config: dict = default_session(
-            self.id, self.model, emulator.voice, emulator.instructions
+            self.id, self.model, emulator.voice, emulator.instructions, self._expires_at()
         )
         self.client_events: list[ClientEvent] = []
         self.sent_events: list[ServerEvent] = []
@@ -261,6 +257,7 @@ class EmulatedSession(InputAudio, Responses):
     def _open(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"emulator-writer-{self.id}")
         self._emit({"type": "session.created", "session": copy.deepcopy(self.config)})
+        self._arm_expiry()
 
     async def _run(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -282,6 +279,7 @@ class EmulatedSession(InputAudio, Responses):
     async def _shutdown(self) -> None:
         if self.closed_at is None:
             self.closed_at = self._loop.time()
+        self._disarm_expiry()
         tasks = [*self._abandon_responses(), *self._tasks]
         self._tasks.clear()
         for task in tasks:
@@ -440,6 +438,8 @@ class EmulatedSession(InputAudio, Responses):
     def _on_session_update(self, data: dict, model: Any) -> None:
         update = data["session"]
         event_id = self._event_id(data)
+        if self._session_update_refused(data):
+            return
 
         def fail(message: str, code: str, param: str) -> None:
             self._send_error(message, code, param=param, event_id=event_id)
@@ -641,9 +641,8 @@ class EmulatedSession(InputAudio, Responses):
                 "audio_end_ms",
             )
             return
-        ratio = audio_end_ms / meta.audio_ms if meta.audio_ms else 1.0
-        part = content[content_index]
-        part["transcript"] = _truncate_text(part.get("transcript") or "", ratio)
+        # The server drops the transcript: no text is left for audio the caller never heard.
+        content[content_index]["transcript"] = None
         if meta.audio_format:
             keep = int(audio_end_ms * bytes_per_ms(meta.audio_format))
             keep -= keep % SAMPLE_BYTES[meta.audio_format]
