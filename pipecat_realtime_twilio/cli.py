@@ -105,7 +105,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from pipecat_realtime_twilio.simulate import print_result, simulate_call
 
     result = asyncio.run(
-        simulate_call(settings, wav=args.wav, out=args.out, bot=args.bot, timeout=args.timeout)
+        simulate_call(
+            settings,
+            wav=args.wav,
+            out=args.out,
+            bot=args.bot,
+            timeout=args.timeout,
+            database_url=args.database_url,
+        )
     )
     print_result(result)
     return 0
@@ -241,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=60.0, help="give up after this many seconds"
     )
     simulate.add_argument("--log-level", help="log level of the runner (default WARNING)")
+    simulate.add_argument(
+        "--database-url",
+        help="store the call's record in this database (SQLAlchemy URL; default: a temporary one)",
+    )
     simulate.set_defaults(run=_simulate)
 
     call = commands.add_parser(

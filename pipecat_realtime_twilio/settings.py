@@ -8,17 +8,21 @@
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
+import pydantic_settings
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipecat_realtime_twilio.errors import SettingsError
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+DEFAULT_DATABASE_URL = "sqlite:///calls.db"
+_BOT_ROUTES_FORM = 'a JSON object of called number to bot name, e.g. {"+15551230000": "sales"}'
 
 
 class Settings(BaseSettings):
@@ -65,7 +69,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535, description="Port the runner listens on.")
     bot: str = Field(default="default", description="Bot that answers calls.")
     bots_dir: str = Field(default="bots", description="Folder the bots are loaded from.")
-    bot_routes: dict[str, str] = Field(
+    bot_routes: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='Called number -> bot, as JSON: {"+15551230000": "sales"}; others get BOT.',
     )
@@ -81,8 +85,15 @@ class Settings(BaseSettings):
         description="On SIGTERM, how long active calls may go on before they are ended.",
     )
     database_url: str = Field(
-        default="sqlite:///calls.db",
+        default=DEFAULT_DATABASE_URL,
         description="Where call records are kept (SQLAlchemy URL); SQLite file by default.",
+    )
+    outbox_dir: str | None = Field(
+        default=None,
+        description=(
+            "Folder of call records not yet stored in the database (the outbox); by default "
+            "beside a SQLite file (calls.db-outbox), else ./outbox."
+        ),
     )
     call_webhook_url: AnyHttpUrl | None = Field(
         default=None, description="Receives each call record as JSON (POST), retried."
@@ -132,6 +143,40 @@ class Settings(BaseSettings):
     def _check_account_sid(cls, value: str | None) -> str | None:
         if value is not None and not (value.startswith("AC") and len(value) == 34):
             raise ValueError("must be a Twilio account SID: AC followed by 32 characters")
+        return value
+
+    @field_validator("bot_routes", mode="before")
+    @classmethod
+    def _parse_bot_routes(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"must be {_BOT_ROUTES_FORM}; not JSON ({e.msg} at character {e.pos})"
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError(f"must be {_BOT_ROUTES_FORM}, not {type(value).__name__}")
+        for number, bot in value.items():
+            if not isinstance(bot, str) or not bot:
+                raise ValueError(f"{number} must go to a bot name, not {json.dumps(bot)}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value == DEFAULT_DATABASE_URL:
+            return value
+        from sqlalchemy.engine import make_url  # only for a URL of one's own
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; SQLAlchemy's form is "
+                "dialect+driver://user:password@host/database, e.g. sqlite:///calls.db"
+            ) from None
         return value
 
     @field_validator("log_level", mode="before")
@@ -193,6 +238,8 @@ def load_settings(**overrides) -> Settings:
             name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except pydantic_settings.SettingsError as e:  # a value it could not even parse
+        raise SettingsError(f"invalid settings: {' '.join(str(e).split())}") from None
 
 
 _current: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(

@@ -8,6 +8,7 @@
 
 import asyncio
 import secrets
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, FRAME_BYTES, ULAW_SILENCE, ulaw_to_pcm16
 from pipecat_realtime_twilio.runner.app import create_app
 from pipecat_realtime_twilio.runner.records import CallRecord
-from pipecat_realtime_twilio.settings import Settings, SettingsError
+from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.model import say_as_asked
@@ -67,6 +68,41 @@ def sample_audio() -> bytes:
         return load_wav_as_ulaw(path)
 
 
+def caller_audio(wav: Path) -> bytes:
+    """Return what the caller says, from a WAV file, as 8 kHz μ-law.
+
+    Args:
+        wav: A WAV file of PCM (8, 16 or 32 bit) or 8-bit μ-law, any rate, any channels.
+
+    Returns:
+        The audio.
+
+    Raises:
+        SettingsError: Naming the file and what is wrong with it, in one line.
+    """
+    supported = "use a WAV file of 8/16/32-bit PCM or 8-bit μ-law"
+    try:
+        audio = load_wav_as_ulaw(wav)
+    except FileNotFoundError:
+        raise SettingsError(f"--wav {wav}: no such file") from None
+    except OSError as e:
+        raise SettingsError(f"--wav {wav}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:  # what load_wav_as_ulaw says, after the path
+        problem = " ".join(str(e).removeprefix(f"{wav}: ").split())
+        if "unsupported WAV encoding" in problem:
+            raise SettingsError(f"--wav {wav}: {problem}") from None
+        raise SettingsError(
+            f"--wav {wav}: not a WAV file this can read ({problem}); {supported}"
+        ) from None
+    except Exception as e:  # a header that lies about its data, and the like
+        raise SettingsError(
+            f"--wav {wav}: not a WAV file this can read ({type(e).__name__}: {e}); {supported}"
+        ) from None
+    if not audio:
+        raise SettingsError(f"--wav {wav}: the file has no audio")
+    return audio
+
+
 async def simulate_call(
     settings: Settings,
     *,
@@ -74,6 +110,7 @@ async def simulate_call(
     out: Path = Path("heard.wav"),
     bot: str | None = None,
     timeout: float = 60.0,
+    database_url: str | None = None,
 ) -> SimulationResult:
     """Run the runner, call it as Twilio would, speak, listen, hang up.
 
@@ -87,21 +124,49 @@ async def simulate_call(
         out: Where to write what the caller heard.
         bot: The bot to call; ``settings.bot`` when None.
         timeout: Seconds before the simulation gives up.
+        database_url: Where the call's record is stored (SQLAlchemy URL); None
+            keeps it, and the outbox, in a temporary folder removed afterwards
+            (``DATABASE_URL`` and ``OUTBOX_DIR`` are not used).
 
     Returns:
         The result, with transcript and timings.
+
+    Raises:
+        SettingsError: If the WAV file or the database cannot be used, or the call
+            does not finish in time.
     """
-    caller_audio = load_wav_as_ulaw(wav) if wav else sample_audio()
+    audio = caller_audio(wav) if wav else sample_audio()
+    with tempfile.TemporaryDirectory(prefix="prt-simulate-") as scratch:
+        if database_url is None:
+            records = {
+                "database_url": f"sqlite:///{Path(scratch) / 'calls.db'}",
+                "outbox_dir": str(Path(scratch) / "outbox"),
+            }
+        else:
+            records = {"database_url": database_url}
+        return await _simulate(settings, audio, wav is None, out, bot, timeout, records)
+
+
+async def _simulate(
+    settings: Settings,
+    audio: bytes,
+    sample: bool,
+    out: Path,
+    bot: str | None,
+    timeout: float,
+    records: dict[str, str],
+) -> SimulationResult:
     emulator = None
     if settings.openai_api_key is None:
         emulator = RealtimeEmulator(
             replies=say_as_asked(Reply(text=EMULATOR_ANSWER)),
-            transcripts=[SAMPLE_TEXT] if wav is None else None,
+            transcripts=[SAMPLE_TEXT] if sample else None,
         )
         await emulator.start()
     server = LocalServer()
     auth_token = secrets.token_hex(16)
-    overrides = {
+    overrides: dict[str, object] = {
+        **records,
         "public_url": server.url,
         "twilio_auth_token": auth_token,
         "twilio_validate_signatures": True,
@@ -110,13 +175,13 @@ async def simulate_call(
         overrides["bot"] = bot
     if emulator:
         overrides["openai_realtime_url"] = emulator.url
-    server.app = create_app(Settings.model_validate({**settings.model_dump(), **overrides}))
-    runner = server.app.state.runner
     caller = TwilioCaller(server_url=server.url, public_url=server.url, auth_token=auth_token)
     try:
+        server.app = create_app(load_settings(**{**settings.model_dump(), **overrides}))
+        runner = server.app.state.runner
         await server.start()
         async with asyncio.timeout(timeout):
-            return await _converse(caller, runner, caller_audio, out, emulator is not None)
+            return await _converse(caller, runner, audio, out, emulator is not None)
     except TimeoutError:
         raise SettingsError(
             f"the simulated call did not finish within {timeout:.0f} s "

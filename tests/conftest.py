@@ -240,3 +240,136 @@ async def spawn(*args: str, cwd, env: dict[str, str], capture: bool = False):
     return await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=cwd, env=env, stdout=stream, stderr=stream
     )
+
+
+# --- a private PostgreSQL server --------------------------------------------------------------
+#
+# Call records also go to PostgreSQL (DATABASE_URL=postgresql+psycopg://...). Tests that need it
+# get a throwaway cluster of Debian's `postgresql` package: one per xdist worker (session scope),
+# started on a free port of 127.0.0.1 with its socket in its own temporary folder, no fsync, and
+# a fresh database per test (`postgres_url`). Without PostgreSQL they are skipped, unless
+# REQUIRE_POSTGRES=1 (.ci/run) makes that a failure.
+
+
+class PostgresServer:
+    """A PostgreSQL cluster in a temporary folder; `stop()` and `start()` for outages."""
+
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="prt-postgres-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.user = "prt"
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            import pwd
+
+            account = pwd.getpwnam("postgres")
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--no-sync",
+            "--no-instructions",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        """The SQLAlchemy URL of a database of this server."""
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = self.root / "server.log"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(log), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once (open connections are cut)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def execute(self, sql: str) -> None:
+        """Run a statement outside a transaction (CREATE DATABASE and the like)."""
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as connection:
+            connection.execute(sql)
+
+    def close(self) -> None:
+        """Stop the server if it runs and remove its folder."""
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [*self._as_postgres, str(self.bindir / program), *args]
+        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, command, result.stdout, result.stderr
+            )
+
+
+def _postgres_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent  # the newest version
+    import shutil
+
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this xdist worker, for the session."""
+    required = os.environ.get("REQUIRE_POSTGRES") == "1"
+    bindir = _postgres_bindir()
+    problem = None
+    if bindir is None:
+        problem = "PostgreSQL is not installed (apt install postgresql)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            problem = "psycopg is not installed (pip install -e '.[dev]')"
+    if problem is not None:
+        if required:
+            pytest.fail(f"{problem}, and REQUIRE_POSTGRES=1", pytrace=False)
+        pytest.skip(problem)
+    server = PostgresServer(bindir)
+    try:
+        for attempt in range(3):
+            try:
+                server.start()
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 2:
+                    raise
+                server.port = free_port()  # another process took the port meanwhile
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """The URL of a fresh, empty database on the worker's PostgreSQL server."""
+    name = f"test_{secrets.token_hex(6)}"
+    postgres.execute(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    with contextlib.suppress(Exception):  # a test may leave the server stopped or broken
+        postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,14 +1,20 @@
 """The command line, as an operator or a newcomer runs it."""
 
 import asyncio
+import struct
+import sys
 import wave
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, clean_env, free_port, spawn, wait_for_port
+from loguru import logger
 from twilio.request_validator import RequestValidator
 
+from pipecat_realtime_twilio.cli import main
+from pipecat_realtime_twilio.runner.store import CallStore
+from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
 
 pytestmark = pytest.mark.call
@@ -72,8 +78,9 @@ async def test_serve_answers_a_signed_webhook(tmp_path):
 
 async def test_simulate_runs_a_whole_call_offline(tmp_path):
     out = tmp_path / "heard.wav"
-    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path}/calls.db")
-    code, stdout, stderr = await run_cli("simulate", "--out", str(out), cwd=ROOT, env=env)
+    elsewhere = tmp_path / "elsewhere"
+    env = clean_env(BOTS_DIR=str(ROOT / "bots"), DATABASE_URL=f"sqlite:///{elsewhere}/calls.db")
+    code, stdout, stderr = await run_cli("simulate", "--out", str(out), cwd=tmp_path, env=env)
     assert code == 0, stderr
     assert "bundled Realtime emulator" in stdout
     lines = stdout.splitlines()
@@ -87,6 +94,9 @@ async def test_simulate_runs_a_whole_call_offline(tmp_path):
     with wave.open(str(out)) as heard:
         assert heard.getframerate() == 8000 and heard.getnchannels() == 1
         assert heard.getnframes() / 8000 > 5
+    # The record went to a temporary database: none in the working directory, none at
+    # DATABASE_URL, no outbox left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heard.wav"]
 
 
 async def test_emulator_url_setting_reaches_the_agent(tmp_path):
@@ -96,13 +106,141 @@ async def test_emulator_url_setting_reaches_the_agent(tmp_path):
             "simulate",
             "--out",
             str(tmp_path / "h.wav"),
+            "--database-url",
+            f"sqlite:///{tmp_path}/records.db",
             cwd=ROOT,
-            env=clean_env(
-                OPENAI_API_KEY="sk-real-looking",
-                OPENAI_REALTIME_URL=emulator.url,
-                DATABASE_URL=f"sqlite:///{tmp_path}/calls.db",
-            ),
+            env=clean_env(OPENAI_API_KEY="sk-real-looking", OPENAI_REALTIME_URL=emulator.url),
         )
         assert code == 0, stderr
         assert "the OpenAI Realtime API" in stdout
         assert emulator.sessions[0].authorization == "Bearer sk-real-looking"
+    # --database-url keeps the record.
+    with CallStore(f"sqlite:///{tmp_path}/records.db") as store:
+        (record,) = store.list()
+    assert record.call_sid in stdout and record.transcript
+
+
+# --- one line, exit 2, no traceback -------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path, capsys):
+    """Run ``main(args)`` in this process with only ``env`` set; (exit code, stderr lines)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env
+
+    def run(*args: str, **env: str) -> tuple[int, list[str]]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        code = main(list(args))
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    yield run
+    logger.remove()  # main() logs to the stderr that capsys replaced
+    logger.add(sys.__stderr__)
+
+
+def write_wav(path: Path, *, width: int = 2, frames: bytes = b"\0\0" * 800) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(width)
+        wav.setframerate(8000)
+        wav.writeframes(frames)
+    return path
+
+
+def float_wav(folder: Path) -> Path:
+    """A 32-bit IEEE float WAV (format tag 3), which the caller cannot speak."""
+    path = folder / "float.wav"
+    data = struct.pack("<800f", *([0.0] * 800))
+    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(data)) + b"WAVE" + chunks + data
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda d: d / "missing.wav", "no such file"),
+        (lambda d: d, "cannot read it"),
+        (lambda d: (d / "notes.wav").write_text("hello") and d / "notes.wav", "not a WAV file"),
+        (lambda d: write_wav(d / "24bit.wav", width=3, frames=b"\0" * 2400), "24 bits"),
+        (float_wav, "format tag 0x0003"),
+        (lambda d: write_wav(d / "empty.wav", frames=b""), "has no audio"),
+    ],
+    ids=["missing", "a folder", "not a WAV", "24-bit", "float", "empty"],
+)
+def test_simulate_with_a_bad_wav_says_what_is_wrong(cli, tmp_path, make, problem):
+    wav = make(tmp_path)
+    code, lines = cli("simulate", "--wav", str(wav))
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"pipecat-realtime-twilio: --wav {wav}: ")
+    assert problem in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://user@127.0.0.1/calls", "the driver of mysql is not installed"),
+        ("postgresql+asyncpg://user@127.0.0.1/calls", "asyncio driver"),
+        ("postgresql+nosuchdriver://user@127.0.0.1/calls", "[postgres]"),
+        ("oracle+nosuchdriver://user@127.0.0.1/calls", "knows no database or driver"),
+        ("calls.db", "not a database URL"),
+    ],
+)
+def test_calls_with_an_unusable_database_url_names_it(cli, url, problem):
+    code, lines = cli("calls", DATABASE_URL=url)
+    assert code == 2
+    assert len(lines) == 1 and "DATABASE_URL" in lines[0] and problem in lines[0]
+
+
+def test_calls_with_an_unreachable_database_names_it(cli):
+    url = f"postgresql+psycopg://nobody:s3cret@127.0.0.1:{free_port()}/calls"
+    code, lines = cli("calls", DATABASE_URL=url)
+    assert code == 2
+    assert len(lines) == 1 and "DATABASE_URL: cannot open the database" in lines[0]
+    assert "Connection refused" in lines[0] and "s3cret" not in lines[0]
+
+
+@pytest.mark.parametrize("routes", ["{+15551230000: sales}", '["sales"]', '{"+1555": 1}'])
+def test_serve_with_bad_bot_routes_names_them(cli, routes):
+    code, lines = cli("serve", BOT_ROUTES=routes)
+    assert code == 2
+    assert len(lines) == 1 and "BOT_ROUTES" in lines[0]
+
+
+def serve_settings(**values: str) -> dict[str, str]:
+    return clean_env(
+        OPENAI_API_KEY="sk-test",
+        TWILIO_AUTH_TOKEN="secret-token",
+        PUBLIC_URL="https://bot.example.com",
+        PORT=str(free_port()),
+        BOTS_DIR=str(ROOT / "bots"),
+        LOG_LEVEL="WARNING",  # not Pipecat's INFO banner: only what went wrong
+        **values,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:{port}/calls"},
+            "DATABASE_URL: cannot open the database",
+        ),
+        ({"DATABASE_URL": "mysql://nobody@127.0.0.1/calls"}, "DATABASE_URL: the driver of mysql"),
+        ({"BOT_ROUTES": '{"+15551230000": "nobody"}'}, "BOT_ROUTES: +15551230000 goes to bot"),
+    ],
+    ids=["database unreachable", "driver missing", "route to a missing bot"],
+)
+async def test_serve_stops_at_start_in_one_line(tmp_path, values, expected):
+    values = {name: value.replace("{port}", str(free_port())) for name, value in values.items()}
+    code, stdout, stderr = await run_cli("serve", cwd=tmp_path, env=serve_settings(**values))
+    assert code == 2, stderr
+    assert stderr.strip().splitlines() == [stderr.strip()]
+    assert stderr.startswith(f"pipecat-realtime-twilio: {expected}")
+    assert "Traceback" not in stderr + stdout

@@ -28,6 +28,7 @@ RUNTIME_ENV = {
     "BOTS_DIR": "/app/bots",
     "PYTHONUNBUFFERED": "1",
     "DATABASE_URL": "sqlite:////data/calls.db",
+    "OUTBOX_DIR": "/data/outbox",
 }
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "clang", "make", "cmake", "pkg-config"}
 
@@ -382,7 +383,7 @@ FROM python:3.11-slim AS builder
 RUN python -m venv /opt/venv
 FROM python:3.11-slim
 ENV HOST=0.0.0.0 PORT=8080 BOTS_DIR=/app/bots PYTHONUNBUFFERED=1 \\
-    DATABASE_URL=sqlite:////data/calls.db
+    DATABASE_URL=sqlite:////data/calls.db OUTBOX_DIR=/data/outbox
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 COPY bots/ /app/bots/

@@ -63,8 +63,11 @@ def make_record(call_sid: str = "CA" + "1" * 32, started_at: float = T0, **overr
     return record
 
 
-@pytest.fixture
-def db_url(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.call)])
+def db_url(request, tmp_path):
+    """Each store test runs on a SQLite file, and on a real PostgreSQL server (a `call` test)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
     return f"sqlite:///{tmp_path / 'calls.db'}"
 
 
@@ -227,7 +230,7 @@ store.close()
 
 
 @pytest.mark.call
-def test_two_processes_write_one_sqlite_file(db_url):
+def test_two_processes_write_one_database(db_url):
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, db_url, prefix, "40"],

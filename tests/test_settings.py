@@ -4,6 +4,9 @@ from conftest import ROOT
 from pipecat_realtime_twilio.settings import Settings, SettingsError, load_settings
 
 KEYS = [
+    "BOT_ROUTES",
+    "DATABASE_URL",
+    "OUTBOX_DIR",
     "OPENAI_API_KEY",
     "OPENAI_REALTIME_URL",
     "PUBLIC_URL",
@@ -67,3 +70,42 @@ def test_env_example_copied_to_dot_env_loads(tmp_path, monkeypatch):
     assert settings.public_url is None and settings.call_webhook_url is None
     assert settings.max_calls == 20 and settings.database_url == "sqlite:///calls.db"
     assert str(settings.twilio_api_url).rstrip("/") == "https://api.twilio.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("sales", "not JSON"),
+        ('["+15551230000", "sales"]', "must be a JSON object of called number to bot name"),
+        ('{"+15551230000": 7}', "+15551230000 must go to a bot name, not 7"),
+        ('{"+15551230000": ""}', '+15551230000 must go to a bot name, not ""'),
+    ],
+)
+def test_bad_bot_routes_are_named_in_one_line(monkeypatch, value, problem):
+    monkeypatch.setenv("BOT_ROUTES", value)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    message = str(e.value)
+    assert "BOT_ROUTES" in message and problem in message and "\n" not in message
+
+
+def test_bot_routes_from_json(monkeypatch, tmp_path):
+    monkeypatch.setenv("BOT_ROUTES", '{"+15551230000": "sales", "+15551230001": "support"}')
+    assert load_settings().bot_routes == {"+15551230000": "sales", "+15551230001": "support"}
+    monkeypatch.delenv("BOT_ROUTES")
+    (tmp_path / ".env").write_text('BOT_ROUTES={"+15551230000": "sales"}\n')
+    assert load_settings().bot_routes == {"+15551230000": "sales"}
+
+
+def test_a_malformed_database_url_is_named(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "calls.db")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "DATABASE_URL" in str(e.value) and "not a database URL" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_outbox_dir_is_unset_by_default_and_taken_from_the_environment(monkeypatch):
+    assert load_settings().outbox_dir is None  # beside the SQLite file (runner.outbox)
+    monkeypatch.setenv("OUTBOX_DIR", "/var/lib/prt/outbox")
+    assert load_settings().outbox_dir == "/var/lib/prt/outbox"

@@ -111,7 +111,9 @@ class CallRunner:
         self.rest = TwilioRest.from_settings(settings)
         self.metrics = RunnerMetrics()
         self.admission = Admission(settings, self.metrics)
-        self.records = RecordKeeper(settings, store=store, webhook_retry_secs=webhook_retry_secs)
+        self.records = RecordKeeper(
+            settings, store=store, webhook_retry_secs=webhook_retry_secs, metrics=self.metrics
+        )
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
         self._next_twiml: OrderedDict[str, str] = OrderedDict()
         self._reload_bots = reload_bots

@@ -39,6 +39,7 @@ class RunnerMetrics:
       ``PREWARM_TIMEOUT_SECS``; closed), ``failed`` (it could not open; the call
       connects when its stream starts), ``dropped`` (closed unused for another
       reason: the webhook asked again, another bot, the runner stopping).
+    - ``prt_records_pending``: call records waiting in the outbox for the database.
     """
 
     def __init__(self) -> None:
@@ -76,6 +77,9 @@ class RunnerMetrics:
         )
         self.prewarm = Counter(
             "prt_prewarm", "Pre-warmed Realtime sessions, by outcome.", ["outcome"], registry=r
+        )
+        self.records_pending = Gauge(
+            "prt_records_pending", "Call records in the outbox, not yet stored.", registry=r
         )
 
     def count_call(self, record: CallRecord, agent: CallAgent | None) -> None:

@@ -6,10 +6,16 @@
 
 """Call records in a SQL database through SQLAlchemy Core, by URL.
 
-``sqlite:///calls.db`` by default, or any engine SQLAlchemy reaches
-(``postgresql+psycopg://…``). Several runner processes may share one database:
-SQLite gets a busy timeout and WAL, and no SQL is specific to one engine. Sync
-methods, and ``a``-prefixed async twins that run in a thread.
+``sqlite:///calls.db`` by default, or any engine SQLAlchemy reaches with a
+synchronous driver (``postgresql+psycopg://…``, installed by the ``postgres`` extra).
+Several runner processes may share one database: SQLite gets a busy timeout and
+WAL, and no SQL is specific to one engine. Sync methods, and ``a``-prefixed async
+twins that run in a thread.
+
+A URL that cannot be used (malformed, an asyncio or missing driver, a database
+that cannot be reached) raises `StoreError` when the store opens, with one line
+naming ``DATABASE_URL``; errors after that are SQLAlchemy's (`describe_error`
+makes one line of them).
 
 Example::
 
@@ -44,11 +50,83 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.mysql import LONGTEXT
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from pipecat_realtime_twilio.errors import SettingsError
 from pipecat_realtime_twilio.runner.records import CallRecord
+
+POSTGRES_HINT = (
+    "for PostgreSQL: pip install 'pipecat-realtime-twilio[postgres]' "
+    "and use postgresql+psycopg://user:password@host/database"
+)
+"""How to get the PostgreSQL driver, for messages about a missing one."""
+
+_CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL connection attempt may take (libpq's ``connect_timeout``)."""
+
+
+class StoreError(SettingsError):
+    """``DATABASE_URL`` cannot be used: malformed, its driver missing, or unreachable.
+
+    A `SettingsError`, so the command line reports it in one line (exit 2).
+    """
+
+
+def describe_error(error: BaseException) -> str:
+    """Return one line about a database error: the driver's own message.
+
+    SQLAlchemy's messages span lines (the SQL, a link); the driver's error
+    (``error.orig``) says what went wrong, e.g. ``database is locked``.
+
+    Args:
+        error: The error, from SQLAlchemy or a driver.
+
+    Returns:
+        The message on one line.
+    """
+    orig = getattr(error, "orig", None)
+    text = " ".join(str(orig if orig is not None else error).split())
+    return text or type(error).__name__
+
+
+def _check_url(url: str) -> URL:
+    """Parse ``url`` and check that its driver is installed and synchronous.
+
+    Raises:
+        StoreError: Naming ``DATABASE_URL`` and what is wrong.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            "DATABASE_URL: not a database URL; SQLAlchemy's form is "
+            "dialect+driver://user:password@host/database, e.g. sqlite:///calls.db"
+        ) from None
+    name = parsed.drivername
+    hint = POSTGRES_HINT if parsed.get_backend_name() == "postgresql" else ""
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StoreError(
+            f"DATABASE_URL: SQLAlchemy knows no database or driver {name!r}"
+            + (f"; {hint}" if hint else "")
+        ) from None
+    if dialect.is_async:
+        raise StoreError(
+            f"DATABASE_URL: {name} is an asyncio driver; call records need a synchronous "
+            "one, e.g. sqlite:///calls.db or postgresql+psycopg://…"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise StoreError(
+            f"DATABASE_URL: the driver of {name} is not installed ({error}); "
+            + (hint or f"install the Python package SQLAlchemy's {name} dialect uses")
+        ) from None
+    return parsed
+
 
 _metadata = MetaData()
 calls_table = Table(
@@ -65,10 +143,13 @@ calls_table = Table(
 """The ``calls`` table: indexed columns for queries, and the whole record as JSON."""
 
 
-def _create_engine(url: str, busy_timeout_s: float) -> Engine:
-    """Return an engine for ``url``; SQLite waits for locks and runs in WAL mode."""
-    parsed = make_url(url)
+def _create_engine(parsed: URL, busy_timeout_s: float) -> Engine:
+    """Return an engine for ``parsed``; SQLite waits for locks and runs in WAL mode."""
     if parsed.get_backend_name() != "sqlite":
+        libpq = parsed.get_driver_name() in ("psycopg", "psycopg2")
+        if libpq and "connect_timeout" not in parsed.query:
+            # libpq waits for a host that does not answer as long as TCP does (minutes).
+            parsed = parsed.update_query_dict({"connect_timeout": str(_CONNECT_TIMEOUT_S)})
         return create_engine(parsed, pool_pre_ping=True)
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
@@ -138,10 +219,28 @@ class CallStore:
             url: SQLAlchemy database URL, e.g. ``sqlite:///calls.db`` or
                 ``postgresql+psycopg://user:pass@host/db`` (its driver must be installed).
             busy_timeout_s: How long SQLite waits for another process's write lock.
+
+        Raises:
+            StoreError: If the URL is malformed, its driver is missing or works with
+                asyncio only, or the database cannot be opened; the message names
+                ``DATABASE_URL``.
         """
         self.url = url
-        self._engine = _create_engine(url, busy_timeout_s)
-        self._create_table()
+        parsed = _check_url(url)
+        where = parsed.render_as_string(hide_password=True)
+        try:
+            self._engine = _create_engine(parsed, busy_timeout_s)
+        except OSError as error:  # the folder of a SQLite file
+            raise StoreError(
+                f"DATABASE_URL: cannot create the folder of {where}: {error.strerror or error}"
+            ) from error
+        try:
+            self._create_table()
+        except (SQLAlchemyError, sqlite3.Error) as error:
+            self._engine.dispose()
+            raise StoreError(
+                f"DATABASE_URL: cannot open the database {where}: {describe_error(error)}"
+            ) from error
 
     def _create_table(self) -> None:
         try:

@@ -9,7 +9,8 @@
 `WebhookSender` POSTs a record as JSON, signed with HMAC-SHA256 when given a
 secret, with a timeout and bounded retries; `WebhookSender.deliver_pending` sends
 every stored record not yet delivered and marks those that arrived. Delivery is at
-least once: a receiver should deduplicate by ``call_sid``.
+least once: a receiver should deduplicate by ``call_sid`` (in the body, and as the
+``Idempotency-Key`` header).
 
 Example::
 
@@ -44,6 +45,9 @@ from pipecat_realtime_twilio.runner.store import CallStore
 
 SIGNATURE_HEADER = "X-Call-Record-Signature"
 """Header with the hex HMAC-SHA256 of the webhook body, keyed with the shared secret."""
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""Header with the record's ``call_sid``: the same for every delivery of one record."""
 
 
 def sign_body(body: bytes, secret: str | bytes) -> str:
@@ -91,7 +95,8 @@ class WebhookSender:
     anything else (redirects included, which are not followed) failed. Failures are
     logged and never raise.
 
-    Headers: ``Content-Type: application/json`` and, with a secret,
+    Headers: ``Content-Type: application/json``, ``Idempotency-Key``: the record's
+    ``call_sid`` (a record may arrive more than once), and, with a secret,
     ``X-Call-Record-Signature``: hex HMAC-SHA256 of the raw body (`sign_body`).
     """
 
@@ -200,6 +205,8 @@ class WebhookSender:
     async def _deliver(self, session: aiohttp.ClientSession, record: CallRecord) -> _Outcome:
         body = record.to_json().encode()
         headers = {"Content-Type": "application/json"}
+        if record.call_sid.isascii() and record.call_sid.isprintable():  # fits in a header
+            headers[IDEMPOTENCY_HEADER] = record.call_sid
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign_body(body, self.secret)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
