@@ -190,13 +190,14 @@ def _print_record(r) -> None:
 def _bots(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
-    from pipecat_realtime_twilio.runner.bots import bot_files, load_bot, load_bots
+    from pipecat_realtime_twilio.runner.bots import bot_files, check_bot, load_bot, load_bots
 
     if args.action == "check":
         problems = 0
         for path in bot_files(settings.bots_dir):
             try:
                 bot = load_bot(path)
+                asyncio.run(check_bot(bot, settings))  # builds its pipeline, offline
             except BotError as e:
                 problems += 1
                 print(f"error: {e}")

@@ -212,3 +212,27 @@ async def test_serve_reload_changes_the_next_call_not_the_current_one(tmp_path):
             await second.close()
             process.terminate()
             await process.wait()
+
+
+@pytest.mark.call
+async def test_bots_check_builds_each_pipeline_and_names_the_line_that_raised(tmp_path):
+    write(tmp_path, "default.md", GOOD)
+    path = write(
+        tmp_path,
+        "broken.py",
+        '"""A bot whose pipeline raises."""\n\n\ndef pipeline(call):\n'
+        '    options = {}\n    return [call.input(), options["voice"], call.output()]\n',
+    )
+    process = await spawn(
+        "-m",
+        "pipecat_realtime_twilio",
+        "bots",
+        "check",
+        cwd=tmp_path,
+        env=clean_env(BOTS_DIR=str(tmp_path)),  # no OPENAI_API_KEY: building connects nowhere
+        capture=True,
+    )
+    out = (await process.communicate())[0].decode()
+    assert process.returncode == 1, out
+    assert f"error: {path}:6: bot 'broken': pipeline() raised KeyError: 'voice'" in out
+    assert "ok: default" in out

@@ -9,6 +9,7 @@
 import asyncio
 import inspect
 import sys
+import traceback
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
+from pydantic import SecretStr
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.runner.prompt_bot import load_prompt_bot
+from pipecat_realtime_twilio.settings import Settings, settings_in_effect
 
 PipelineBuilder = Callable[[CallSession], list[FrameProcessor] | Awaitable[list[FrameProcessor]]]
 
@@ -57,7 +60,9 @@ class Bot:
             if inspect.isawaitable(processors):
                 processors = await processors
         except Exception as e:
-            raise BotError(f"bot '{self.name}' ({self.path}) failed to build: {e}") from e
+            raise BotError(
+                f"{self.where(e)}: bot '{self.name}': pipeline() raised {type(e).__name__}: {e}"
+            ) from e
         if not isinstance(processors, list) or not all(
             isinstance(p, FrameProcessor) for p in processors
         ):
@@ -65,6 +70,48 @@ class Bot:
                 f"bot '{self.name}' ({self.path}): pipeline() must return a list of processors"
             )
         return processors
+
+    def where(self, error: BaseException) -> str:
+        """``FILE:LINE`` of the bot's own line that raised ``error`` (its file, if none).
+
+        Args:
+            error: What the bot's code raised.
+
+        Returns:
+            Where to look, as editors and terminals link it.
+        """
+        if self.path is None:
+            return f"bot '{self.name}'"
+        own = self.path.resolve()
+        lines = [
+            frame.lineno
+            for frame in traceback.extract_tb(error.__traceback__)
+            if Path(frame.filename).resolve() == own
+        ]
+        return f"{self.path}:{lines[-1]}" if lines else str(self.path)
+
+
+async def check_bot(bot: Bot, settings: Settings) -> None:
+    """Build ``bot``'s pipeline once, offline, as a call would (nothing connects).
+
+    Without ``OPENAI_API_KEY`` a stand-in key is used: building opens no session.
+
+    Args:
+        bot: The bot.
+        settings: The settings the bot is built under.
+
+    Raises:
+        BotError: ``FILE:LINE: ...`` when ``pipeline()`` raises or returns something
+            other than processors.
+    """
+    if settings.openai_api_key is None:
+        settings = settings.model_copy(update={"openai_api_key": SecretStr("offline-check")})
+    call = CallSession.before_stream(
+        "CA" + "0" * 32,
+        parameters={"bot": bot.name, "from": "+15550100000", "to": "+15550100001"},
+    )
+    with settings_in_effect(settings):
+        await bot.build(call)
 
 
 def load_bot_file(path: Path) -> Bot:
