@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
     from pipecat_realtime_twilio.agent.usage import Usage
+    from pipecat_realtime_twilio.failures import Failure
 
 CALL_METADATA_KEY = "pipecat_realtime_twilio.call"
 """Where the pipeline's ``StartFrame.metadata`` carries the :class:`PhoneCall`."""
@@ -96,6 +97,14 @@ class CallAgent(Protocol):
     def response_latencies_ms(self) -> list[float]:
         """Per answer: ms from the caller's last word to the first audio heard."""
 
+    @property
+    def fallback_line(self) -> str:
+        """What the caller hears in Twilio's voice when the bot cannot go on."""
+
+    @property
+    def fallback_number(self) -> str | None:
+        """Where such a call is transferred instead, if set."""
+
     async def interrupt(self) -> None:
         """Stop the bot now (clear the phone, truncate, cancel the response)."""
 
@@ -135,5 +144,5 @@ class PhoneCall(Protocol):
     async def transfer(self, number: str, *, timeout: float = ...) -> None:
         """Transfer the call once the caller has heard everything."""
 
-    async def fail(self, why: str, *, say: str, transfer_to: str | None = None) -> None:
+    async def fail(self, failure: Failure, *, say: str, transfer_to: str | None = None) -> None:
         """The bot cannot go on: a spoken line in Twilio's voice, or a transfer."""

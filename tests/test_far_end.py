@@ -7,7 +7,7 @@ from conftest import AUTH_TOKEN, phone_call
 from test_operations import _sample
 
 from pipecat_realtime_twilio import RealtimeAgent
-from pipecat_realtime_twilio.agent.session_keeper import FALLBACK_LINE
+from pipecat_realtime_twilio.failures import FALLBACK_LINE
 from pipecat_realtime_twilio.testing.emulator import Reply
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.model import say_as_asked
@@ -89,10 +89,10 @@ async def test_insufficient_quota_speaks_the_fallback_and_the_record_says_why():
         assert after.verbs[0].text == FALLBACK_LINE
         await caller.wait_until(lambda: runner.finished, timeout=5)
         record = runner.finished[0]
-        assert record.end_reason == "failed: insufficient_quota"
+        assert record.end_reason == "failed: respond: insufficient_quota"
         await caller.wait_until(lambda: runner.store.get(caller.call_sid), timeout=5)
         stored = runner.store.get(caller.call_sid)
-        assert stored.end_reason == "failed: insufficient_quota"
+        assert stored.end_reason == "failed: respond: insufficient_quota"
         assert len(emulator.sessions) == 1  # no pointless reconnect
 
 
@@ -111,8 +111,9 @@ async def test_fatal_error_transfers_to_the_fallback_number_when_the_bot_has_one
         after = await caller.follow_action()
         assert [(v.name, v.text) for v in after.verbs] == [("Dial", "+15550001234")]
         await caller.wait_until(lambda: runner.finished, timeout=5)
-        assert runner.finished[0].end_reason == "failed: invalid_api_key"
-        assert json.loads(runner.finished[0].to_json())["end_reason"] == "failed: invalid_api_key"
+        assert runner.finished[0].end_reason == "failed: respond: invalid_api_key"
+        stored = json.loads(runner.finished[0].to_json())
+        assert stored["end_reason"] == "failed: respond: invalid_api_key"
 
 
 async def test_caller_drop_closes_the_realtime_socket_at_once_and_sends_no_rest_hangup():

@@ -16,7 +16,11 @@
   once on a pre-warmed session;
 - the transcript keeps both sides, each bot entry cut to what the caller heard
   (from the :class:`~pipecat_realtime_twilio.agent.ledger.HeardLedger`);
-- a final function result asks the model to answer it (no context aggregators).
+- a final function result asks the model to answer it (no context aggregators);
+- a response that fails (``response.done`` status ``failed``) is asked for again
+  once when the cause may pass (a rate limit, a server error), and falls back
+  when it cannot (no quota) or fails again; an ``incomplete`` one is logged and
+  the call goes on.
 """
 
 import asyncio
@@ -30,7 +34,9 @@ from pipecat.services.openai.realtime import events
 
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.agent.phone_audio import PhoneAudio
+from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
 from pipecat_realtime_twilio.agent.usage import Usage
+from pipecat_realtime_twilio.failures import Failure, Stage
 
 SAY_INSTRUCTION = "Now say exactly this to the caller, word for word, and nothing else: "
 """Appended to the instructions, with the words, for a response that says given words."""
@@ -51,7 +57,11 @@ class Conversation(PhoneAudio):
         self._instructions = instructions
         self._greeting = greeting
         self._greeted = False
+        self._greeting_done = False  # the greeting's response completed
         self._call_started = False
+        self._last_instructions: str | None = None  # of the response asked for last
+        self._failed_in_a_row = 0
+        self.transcription_failures = 0
         self._queued_instructions: list[str | None] = []
         self._response_done = asyncio.Event()
         self.transcript: list[TranscriptEntry] = []
@@ -71,12 +81,22 @@ class Conversation(PhoneAudio):
         """Whether a response is in progress or waiting to start."""
         return self._response_active or bool(self._queued_instructions)
 
+    def _stage(self) -> Stage:
+        if not self._audio_ready:
+            return Stage.CONFIGURE
+        return self._response_stage()
+
+    def _response_stage(self) -> Stage:
+        """``greet`` until the greeting's response completed, then ``respond``."""
+        return Stage.GREET if self._greeting and not self._greeting_done else Stage.RESPOND
+
     async def _greet_early(self) -> None:
         if self._greeting and not self._greeted:
             self._greeted = True
             self._response_active = True
             self._response_done.clear()
-            await self.send_client_event(self._response_event(self._greeting_instructions()))
+            self._last_instructions = self._greeting_instructions()
+            await self.send_client_event(self._response_event(self._last_instructions))
 
     def _forget_responses(self) -> None:
         self._ledger.forget_session()  # those items are gone with the old session
@@ -124,10 +144,12 @@ class Conversation(PhoneAudio):
             return
         self._response_active = True
         self._response_done.clear()
+        self._last_instructions = instructions
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
         await self.send_client_event(self._response_event(instructions))
+        self._expect_first_byte(self._response_stage())
 
     @staticmethod
     def _response_event(instructions: str | None) -> events.ResponseCreateEvent:
@@ -142,22 +164,71 @@ class Conversation(PhoneAudio):
         await self._respond()
 
     async def _handle_evt_response_created(self, evt):
+        self._response_began()
         await super()._handle_evt_response_created(evt)
         self._response_done.clear()
         self._ledger.response_started(evt.response.id)
         self._prune_heard()
 
     async def _handle_evt_response_done(self, evt):
+        self._first_byte_came()
         await super()._handle_evt_response_done(evt)
         if evt.response.usage is not None:
             self.usage.add_response_usage(evt.response.usage.model_dump())
         entry = self._ledger.response_done(evt.response.id)
         if entry is not None:
             await self._add_transcript(entry)
+        if evt.response.status == "failed":
+            if await self._response_failed(evt.response):
+                return
+        else:
+            self._failed_in_a_row = 0
+            if evt.response.status == "completed":
+                self._greeting_done = self._greeting_done or self._greeted
+            elif evt.response.status == "incomplete":
+                details = evt.response.status_details
+                reason = details.get("reason") if isinstance(details, dict) else details
+                logger.warning(
+                    f"{self} response {evt.response.id} incomplete ({reason}); the call goes on"
+                )
+        self._last_instructions = None
         if self._queued_instructions and not self._response_active:
             await self._respond(self._queued_instructions.pop(0))
         if not self._response_active:
             self._response_done.set()
+
+    async def _response_failed(self, response) -> bool:
+        """A response failed: ask again once if the cause may pass, else fall back.
+
+        Returns:
+            True if the call is falling back (nothing more to do for this response).
+        """
+        details = response.status_details
+        error = details.get("error") if isinstance(details, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        code = str(error.get("code") or error.get("type") or "failed")
+        self._failed_in_a_row += 1
+        stage = self._response_stage()
+        if code in FATAL_ERROR_CODES or self._failed_in_a_row > 1:
+            await self._fatal(Failure(stage, code, str(error.get("message") or "")))
+            return True
+        logger.warning(f"{self} response {response.id} failed ({code}); asking again once")
+        self._queued_instructions.insert(0, self._last_instructions)
+        return False
+
+    async def handle_evt_input_audio_transcription_failed(self, evt) -> None:
+        """The caller's words could not be transcribed: log it; the call goes on.
+
+        Args:
+            evt: The ``conversation.item.input_audio_transcription.failed`` event.
+        """
+        self.transcription_failures += 1
+        error = evt.error
+        logger.warning(
+            f"{self} the caller's turn {evt.item_id} could not be transcribed "
+            f"({error.code or error.type}: {error.message}); the model heard the audio itself"
+        )
 
     async def wait_heard(self, timeout: float = 60.0) -> bool:
         """Wait until no response is in progress and the caller heard all the bot's audio.

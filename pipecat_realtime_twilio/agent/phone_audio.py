@@ -25,19 +25,20 @@ import base64
 import time
 from typing import Any
 
+from loguru import logger
 from pipecat.frames.frames import InputAudioRawFrame, InterruptionFrame, TTSStartedFrame
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import CurrentAudioResponse
 
 from pipecat_realtime_twilio.agent.latency import ResponseLatency
 from pipecat_realtime_twilio.agent.ledger import HeardLedger
-from pipecat_realtime_twilio.agent.session_keeper import SessionKeeper
+from pipecat_realtime_twilio.agent.prewarm import Prewarm
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
 from pipecat_realtime_twilio.seams import PhoneCall, PhoneOutput
 
 
-class PhoneAudio(SessionKeeper):
+class PhoneAudio(Prewarm):
     """Audio between the Realtime session and the phone, and what the caller heard of it."""
 
     # Pipecat's: its __init__ sets it to None untyped, which mypy reads as the type None.
@@ -49,7 +50,7 @@ class PhoneAudio(SessionKeeper):
         Args:
             barge_in: Whether the caller starting to speak stops the bot.
             vad_silence_ms: The silence server VAD waits for before ``speech_stopped``.
-            **kwargs: :class:`SessionKeeper` arguments.
+            **kwargs: :class:`~pipecat_realtime_twilio.agent.prewarm.Prewarm` arguments.
         """
         super().__init__(**kwargs)
         self._barge_in_enabled = barge_in
@@ -111,7 +112,7 @@ class PhoneAudio(SessionKeeper):
         """Send caller audio: ``payload`` is ``size`` bytes of μ-law, base64-encoded."""
         if self._audio_input_paused:
             return
-        if self._reconnecting:
+        if not self._audio_ready:  # not configured yet (or reconnecting): hold it
             self._hold_audio(payload, size)
             return
         # The hottest client event: a plain dict skips building a pydantic model
@@ -120,6 +121,13 @@ class PhoneAudio(SessionKeeper):
         self._latency.appended(size)
 
     async def _handle_evt_audio_delta(self, evt):
+        if not self._audio_ready:
+            # Before session.updated confirmed audio/pcmu: it may be PCM; never play it.
+            self._wrong_format_dropped += 1
+            if self._wrong_format_dropped == 1:
+                logger.warning(f"{self} dropped bot audio sent before audio/pcmu was confirmed")
+            return
+        self._first_byte_came()
         ulaw = base64.b64decode(evt.delta)
         if not self._ledger.audio(evt.item_id, evt.content_index, evt.response_id, len(ulaw)):
             return  # late audio of a response the caller cut off
@@ -161,10 +169,6 @@ class PhoneAudio(SessionKeeper):
     ) -> int:
         """Return the duration of ``total_bytes`` of μ-law output audio in ms."""
         return total_bytes // BYTES_PER_MS
-
-    #
-    # barge-in, on what the caller heard
-    #
 
     #
     # barge-in, on what the caller heard

@@ -28,15 +28,13 @@ from pipecat_realtime_twilio.agent.configuration import (
     phone_session,
 )
 from pipecat_realtime_twilio.agent.conversation import Conversation
+from pipecat_realtime_twilio.agent.guard import FIRST_BYTE_TIMEOUT_SECS
 from pipecat_realtime_twilio.agent.keypad import DTMF_TIMEOUT_SECS, Keypad
 from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
-from pipecat_realtime_twilio.agent.session_keeper import (
-    FALLBACK_LINE,
-    SESSION_MAX_SECS,
-    SessionKeeper,
-)
+from pipecat_realtime_twilio.agent.session_keeper import SESSION_MAX_SECS, SessionKeeper
 from pipecat_realtime_twilio.agent.tools import split_tools
 from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
 from pipecat_realtime_twilio.seams import CALL_METADATA_KEY, PhoneCall
 
 KEYPAD_INPUT = "The caller pressed these keys on the phone keypad: "
@@ -106,6 +104,7 @@ class RealtimeAgent(Conversation):
         fallback_line: str = FALLBACK_LINE,
         fallback_number: str | None = None,
         session_max_secs: float = SESSION_MAX_SECS,
+        first_byte_timeout_secs: float = FIRST_BYTE_TIMEOUT_SECS,
         **kwargs,
     ):
         """Initialize the agent.
@@ -132,10 +131,15 @@ class RealtimeAgent(Conversation):
             dtmf_timeout_secs: Keypad digits pressed within this long of each
                 other go to the model together (``#`` sends at once).
             fallback_line: Said in Twilio's voice when the Realtime API is gone
-                for good (invalid key, no quota, reconnects exhausted).
+                for good (a refused key, no quota, a stalled model, reconnects
+                exhausted).
             fallback_number: If set, such a call is transferred there instead.
             session_max_secs: Move to a fresh session, at the next turn boundary,
                 once the session is this old (the API's cap is 60 minutes).
+            first_byte_timeout_secs: Most seconds from asking for a response (or
+                the caller's end of turn) to its first byte (``response.created``);
+                then the call falls back rather than leave the caller in silence.
+                Its first audio may take 10 s more (a reasoning model thinking).
             **kwargs: Further ``OpenAIRealtimeLLMService`` arguments.
 
         Raises:
@@ -151,6 +155,7 @@ class RealtimeAgent(Conversation):
             transcription_model=transcription_model if transcribe_caller else None,
             tools=tools_schema,
         )
+        self._creates_responses = getattr(turn_detection, "create_response", None) is not False
         super().__init__(
             instructions=instructions,
             greeting=greeting,
@@ -161,6 +166,7 @@ class RealtimeAgent(Conversation):
             fallback_line=fallback_line,
             fallback_number=fallback_number,
             session_max_secs=session_max_secs,
+            first_byte_timeout_secs=first_byte_timeout_secs,
             api_key=api_key,
             base_url=base_url,
             settings=SessionKeeper.Settings(
@@ -199,12 +205,20 @@ class RealtimeAgent(Conversation):
         # Pipecat connects at setup, before the phone is known; a pre-warmed session
         # is taken over only now, so its early audio takes the same path as the rest.
         if await self._take_prewarmed():
+            self._watch_configuring()
             if self._response_active:  # the greeting asked for while pre-warmed
                 await self.push_frame(LLMFullResponseStartFrame())
+                self._expect_first_byte(Stage.GREET)
         elif self._websocket is None:
-            await self._connect()  # the pre-warm failed: connect as usual
+            await self._connect()  # no pre-warm, or it failed: connect now
         await super().start(frame)
         self._call_started = True
+        if self._pending_failure is not None:  # it failed before the call was known
+            await self._fall_back(self._pending_failure)
+            return
+        if self._websocket is None:
+            await self._fatal(self._connect_failure(Stage.CONNECT))
+            return
         if self._limits:
             self._limits.start()
         self._rotation_task = self.create_task(self._rotate_when_due(), "session-rotation")
@@ -244,9 +258,11 @@ class RealtimeAgent(Conversation):
     def _at_turn_boundary(self) -> bool:
         return not (self.responding or self.caller_speaking) and self.phone_idle
 
-    async def _fall_back(self, why: str) -> None:
+    async def _fall_back(self, failure: Failure) -> None:
+        self._first_byte.disarm()
+        self._configured.disarm()
         if self._call is not None:
-            await self._call.fail(why, say=self.fallback_line, transfer_to=self.fallback_number)
+            await self._call.fail(failure, say=self.fallback_line, transfer_to=self.fallback_number)
 
     #
     # call control
@@ -307,6 +323,7 @@ class RealtimeAgent(Conversation):
             # the same event-loop turn as this event is handled.
             await self._barge_in()
         self.caller_speaking = True
+        self._first_byte_came()  # nothing is owed while the caller talks
         if self._limits:
             self._limits.caller_spoke()
         self._response_create_owed = False
@@ -314,6 +331,8 @@ class RealtimeAgent(Conversation):
 
     async def _handle_evt_speech_stopped(self, evt):
         self.caller_speaking = False
+        if self._creates_responses:  # the server answers the turn by itself
+            self._expect_first_byte(self._response_stage())
         self._latency.speech_stopped(evt.audio_end_ms)
         if self._limits:
             self._limits.caller_spoke()

@@ -21,11 +21,15 @@ the :attr:`SessionKeeper.transcript` the agent keeps):
   and the caller's audio held meanwhile (bounded) is sent.
 - Before the API's 60-minute cap the session is moved to a fresh one at a turn
   boundary, the same way.
-- When the API is gone for good (a fatal error code, or reconnects exhausted) the
-  agent falls back (a line in Twilio's own voice, or a transfer): never dead air.
-- Pre-warm: the session can open before the pipeline starts (while the runner
-  answers Twilio's webhook); what the server sends meanwhile is kept and handled
-  first once the agent starts and takes the session over.
+- Opening a session retries what a wait may cure (rate limits, 5xx, hanging
+  connects) within a budget (:mod:`~pipecat_realtime_twilio.agent.handshake`).
+- When the API is gone for good (a refused handshake, a fatal error code,
+  reconnects exhausted) the agent falls back (a line in Twilio's own voice, or a
+  transfer): never dead air. What failed is a
+  :class:`~pipecat_realtime_twilio.failures.Failure` (stage and code).
+- Pre-warm (:mod:`~pipecat_realtime_twilio.agent.prewarm`): the session can open
+  before the pipeline starts; what the server sends meanwhile (kept in
+  ``_early_events``) is handled first once the receive loop starts.
 """
 
 import asyncio
@@ -40,11 +44,12 @@ from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
+from pipecat_realtime_twilio.agent.handshake import ConnectFailed, Refusal, open_realtime
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
+from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
 
-RECONNECT_DELAYS_SECS = (0.0, 0.25, 0.5, 1.0, 2.0)
-"""Waits before each attempt to reconnect a dropped Realtime socket; then it gives up."""
+__all__ = ["FALLBACK_LINE", "SessionKeeper"]
 
 MAX_BUFFERED_AUDIO_MS = 5000
 """Caller audio kept while reconnecting (sent once the new session is up); older is dropped."""
@@ -59,9 +64,6 @@ FATAL_ERROR_CODES = frozenset(
     {"invalid_api_key", "insufficient_quota", "account_deactivated", "model_not_found"}
 )
 """Realtime ``error`` codes no reconnect can cure: the call gets the fallback instead."""
-
-FALLBACK_LINE = "Sorry, I'm having technical trouble and can't continue this call. Goodbye."
-"""What the caller hears (in Twilio's voice) when the Realtime API is gone for good."""
 
 
 SERVER_EVENT_HANDLERS = {
@@ -86,6 +88,13 @@ SERVER_EVENT_HANDLERS = {
     "response.function_call_arguments.done": "_handle_evt_function_call_arguments_done",
 }
 """Server event -> handler method: Pipecat's dispatch, as its receive loop has it."""
+
+EXTRA_EVENT_HANDLERS = {
+    "conversation.item.input_audio_transcription.failed": (
+        "handle_evt_input_audio_transcription_failed"
+    ),
+}
+"""Server events Pipecat's loop ignores and ours handles."""
 
 
 class SessionKeeper(OpenAIRealtimeLLMService):
@@ -134,6 +143,9 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         self._reconnecting = False
         self._held_audio: deque[str] = deque()
         self._held_dropped = 0
+        self._session_expires_at: float | None = None  # time.monotonic()
+        self._connect_failed: Refusal | None = None
+        self._pending_failure: Failure | None = None
         self._prewarm_task: asyncio.Task | None = None
         self._early_reader: asyncio.Task | None = None
         self._early_events: deque[str | bytes] = deque()
@@ -155,8 +167,12 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         """Ask a pre-warmed session for the greeting (it is configured already)."""
 
     @abstractmethod
-    async def _fall_back(self, why: str) -> None:
+    async def _fall_back(self, failure: Failure) -> None:
         """The API is gone for this call: hand the caller to the fallback."""
+
+    @abstractmethod
+    def _stage(self) -> Stage:
+        """The stage the call is in, for a failure with no stage of its own."""
 
     #
     # connecting and configuring
@@ -165,11 +181,13 @@ class SessionKeeper(OpenAIRealtimeLLMService):
     async def _connect(self):
         if self._prewarm_task is not None:
             return  # start() takes the pre-warmed session over, once it knows the phone
+        if self._connect_failed is not None:
+            return  # failed already (at setup): start() falls back
         if self._websocket is None:
             try:
-                self._websocket = await self._open_socket()
-            except Exception as e:
-                await self.push_error(error_msg=f"Error connecting: {e}", exception=e)
+                self._websocket = await open_realtime(self._open_socket, name=str(self))
+            except ConnectFailed as e:
+                self._connect_failed = e.refusal
                 return
             self._receive_task = self.create_task(self._receive_task_handler())
         self._session_opened_at = time.monotonic()
@@ -185,9 +203,6 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         await super()._disconnect()
         self._session_sent = False
 
-    async def _handle_evt_session_created(self, evt):
-        await self._configure()
-
     def _forget_session(self) -> None:
         """Drop what belonged to the session that is gone."""
         self._session_sent = False
@@ -197,8 +212,8 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         self._open_function_calls = set()
         self._forget_responses()
 
-    async def _open_socket(self) -> ClientConnection:
-        """Open the Realtime websocket.
+    async def _open_socket(self, timeout: float) -> ClientConnection:
+        """Open the Realtime websocket once, the handshake taking at most ``timeout`` s.
 
         Without permessage-deflate: base64 audio barely compresses, and deflating
         every 20 ms packet (and inflating every delta) costs CPU and latency.
@@ -207,75 +222,13 @@ class SessionKeeper(OpenAIRealtimeLLMService):
             uri=self.base_url,
             additional_headers=await self._auth_headers(),
             compression=None,
+            open_timeout=timeout,
         )
 
-    #
-    # pre-warm
-    #
-
-    def prewarm(self) -> asyncio.Task:
-        """Start opening the Realtime session now, before the pipeline starts.
-
-        The session is configured at once and, with a ``greeting``, the greeting
-        is asked for, so it is ready when the call's stream starts. What the
-        server sends meanwhile is kept; when the pipeline starts, the agent takes
-        the session over and handles it first. If the session cannot open, the
-        agent connects at start as usual. Close a session no call took with
-        :meth:`close_prewarmed`.
-
-        Returns:
-            The opening task; its result says whether the session opened.
-        """
-        if self._prewarm_task is None:
-            self._prewarm_task = asyncio.create_task(self._open_prewarmed(), name="prewarm")
-        return self._prewarm_task
-
-    async def _open_prewarmed(self) -> bool:
-        try:
-            self._websocket = await self._open_socket()
-        except Exception as e:
-            logger.warning(f"{self} could not pre-warm the Realtime session: {e}")
-            self._websocket = None
-            return False
-        self._session_opened_at = time.monotonic()
-        self._early_reader = asyncio.create_task(self._keep_early_events(self._websocket))
-        try:
-            await self._configure()
-            await self._greet_early()
-        except Exception as e:  # the socket died at once: reconnect when the call starts
-            logger.warning(f"{self} pre-warmed session failed: {e}")
-        return True
-
-    async def _keep_early_events(self, websocket: ClientConnection) -> None:
-        with contextlib.suppress(Exception):  # closed: the receive loop will see it
-            async for message in websocket:
-                self._early_events.append(message)
-
-    async def _take_prewarmed(self) -> bool:
-        """At start: wait for a pre-warm in progress; take its session over if it opened."""
-        task, self._prewarm_task = self._prewarm_task, None
-        if task is None or not await task:
-            return False
-        reader, self._early_reader = self._early_reader, None
-        if reader is not None:
-            reader.cancel()  # recv() is cancellation-safe: no message is lost
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        self._receive_task = self.create_task(self._receive_task_handler())
-        return True
-
-    async def close_prewarmed(self) -> None:
-        """Close a pre-warmed session that no call took (the runner's timeout)."""
-        task, self._prewarm_task = self._prewarm_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        if self._early_reader is not None:
-            self._early_reader.cancel()
-            self._early_reader = None
-        self._early_events.clear()
-        await self._close_socket()
+    def _connect_failure(self, stage: Stage) -> Failure:
+        """The failure of the last connect (``stage``: where it was needed)."""
+        refusal = self._connect_failed or Refusal("handshake", True, "no session")
+        return Failure(stage, refusal.code, refusal.detail)
 
     #
     # receiving
@@ -307,9 +260,11 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         if self._disconnecting or self._websocket is None:
             return  # we closed it
         if fatal:
-            await self._fatal(fatal)
+            await self._fatal(Failure(self._stage(), fatal))
         elif self.reconnects >= MAX_RECONNECTS:
-            await self._fatal(f"reconnects exhausted ({MAX_RECONNECTS})")
+            await self._fatal(
+                Failure(Stage.RECONNECT, "reconnects_exhausted", f"{MAX_RECONNECTS} reconnects")
+            )
         else:
             await self._reconnect()
 
@@ -321,7 +276,7 @@ class SessionKeeper(OpenAIRealtimeLLMService):
                 return None
             if evt.type == "error":
                 return await self._on_error_event(evt)
-            handler = SERVER_EVENT_HANDLERS.get(evt.type)
+            handler = SERVER_EVENT_HANDLERS.get(evt.type) or EXTRA_EVENT_HANDLERS.get(evt.type)
             if handler is not None:
                 await getattr(self, handler)(evt)
         except Exception as e:  # one bad event never ends the call
@@ -345,20 +300,57 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         if code in FATAL_ERROR_CODES:
             logger.error(f"{self} Realtime error {code}: {evt.error.message}")
             return code
+        if code == "session_expired":
+            # The server closes the socket next: open the new session as a rotation.
+            logger.info(f"{self} the session reached its cap: moving to a fresh one")
+            self._rotating = True
+            return None
+        if await self._on_rejected(evt.error):
+            return None
         logger.warning(f"{self} Realtime error {code} (the call goes on): {evt.error.message}")
         return None
+
+    async def _on_rejected(self, error) -> bool:
+        """A subclass's look at an error (e.g. a rejected ``session.update``); True if handled."""
+        return False
+
+    def _formats_confirmed(self, message: str | bytes) -> bool:
+        """Whether a raw ``session.updated`` confirms the session's audio formats."""
+        return True
+
+    async def _handle_evt_session_created(self, evt):
+        await self._configure()
+        expires_at = evt.session.expires_at
+        if expires_at:
+            # The server's cap, on our clock; rotation comes before it (see _rotation_due).
+            self._session_expires_at = time.monotonic() + (expires_at - time.time())
+
+    def _rotation_due(self) -> bool:
+        """Whether the session is old enough to move: ``session_max_secs``, or near its cap.
+
+        Near means within a twelfth of the session's life of its ``expires_at``
+        (5 minutes of the API's 60), so a short cap is honoured too.
+        """
+        now = time.monotonic()
+        if now - self._session_opened_at >= self._session_max_secs:
+            return True
+        if self._session_expires_at is None:
+            return False
+        life = self._session_expires_at - self._session_opened_at
+        return now >= self._session_expires_at - life / 12
 
     async def _rotate_when_due(self):
         """Before the session cap, move to a fresh session at a turn boundary."""
         while True:
             await asyncio.sleep(0.25)
-            if time.monotonic() - self._session_opened_at < self._session_max_secs:
+            if not self._rotation_due():
                 continue
             if self._websocket is None or self._reconnecting or self._rotating:
                 continue
             if not self._at_turn_boundary():
                 continue
-            logger.info(f"{self} session is {self._session_max_secs:g} s old: rotating")
+            age = time.monotonic() - self._session_opened_at
+            logger.info(f"{self} session is {age:.0f} s old, near its cap: rotating")
             self._rotating = True
             await self._websocket.close()  # the receive loop ends and opens the new one
 
@@ -377,21 +369,15 @@ class SessionKeeper(OpenAIRealtimeLLMService):
             logger.warning(f"{self} reconnecting to the Realtime API")
         await self._close_socket()
         self._forget_session()
-        for attempt, delay in enumerate(RECONNECT_DELAYS_SECS, start=1):
-            await asyncio.sleep(delay)
-            await self._connect()  # sends session.update as soon as it is open
-            if self._websocket is not None:
-                break
-            logger.warning(f"{self} reconnect attempt {attempt} failed")
-        else:
+        self._session_expires_at = None
+        self._connect_failed = None
+        await self._connect()  # retries within its budget; sends session.update once open
+        if self._websocket is None:
             self._reconnecting = False
-            await self._fatal("reconnect failed")
+            await self._fatal(self._connect_failure(Stage.ROTATE if rotation else Stage.RECONNECT))
             return
         await self._replay_conversation()
-        held, self._held_audio = self._held_audio, deque()
-        for payload in held:
-            await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
-        self._reconnecting = False
+        self._reconnecting = False  # held caller audio goes once the session is configured
         logger.info(f"{self} reconnected; replayed {len(self.transcript)} turns")
 
     async def _replay_conversation(self):
@@ -416,11 +402,17 @@ class SessionKeeper(OpenAIRealtimeLLMService):
                     f"held; dropped the oldest ({self._held_dropped} packets so far)"
                 )
 
-    async def _fatal(self, why: str):
-        """The Realtime API is gone for this call: fallback line or transfer, never dead air."""
-        logger.error(f"{self} Realtime API unusable ({why}); falling back")
+    async def _fatal(self, failure: Failure):
+        """The Realtime API is gone for this call: fallback line or transfer, never dead air.
+
+        Before the call is known (a pre-warmed session), the failure waits for it.
+        """
+        if self._pending_failure is not None:
+            return  # falling back already
+        logger.error(f"{self} Realtime API unusable ({failure}); falling back")
+        self._pending_failure = failure
         await self._close_socket()
-        await self._fall_back(why)
+        await self._fall_back(failure)
 
     async def _close_socket(self) -> None:
         """Close the session's socket, if any, whatever state it is in."""

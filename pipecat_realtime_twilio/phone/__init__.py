@@ -12,7 +12,7 @@ its playback clock (marks), TwiML, signature checks, the REST client and
 outbound calls.
 
 Imports: Pipecat, the ``twilio`` package and the package's root modules
-(``audio``, ``frames``, ``errors``, ``settings``, ``seams``). Never ``agent``
+(``audio``, ``frames``, ``errors``, ``failures``, ``settings``, ``seams``). Never ``agent``
 (the call knows its agent only through the protocols in
 :mod:`pipecat_realtime_twilio.seams`) and never ``runner``.
 """

@@ -24,6 +24,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
 from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
 from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS, TwilioOutputTransport
 from pipecat_realtime_twilio.phone.rest import TwilioRest
@@ -315,21 +316,35 @@ class CallSession(PhoneCall):
         await self._finish(end, timeout=timeout)
         logger.info(f"Call {self.call_sid}: transferring to {number}")
 
-    async def fail(self, why: str, *, say: str, transfer_to: str | None = None) -> None:
-        """The bot cannot go on (its Realtime API is gone): never leave the caller in silence.
+    async def fail(
+        self, failure: Failure, *, say: str = FALLBACK_LINE, transfer_to: str | None = None
+    ) -> None:
+        """The bot cannot go on: never leave the caller in silence.
 
-        The call moves on to TwiML that transfers it to ``transfer_to`` or says
-        ``say`` in Twilio's own voice and hangs up: through the runner's
+        At once, the call moves on to TwiML that transfers it to ``transfer_to``
+        or says ``say`` in Twilio's own voice and hangs up: through the runner's
         ``<Connect action>``, or Twilio's REST API; with neither, the stream is
-        closed (and Twilio runs the next verb).
+        closed (and Twilio runs the next verb). Works whether or not the call's
+        pipeline runs (a bot that failed to build has none). Before the call's
+        stream has started, the end is only noted: whoever answers Twilio's
+        webhook answers with ``call.ended.next_twiml``.
 
         Args:
-            why: What failed, for logs and the call record.
+            failure: What failed, for logs, the call record and metrics.
             say: The line to say.
             transfer_to: A number to transfer the call to instead.
         """
+        if self.ended is not None and self._end_requested.is_set():
+            return  # ending already: the first word on it counts
+        logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
         twiml = dial_twiml(transfer_to) if transfer_to else say_twiml(say)
-        await self._finish(CallEnd(EndKind.FAILED, why, next_twiml=twiml), timeout=None)
+        end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure)
+        if self._websocket is None:
+            self._request_end(end)
+            return
+        await self._finish(end, timeout=None)
+        if self.worker is None or self._over.is_set():
+            await self.close()  # no pipeline to close the stream
 
     async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
         """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
@@ -417,6 +432,7 @@ class CallSession(PhoneCall):
             # Server VAD owns the turns; Pipecat's turn observer would only watch every frame.
             enable_turn_tracking=False,
         )
+        self.worker.add_event_handler("on_pipeline_error", self._on_pipeline_error)
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(self.worker)
         run_task = asyncio.create_task(runner.run())
@@ -452,6 +468,21 @@ class CallSession(PhoneCall):
             return
         with contextlib.suppress(RuntimeError):  # already closed by the other side
             await self._websocket.close(code=code)
+
+    async def _on_pipeline_error(self, worker: Any, frame: Any) -> None:
+        """An exception escaped a processor of the bot's: fall back rather than risk silence.
+
+        The agent's own errors (its socket) are the agent's to handle: it
+        reconnects or falls back itself.
+        """
+        if frame.exception is None or (self.agent is not None and frame.processor is self.agent):
+            return
+        agent = self.agent
+        await self.fail(
+            Failure(Stage.TASK, type(frame.exception).__name__, str(frame.error)[:200]),
+            say=agent.fallback_line if agent is not None else FALLBACK_LINE,
+            transfer_to=agent.fallback_number if agent is not None else None,
+        )
 
     async def _on_mark(self, name: str) -> None:
         await self.output().mark_echoed(name)

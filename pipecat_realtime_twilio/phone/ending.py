@@ -9,6 +9,8 @@
 from dataclasses import dataclass
 from enum import Enum
 
+from pipecat_realtime_twilio.failures import Failure
+
 
 class EndKind(Enum):
     """The ways a call ends."""
@@ -22,7 +24,8 @@ class EndKind(Enum):
     TRANSFERRED = "transferred"
     """The bot transferred the call."""
     FAILED = "failed"
-    """The bot could not go on (its Realtime API is gone): a fallback took the caller."""
+    """The bot could not go on (see :class:`~pipecat_realtime_twilio.failures.Failure`):
+    a fallback took the caller."""
     SHUT_DOWN = "shut down"
     """The runner ended the call (drain timeout)."""
     PIPELINE_ENDED = "pipeline ended"
@@ -43,15 +46,16 @@ class CallEnd:
 
     Parameters:
         kind: The way it ended.
-        detail: The bot's reason (``ENDED``), the transfer target (``TRANSFERRED``)
-            or what failed (``FAILED``).
+        detail: The bot's reason (``ENDED``) or the transfer target (``TRANSFERRED``).
         next_twiml: The TwiML Twilio runs once the stream is over (``<Dial>``, or a
             spoken line and ``<Hangup/>``); None: the call hangs up.
+        failure: What failed (``FAILED``).
     """
 
     kind: EndKind
     detail: str = ""
     next_twiml: str | None = None
+    failure: Failure | None = None
 
     @property
     def reason(self) -> str:
@@ -61,5 +65,5 @@ class CallEnd:
         if self.kind is EndKind.TRANSFERRED:
             return f"transferred to {self.detail}"
         if self.kind is EndKind.FAILED:
-            return f"failed: {self.detail}"
+            return self.failure.reason if self.failure else f"failed: {self.detail}"
         return _FIXED_REASONS[self.kind]

@@ -86,6 +86,14 @@ class Admission:
         self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
         return self.tokens.issue(call_sid)
 
+    def release(self, call_sid: str) -> None:
+        """Free the line held for ``call_sid`` (its stream will not come).
+
+        Args:
+            call_sid: The call.
+        """
+        self._reserved.pop(call_sid, None)
+
     def check(self, call: CallSession) -> Refusal | None:
         """Check a started stream: its token (used up here), its account, capacity.
 

@@ -16,18 +16,17 @@ bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
 
 import asyncio
 import gc
-import hmac
 from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
+from pipecat_realtime_twilio.failures import Failure, Stage
 from pipecat_realtime_twilio.phone.call import CallSession
-from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import verified_form, websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected
@@ -36,6 +35,7 @@ from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
 from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
+from pipecat_realtime_twilio.runner.operator_api import create_call
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
 from pipecat_realtime_twilio.runner.store import CallStore
@@ -252,7 +252,10 @@ class CallRunner:
             _STREAM_ACTION_PARAMETER: "1",
         }
         if self.settings.prewarm and call_sid:
-            await self._prewarm(call_sid, form.get("AccountSid", ""), bot, parameters)
+            fallback = await self._prewarm(call_sid, form.get("AccountSid", ""), bot, parameters)
+            if fallback is not None:  # the bot failed to build: no stream, help at once
+                self.admission.release(call_sid)
+                return Response(content=fallback, media_type="application/xml")
         # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
@@ -264,23 +267,33 @@ class CallRunner:
 
     async def _prewarm(
         self, call_sid: str, account_sid: str, bot: str, parameters: dict[str, str]
-    ) -> None:
-        """Build the call's pipeline now and start its Realtime sessions opening."""
+    ) -> str | None:
+        """Build the call's pipeline now and start its Realtime sessions opening.
+
+        Returns:
+            None; or, when the bot fails to build, the fallback TwiML to answer
+            the webhook with (the call is recorded as failed).
+        """
         call = CallSession.before_stream(
             call_sid, account_sid=account_sid, parameters=parameters, rest=self.rest
         )
-        processors = await self._build(bot, call)
-        if processors is not None:  # else the stream gets the same error and is closed
-            self.prewarmed.add(call_sid, PrewarmedCall(call, processors, bot))
+        built = await self._build(bot, call)
+        if isinstance(built, Failure):
+            await call.fail(built)
+            self._account(call, bot)
+            return call.ended.next_twiml if call.ended is not None else None
+        self.prewarmed.add(call_sid, PrewarmedCall(call, built, bot))
+        return None
 
-    async def _build(self, bot: str, call: CallSession) -> list[FrameProcessor] | None:
-        """Build ``bot``'s pipeline for ``call`` (None, logged, if the bot fails to build)."""
+    async def _build(self, bot: str, call: CallSession) -> list[FrameProcessor] | Failure:
+        """Build ``bot``'s pipeline for ``call``, or say what failed (logged)."""
         with settings_in_effect(self.settings):
             try:
                 return await self.bots[bot].build(call)
             except BotError as e:
                 logger.error(str(e))
-                return None
+                cause = type(e.__cause__).__name__ if e.__cause__ is not None else "BotError"
+                return Failure(Stage.BUILD, cause, str(e))
 
     async def media_stream(self, websocket: WebSocket) -> None:
         """Run one call on a Twilio media stream."""
@@ -332,30 +345,9 @@ class CallRunner:
 
     async def create_call(self, request: Request) -> JSONResponse:
         """Place an outbound call: ``{"to": "+1555...", "bot": "NAME", "from": "+1555..."}``."""
-        key = self.settings.runner_api_key
-        if key is None:
-            raise HTTPException(404, "outbound calls are off: set RUNNER_API_KEY")
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, f"Bearer {key.get_secret_value()}".encode()):
-            raise HTTPException(401, "wrong or missing API key")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(400, "the body must be JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("to"), str):
-            raise HTTPException(400, 'give "to": the number to call')
-        bot = body.get("bot") or self.settings.bot
-        if bot not in self.bots:
-            raise HTTPException(400, f"unknown bot {bot!r}")
-        if self.draining:
-            raise HTTPException(503, "the runner is draining")
-        try:
-            call_sid = await place_call(
-                self.settings, body["to"], bot=bot, from_number=body.get("from"), rest=self.rest
-            )
-        except OutboundError as e:
-            raise HTTPException(502 if e.upstream else 400, str(e)) from None
-        return JSONResponse({"call_sid": call_sid, "bot": bot}, status_code=201)
+        return await create_call(
+            request, self.settings, self.bots, draining=self.draining, rest=self.rest
+        )
 
     async def healthz(self) -> JSONResponse:
         """The process is up."""
@@ -421,26 +413,38 @@ class CallRunner:
         prewarmed = self.prewarmed.take(call.call_sid, bot)
         if prewarmed is not None:
             prewarmed.call.attach(call.websocket, call.start)
-            call, processors = prewarmed.call, prewarmed.processors
-        else:
-            built = await self._build(bot, call)
-            if built is None:
-                await call.close()
-                return
-            processors = built
+            call = prewarmed.call
         if call.parameters.get(_STREAM_ACTION_PARAMETER) == "1":
             # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
             call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
+        built = prewarmed.processors if prewarmed is not None else await self._build(bot, call)
+        if isinstance(built, Failure):
+            await call.fail(built)  # the fallback line, in Twilio's voice
+            self._account(call, bot)
+            return
         self.admission.begin(call)
         logger.info(f"Call {call.call_sid} streaming to bot '{bot}'")
         try:
-            await call.run(processors)
+            await call.run(built)
+        except Exception as e:  # a bug anywhere in the call's task: never dead air
+            logger.exception(f"Call {call.call_sid}: the call's task failed")
+            agent = call.agent
+            failure = Failure(Stage.TASK, type(e).__name__, str(e)[:200])
+            if agent is None:
+                await call.fail(failure)
+            else:
+                await call.fail(failure, say=agent.fallback_line, transfer_to=agent.fallback_number)
         finally:
             self.admission.end(call)
-            record = self.records.record(call, bot)
-            self.metrics.count_call(record, call.agent)
-            logger.info(summary_line(record))
-            self.records.keep(record)
+            self._account(call, bot)
+
+    def _account(self, call: CallSession, bot: str) -> None:
+        """Record a finished call, count it, log its summary, store and send its record."""
+        record = self.records.record(call, bot)
+        failure = call.ended.failure if call.ended is not None else None
+        self.metrics.count_call(record, call.agent, failure)
+        logger.info(summary_line(record))
+        self.records.keep(record)
 
 
 def create_app(

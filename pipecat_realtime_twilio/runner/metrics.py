@@ -9,6 +9,7 @@
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pipecat_realtime_twilio.failures import Failure
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.seams import CallAgent
 
@@ -40,6 +41,10 @@ class RunnerMetrics:
       connects when its stream starts), ``dropped`` (closed unused for another
       reason: the webhook asked again, another bot, the runner stopping).
     - ``prt_records_pending``: call records waiting in the outbox for the database.
+    - ``prt_call_failures_total{stage,code}``: calls handed to the fallback, by the
+      stage that failed (``build``, ``connect``, ``configure``, ``greet``, ``respond``,
+      ``reconnect``, ``rotate``, ``task``) and a bounded code (see
+      :data:`~pipecat_realtime_twilio.failures.KNOWN_CODES`; others count as ``other``).
     """
 
     def __init__(self) -> None:
@@ -81,15 +86,29 @@ class RunnerMetrics:
         self.records_pending = Gauge(
             "prt_records_pending", "Call records in the outbox, not yet stored.", registry=r
         )
+        self.failures = Counter(
+            "prt_call_failures",
+            "Calls handed to the fallback, by stage and code.",
+            ["stage", "code"],
+            registry=r,
+        )
 
-    def count_call(self, record: CallRecord, agent: CallAgent | None) -> None:
+    def count_call(
+        self, record: CallRecord, agent: CallAgent | None, failure: Failure | None = None
+    ) -> None:
         """Count a finished call: its end, duration, latencies, barge-ins, tokens and cost.
 
         Args:
             record: The call's record.
             agent: The agent that talked on it, if one started.
+            failure: What failed, if the call was handed to the fallback.
         """
-        self.calls.labels(record.end_reason).inc()
+        if failure is not None:
+            self.failures.labels(str(failure.stage), failure.metric_code).inc()
+            # Bounded: the code as the failure metric has it.
+            self.calls.labels(f"failed: {failure.stage}: {failure.metric_code}").inc()
+        else:
+            self.calls.labels(record.end_reason).inc()
         self.duration.observe(record.duration_s or 0.0)
         for ms in record.latency["response_ms"]:
             self.response_latency.observe(ms / 1000)

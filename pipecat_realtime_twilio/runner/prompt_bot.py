@@ -78,6 +78,7 @@ class PromptBotSpec(BaseModel):
         transfer_number: Where ``transfer_call`` transfers.
         fallback_number: Where a call goes if the Realtime API fails for good.
         fallback_line: What the caller hears then (Twilio's voice).
+        first_byte_timeout_secs: Most seconds a response may take to its first byte.
         limits: Call limits.
     """
 
@@ -93,6 +94,7 @@ class PromptBotSpec(BaseModel):
     transfer_number: str | None = None
     fallback_number: str | None = None
     fallback_line: str | None = None
+    first_byte_timeout_secs: float | None = Field(default=None, gt=0, le=30)
     limits: _Limits | None = None
 
     @field_validator("transfer_number", "fallback_number", mode="before")
@@ -132,6 +134,8 @@ class PromptBot:
             options["limits"] = CallLimits(**values)
         if spec.fallback_line:
             options["fallback_line"] = spec.fallback_line
+        if spec.first_byte_timeout_secs is not None:
+            options["first_byte_timeout_secs"] = spec.first_byte_timeout_secs
         agent = RealtimeAgent(
             instructions=instructions,
             greeting=spec.greeting,

@@ -1,0 +1,81 @@
+#
+# Copyright (c) 2026, pipecat-realtime-twilio contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""The operator's HTTP API: ``Authorization: Bearer RUNNER_API_KEY``, and placing calls."""
+
+import hmac
+from collections.abc import Container
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
+from pipecat_realtime_twilio.phone.rest import TwilioRest
+from pipecat_realtime_twilio.settings import Settings
+
+
+def require_api_key(request: Request, settings: Settings, what: str) -> None:
+    """Let the request through only with ``Authorization: Bearer RUNNER_API_KEY``.
+
+    Args:
+        request: The request.
+        settings: The runner's settings.
+        what: What the key turns on, for the 404 without one.
+
+    Raises:
+        HTTPException: 404 without ``RUNNER_API_KEY``, 401 with a wrong or missing key.
+    """
+    key = settings.runner_api_key
+    if key is None:
+        raise HTTPException(404, f"{what} are off: set RUNNER_API_KEY")
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {key.get_secret_value()}".encode()):
+        raise HTTPException(401, "wrong or missing API key")
+
+
+async def create_call(
+    request: Request,
+    settings: Settings,
+    bots: Container[str],
+    *,
+    draining: bool,
+    rest: TwilioRest | None,
+) -> JSONResponse:
+    """Place an outbound call: ``{"to": "+1555...", "bot": "NAME", "from": "+1555..."}``.
+
+    Args:
+        request: The ``POST /calls`` request.
+        settings: The runner's settings.
+        bots: The names of the bots a call may go to.
+        draining: Whether the runner has stopped taking calls.
+        rest: Twilio's REST API.
+
+    Returns:
+        201 with ``{"call_sid": ..., "bot": ...}``.
+
+    Raises:
+        HTTPException: 404/401 (the key), 400 (the body, an unknown bot), 503
+            (draining), 502 (Twilio refused).
+    """
+    require_api_key(request, settings, "outbound calls")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "the body must be JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("to"), str):
+        raise HTTPException(400, 'give "to": the number to call')
+    bot = body.get("bot") or settings.bot
+    if bot not in bots:
+        raise HTTPException(400, f"unknown bot {bot!r}")
+    if draining:
+        raise HTTPException(503, "the runner is draining")
+    try:
+        call_sid = await place_call(
+            settings, body["to"], bot=bot, from_number=body.get("from"), rest=rest
+        )
+    except OutboundError as e:
+        raise HTTPException(502 if e.upstream else 400, str(e)) from None
+    return JSONResponse({"call_sid": call_sid, "bot": bot}, status_code=201)
