@@ -371,6 +371,7 @@ CASES = [
         when="drop",
         bound=RETRIED_HELP_SECS,
     ),
+    Case("reconnect", "socket dropped mid-turn", None, "works", when="midturn-drop"),
     # rotation at the session's cap
     Case(
         "rotate", "session expires", None, "works", when="expire", emulator={"session_max_secs": 4}
@@ -384,6 +385,7 @@ CASES = [
         when="expire",
         emulator={"session_max_secs": 4},
     ),
+    Case("rotate", "session expires mid-turn", None, "works", when="midturn-expire"),
     # anything else in the call's task
     Case("task", "a processor raises", None, "fallback", "Boom", bot=bot_with_broken_processor),
 ]
@@ -501,6 +503,13 @@ async def test_the_caller_hears_help_in_time(case: Case):
         assert_nothing_before_pcmu(emulator)
         assert emulator.validation_errors == []
 
+        if case.when.startswith("midturn"):
+            # The new session heard the whole turn, not only what came after the cut.
+            said = [e.text for e in runner.active[caller.call_sid].agent.transcript]
+            heard_ms = [int(t.split()[-2]) for t in said if t.startswith("(caller speech")]
+            # The emulator transcribes a committed turn as its length: 300 ms of prefix,
+            # the 600 ms tone, 500 ms of silence. Only the tone's last half is 800 ms.
+            assert heard_ms and heard_ms[-1] >= 1300, said
         if case.expect == "works":
             await _still_works(emulator, caller)
             await caller.hangup()
@@ -546,6 +555,26 @@ async def _fail(case: Case, emulator: RealtimeEmulator, caller) -> tuple[float, 
         first = emulator.sessions[0]
         await emulator.wait_for(lambda: first.closed, timeout=10)
     heard, at = len(caller.heard), loop.time()
+    if case.when.startswith("midturn"):
+        # The caller is 300 ms into their turn when the session goes.
+        session = emulator.sessions[-1]
+        speaking = caller.say(SPEECH)
+        speaking.add_done_callback(lambda f: f.cancelled() or f.exception())
+        started = len(session.sent_of_type("input_audio_buffer.speech_started"))
+        await emulator.wait_for(
+            lambda: len(session.sent_of_type("input_audio_buffer.speech_started")) > started,
+            timeout=5,
+        )
+        cut_at = session.input_audio_ms + 240
+        await emulator.wait_for(lambda: session.input_audio_ms >= cut_at, timeout=5)
+        if case.when == "midturn-drop":
+            await emulator.drop_connections()
+        else:  # what the emulator does at the session's cap
+            await session.send_error(
+                "invalid_request_error", "session_expired", "Your session hit the maximum."
+            )
+            await session.close()
+        return at, heard, None
     if case.when == "drop":
         await emulator.drop_connections()
     if caller.stream_ended_at is None:  # the fallback may have come already
@@ -567,7 +596,9 @@ def _failure_time(case: Case, emulator: RealtimeEmulator, since: float) -> float
         return failed[-1].done_at
     if case.stage == "task":
         return responses[0].first_audio_at
-    if case.when in ("turn", "drop", "expire") and case.expect == "works":
+    if case.when in ("turn", "drop", "expire", "midturn-drop", "midturn-expire") and (
+        case.expect == "works"
+    ):
         # The caller's turn ended: the answer is owed from then.
         stops = [
             e.sent_at

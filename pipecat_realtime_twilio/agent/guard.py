@@ -173,6 +173,7 @@ class SessionGuard(SessionKeeper):
         held, self._held_audio = self._held_audio, deque()
         for payload in held:
             await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
+            self._sent_caller_audio(payload)
 
     def _forget_session(self) -> None:
         super()._forget_session()

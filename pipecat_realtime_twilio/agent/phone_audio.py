@@ -118,6 +118,7 @@ class PhoneAudio(Prewarm):
         # The hottest client event: a plain dict skips building a pydantic model
         # for every 20 ms packet.
         await self._ws_send({"type": "input_audio_buffer.append", "audio": payload})
+        self._sent_caller_audio(payload)
         self._latency.appended(size)
 
     async def _handle_evt_audio_delta(self, evt):

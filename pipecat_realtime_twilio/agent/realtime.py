@@ -177,7 +177,6 @@ class RealtimeAgent(Conversation):
         for tool in realtime_tools:
             self.register_function(tool.name, tool.handler)
         self.tool_error_message = tool_error_message
-        self.caller_speaking = False
         self.model = model
         self._keypad = Keypad(self, self._send_keys, dtmf_timeout_secs)
         self._limits = LimitsWatcher(self, limits) if limits else None
@@ -331,6 +330,7 @@ class RealtimeAgent(Conversation):
 
     async def _handle_evt_speech_stopped(self, evt):
         self.caller_speaking = False
+        self._turn_ended()
         if self._creates_responses:  # the server answers the turn by itself
             self._expect_first_byte(self._response_stage())
         self._latency.speech_stopped(evt.audio_end_ms)

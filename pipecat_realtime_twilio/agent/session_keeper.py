@@ -18,7 +18,8 @@ the :attr:`SessionKeeper.transcript` the agent keeps):
   recoverable ``error`` events; Pipecat's loop stops at the first of either.
 - A lost socket is reopened with backoff: the session configuration goes first,
   then the conversation so far is replayed (both sides' transcripts as items),
-  and the caller's audio held meanwhile (bounded) is sent.
+  and the caller's audio held meanwhile (bounded) is sent, preceded by the
+  caller's turn so far when they were in the middle of one.
 - Before the API's 60-minute cap the session is moved to a fresh one at a turn
   boundary, the same way.
 - Opening a session retries what a wait may cure (rate limits, 5xx, hanging
@@ -142,6 +143,10 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         self._dropped_events = 0
         self._reconnecting = False
         self._held_audio: deque[str] = deque()
+        # The caller's audio sent since their last turn ended (Twilio's 20 ms packets):
+        # a new session hears a turn cut by a reconnect or a rotation from its start.
+        self._turn_audio: deque[str] = deque(maxlen=MAX_BUFFERED_AUDIO_MS // 20)
+        self.caller_speaking = False
         self._held_dropped = 0
         self._session_expires_at: float | None = None  # time.monotonic()
         self._connect_failed: Refusal | None = None
@@ -369,6 +374,9 @@ class SessionKeeper(OpenAIRealtimeLLMService):
             logger.warning(f"{self} reconnecting to the Realtime API")
         await self._close_socket()
         self._forget_session()
+        if self.caller_speaking:  # the old session had the turn so far: send it again
+            self._held_audio.extendleft(reversed(self._turn_audio))
+        self._turn_audio.clear()
         self._session_expires_at = None
         self._connect_failed = None
         await self._connect()  # retries within its budget; sends session.update once open
@@ -389,6 +397,14 @@ class SessionKeeper(OpenAIRealtimeLLMService):
                 content = events.ItemContent(type="output_text", text=entry.text)
                 item = events.ConversationItem(type="message", role="assistant", content=[content])
             await self.send_client_event(events.ConversationItemCreateEvent(item=item))
+
+    def _sent_caller_audio(self, payload: str) -> None:
+        """Note caller audio the session got, in case a new session must hear its turn."""
+        self._turn_audio.append(payload)
+
+    def _turn_ended(self) -> None:
+        """The caller's turn went to the session (``speech_stopped``): it need not go again."""
+        self._turn_audio.clear()
 
     def _hold_audio(self, payload: str, size: int):
         self._held_audio.append(payload)
