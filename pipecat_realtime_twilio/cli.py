@@ -115,7 +115,7 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     )
     print_result(result)
-    return 0
+    return 1 if result.fallback is not None else 0  # the bot failed: say so to scripts too
 
 
 def _call(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ class SimulationResult:
         answer_ms: End of the caller's speech (its last loud packet) to the first answer
             audio played at the phone.
         duration_s: Stream start to hang-up.
+        fallback: When the call was handed to the fallback: what Twilio was told to do
+            instead (``("Say", line)``, ``("Dial", number)``...); None otherwise.
     """
 
     summary: CallRecord
@@ -58,6 +60,7 @@ class SimulationResult:
     greeting_ms: float | None
     answer_ms: float | None
     duration_s: float
+    fallback: list[tuple[str, str]] | None = None
 
 
 def sample_audio() -> bytes:
@@ -196,17 +199,24 @@ async def _simulate(
 
 async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path, emulated: bool):
     loop = asyncio.get_running_loop()
-    await caller.call()
+    dialled = await caller.dial()
+    if not dialled.stream_url:  # the bot failed to build: the webhook answered the fallback
+        return await _fell_back(caller, runner, out, emulated, dialled.verbs, loop.time())
+    await caller.connect()
     stream_start = caller.started_at or loop.time()
 
-    await caller.wait_quiet(quiet_ms=_QUIET_MS, timeout=60)
+    await _listen(caller, after=0)
     greeting_bytes = len(caller.heard)
-
-    await caller.say(caller_audio)
-    # When the caller's last spoken packet (not its trailing silence) went out.
-    trailing_ms = (len(caller_audio) - _speech_end(caller_audio)) / BYTES_PER_MS
-    speech_ended_at = loop.time() - trailing_ms / 1000
-    await caller.wait_quiet(after=greeting_bytes, quiet_ms=_QUIET_MS, timeout=60)
+    speech_ended_at = None
+    if caller.stream_ended_at is None:
+        await caller.say(caller_audio)
+        # When the caller's last spoken packet (not its trailing silence) went out.
+        trailing_ms = (len(caller_audio) - _speech_end(caller_audio)) / BYTES_PER_MS
+        speech_ended_at = loop.time() - trailing_ms / 1000
+        await _listen(caller, after=greeting_bytes)
+    if caller.stream_ended_at is not None:  # the runner ended the stream: the fallback
+        after = await caller.follow_action()
+        return await _fell_back(caller, runner, out, emulated, after.verbs, stream_start)
 
     await caller.hangup()
     hung_up = caller.hung_up_at or loop.time()
@@ -215,15 +225,48 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
 
     write_ulaw_wav(out, _real_time_recording(caller))
     greeting_at = caller.play_time_of(0)
-    answer_at = caller.play_time_of(greeting_bytes)
+    answer_at = caller.play_time_of(greeting_bytes) if speech_ended_at is not None else None
     return SimulationResult(
         summary=summary,
         used_emulator=emulated,
         heard_path=out,
         heard_ms=len(caller.heard) / BYTES_PER_MS,
         greeting_ms=(greeting_at - stream_start) * 1000 if greeting_at else None,
-        answer_ms=(answer_at - speech_ended_at) * 1000 if answer_at else None,
+        answer_ms=(answer_at - speech_ended_at) * 1000 if answer_at and speech_ended_at else None,
         duration_s=hung_up - stream_start,
+    )
+
+
+async def _listen(caller: TwilioCaller, after: int) -> None:
+    """Wait until the bot said something past byte ``after`` and stopped, or the stream ended."""
+    quiet = asyncio.ensure_future(caller.wait_quiet(after=after, quiet_ms=_QUIET_MS, timeout=60))
+    ended = asyncio.ensure_future(caller.wait_ended(timeout=120))
+    try:
+        await asyncio.wait({quiet, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (quiet, ended):
+            task.cancel()
+    if quiet.done() and not quiet.cancelled() and caller.stream_ended_at is None:
+        quiet.result()  # a timeout is the caller's to see
+
+
+async def _fell_back(
+    caller: TwilioCaller, runner, out: Path, emulated: bool, verbs: list, since: float
+) -> SimulationResult:
+    """The result of a call the runner handed to the fallback."""
+    await _wait_finished(runner, caller.call_sid)
+    summary = next(s for s in runner.finished if s.call_sid == caller.call_sid)
+    write_ulaw_wav(out, _real_time_recording(caller))
+    greeting_at = caller.play_time_of(0)
+    return SimulationResult(
+        summary=summary,
+        used_emulator=emulated,
+        heard_path=out,
+        heard_ms=len(caller.heard) / BYTES_PER_MS,
+        greeting_ms=(greeting_at - since) * 1000 if greeting_at else None,
+        answer_ms=None,
+        duration_s=asyncio.get_running_loop().time() - since,
+        fallback=[(verb.name, verb.text or "") for verb in verbs],
     )
 
 
@@ -274,4 +317,7 @@ def print_result(result: SimulationResult) -> None:
         )
     print(f"  bot audio heard      {result.heard_ms / 1000:7.1f} s")
     print(f"  call duration        {result.duration_s:7.1f} s  (ended: {summary.end_reason})")
+    if result.fallback is not None:
+        told = "; ".join(f"<{name}> {text}".rstrip() for name, text in result.fallback)
+        print(f"\nThe bot could not go on ({summary.end_reason}); Twilio was told: {told}")
     print(f"\nWhat the caller heard: {result.heard_path}")

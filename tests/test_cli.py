@@ -120,6 +120,43 @@ async def test_emulator_url_setting_reaches_the_agent(tmp_path):
     assert record.call_sid in stdout and record.transcript
 
 
+async def test_simulate_reports_a_fallback_and_exits_1(tmp_path):
+    """A wrong key: the emulator refuses the handshake; the caller gets the fallback line."""
+    async with RealtimeEmulator(api_key="sk-the-right-one") as emulator:
+        code, stdout, stderr = await run_cli(
+            "simulate",
+            "--out",
+            str(tmp_path / "h.wav"),
+            cwd=tmp_path,
+            env=clean_env(
+                BOTS_DIR=str(ROOT / "bots"),
+                OPENAI_API_KEY="sk-a-wrong-one",
+                OPENAI_REALTIME_URL=emulator.url,
+                PREWARM="false",
+            ),
+        )
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    assert "ended: failed: connect: invalid_api_key" in stdout
+    assert "Twilio was told: <Say> Sorry, I'm having technical trouble" in stdout
+
+
+async def test_simulate_reports_a_bot_that_fails_to_build(tmp_path):
+    bots = tmp_path / "bots"
+    bots.mkdir()
+    (bots / "default.py").write_text("def pipeline(call):\n    return [call.input(), 1 / 0]\n")
+    code, stdout, stderr = await run_cli(
+        "simulate",
+        "--out",
+        str(tmp_path / "h.wav"),
+        cwd=tmp_path,
+        env=clean_env(BOTS_DIR=str(bots)),
+    )
+    assert code == 1, stderr
+    assert "ended: failed: build: ZeroDivisionError" in stdout
+    assert "<Say>" in stdout and "Traceback" not in stderr
+
+
 # --- one line, exit 2, no traceback -------------------------------------------------------------
 
 
