@@ -13,78 +13,29 @@ connects to the emulator on 127.0.0.1 and checks what arrives on the wire.
 import asyncio
 import base64
 import json
-import logging
 import time
 
-import numpy as np
 import pytest
-import pytest_asyncio
-from loguru import logger
-from openai.types.realtime import RealtimeServerEvent
-from pydantic import TypeAdapter
-from websockets.asyncio.client import ClientConnection, connect
+
+from test_emulator import Client as EmulatorClient
+from test_emulator import make_emulator, scripted_audio, silence_ulaw, tone_ulaw
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
-from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, ULAW_SILENCE, pcm16_to_ulaw
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator, Reply
 from pipecat_realtime_twilio.testing.emulator.faults import duration_text
 
 pytestmark = pytest.mark.call
+# The emulator tests' client, audio and fixture: make_emulator checks, at teardown, that each
+# emulator produced only valid events and logged no errors.
+__all__ = ["make_emulator"]
 
 AUTH = {"Authorization": "Bearer sk-test"}
-SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 PCMU = {"input": {"format": {"type": "audio/pcmu"}}, "output": {"format": {"type": "audio/pcmu"}}}
 
 
-def tone_ulaw(ms: int) -> bytes:
-    """8 kHz mu-law 440 Hz tone, loud enough to be speech."""
-    t = np.arange(ms * SAMPLE_RATE // 1000) / SAMPLE_RATE
-    return pcm16_to_ulaw(np.round(8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
-
-
-def silence_ulaw(ms: int) -> bytes:
-    return bytes([ULAW_SILENCE]) * (ms * BYTES_PER_MS)
-
-
-def scripted_audio(ms: int) -> bytes:
-    """Distinctive mu-law bytes, so that comparing them means something."""
-    return bytes((i * 7 + (i >> 8)) % 256 for i in range(ms * BYTES_PER_MS))
-
-
-class Client:
-    """A minimal Realtime client: sends events, receives and validates server events."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def send(self, event: dict) -> None:
-        await self.ws.send(json.dumps(event))
-
-    async def append(self, audio: bytes, chunk: int = 1600) -> None:
-        for i in range(0, len(audio), chunk):
-            piece = base64.b64encode(audio[i : i + chunk]).decode()
-            await self.send({"type": "input_audio_buffer.append", "audio": piece})
-
-    async def recv(self, timeout: float = 5.0) -> dict:
-        """The next event, ``rate_limits.updated`` skipped; every event must parse."""
-        async with asyncio.timeout(timeout):
-            while True:
-                event = json.loads(await self.ws.recv())
-                SERVER_EVENT.validate_python(event)
-                if event["type"] != "rate_limits.updated":
-                    return event
-
-    async def recv_until(self, event_type: str, timeout: float = 5.0) -> list[dict]:
-        events: list[dict] = []
-        async with asyncio.timeout(timeout):
-            while not events or events[-1]["type"] != event_type:
-                events.append(await self.recv(timeout))
-        return events
-
-    async def expect(self, event_type: str) -> dict:
-        event = await self.recv()
-        assert event["type"] == event_type, event
-        return event
+class Client(EmulatorClient):
+    """The emulator tests' client, with a one-call ``session.update``."""
 
     async def update(self, session: dict) -> dict:
         """Send a ``session.update`` and return the answer (``session.updated`` or ``error``)."""
@@ -112,32 +63,6 @@ def body_of(refused: pytest.ExceptionInfo[InvalidStatus]) -> dict:
     response = refused.value.response
     assert response.headers["Content-Type"] == "application/json"
     return json.loads(response.body)
-
-
-@pytest_asyncio.fixture
-async def make_emulator(caplog):
-    """Start emulators; at teardown stop them and check nothing went wrong inside."""
-    emulators: list[RealtimeEmulator] = []
-    loguru_errors: list[str] = []
-    sink = logger.add(loguru_errors.append, level="ERROR")
-
-    async def factory(**kwargs) -> RealtimeEmulator:
-        emulator = RealtimeEmulator(**kwargs)
-        await emulator.start()
-        emulators.append(emulator)
-        return emulator
-
-    try:
-        yield factory
-        for emulator in emulators:
-            await asyncio.wait_for(emulator.stop(), 15)
-            assert emulator.server_event_errors == []
-            assert emulator.internal_errors == []
-            assert all(s.closed_at is not None for s in emulator.sessions)
-    finally:
-        logger.remove(sink)
-    assert loguru_errors == []
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def open_client(emulator: RealtimeEmulator, model: str = "gpt-realtime", **kwargs) -> Client:
