@@ -16,7 +16,6 @@ import json
 import time
 
 import pytest
-
 from test_emulator import Client as EmulatorClient
 from test_emulator import make_emulator, scripted_audio, silence_ulaw, tone_ulaw
 from websockets.asyncio.client import connect
