@@ -161,6 +161,7 @@ class SessionGuard(SessionKeeper):
         await super()._handle_evt_session_updated(evt)
 
     def _formats_confirmed(self, message: str | bytes) -> bool:
+        """Whether a raw ``session.updated`` confirms ``audio/pcmu`` both ways."""
         try:
             audio = json.loads(message)["session"]["audio"]
             formats = (audio["input"]["format"]["type"], audio["output"]["format"]["type"])
@@ -178,8 +179,7 @@ class SessionGuard(SessionKeeper):
     def _forget_session(self) -> None:
         super()._forget_session()
         self._audio_ready = False
-        self._configured.disarm()
-        self._first_byte.disarm()
+        self._stop_deadlines()  # the new session sets its own
 
     async def _on_rejected(self, error) -> bool:
         """A ``session.update`` refused as a whole: again without an optional field, or fall back.
@@ -250,6 +250,11 @@ class SessionGuard(SessionKeeper):
 
     def _first_byte_came(self) -> None:
         """The response's first audio came (or the response is over, or the caller talks)."""
+        self._first_byte.disarm()
+
+    def _stop_deadlines(self) -> None:
+        """The call is over: no deadline may fire any more."""
+        self._configured.disarm()
         self._first_byte.disarm()
 
     async def _missed(self, failure: Failure) -> None:

@@ -243,6 +243,7 @@ class RealtimeAgent(Conversation):
 
     async def _stop_timers(self) -> None:
         self._unplug()
+        self._stop_deadlines()
         if self._rotation_task:
             await self.cancel_task(self._rotation_task)
             self._rotation_task = None
@@ -258,8 +259,7 @@ class RealtimeAgent(Conversation):
         return not (self.responding or self.caller_speaking) and self.phone_idle
 
     async def _fall_back(self, failure: Failure) -> None:
-        self._first_byte.disarm()
-        self._configured.disarm()
+        self._stop_deadlines()
         if self._call is not None:
             await self._call.fail(failure, say=self.fallback_line, transfer_to=self.fallback_number)
 

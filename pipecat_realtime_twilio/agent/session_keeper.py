@@ -319,10 +319,6 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         """A subclass's look at an error (e.g. a rejected ``session.update``); True if handled."""
         return False
 
-    def _formats_confirmed(self, message: str | bytes) -> bool:
-        """Whether a raw ``session.updated`` confirms the session's audio formats."""
-        return True
-
     async def _handle_evt_session_created(self, evt):
         await self._configure()
         expires_at = evt.session.expires_at

@@ -334,8 +334,8 @@ class CallSession(PhoneCall):
             say: The line to say.
             transfer_to: A number to transfer the call to instead.
         """
-        if self.ended is not None and self._end_requested.is_set():
-            return  # ending already: the first word on it counts
+        if self._hung_up.is_set() or (self.ended is not None and self._end_requested.is_set()):
+            return  # the caller is gone, or the call is ending already (the first word counts)
         logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
         twiml = dial_twiml(transfer_to) if transfer_to else say_twiml(say)
         end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure)
