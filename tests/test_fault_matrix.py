@@ -94,6 +94,19 @@ def bot_with_broken_processor(call):
     return [call.input(), agent, Breaks(), call.output()]
 
 
+def bot_whose_processor_cannot_start(call):
+    """A bot with a processor whose setup raises: the call's task fails as it starts."""
+    from pipecat.processors.frame_processor import FrameProcessor
+
+    class CannotStart(FrameProcessor):
+        async def setup(self, setup):
+            await super().setup(setup)
+            raise Boom("cannot start")
+
+    agent = RealtimeAgent(instructions="You are a test bot.", greeting=GREETING)
+    return [call.input(), CannotStart(), agent, call.output()]
+
+
 def replies(tool: bool):
     """Say what the agent asks for and answer the caller; with ``tool``, call the tool once."""
     asked = say_as_asked(Reply(ANSWER))
@@ -388,6 +401,14 @@ CASES = [
     Case("rotate", "session expires mid-turn", None, "works", when="midturn-expire"),
     # anything else in the call's task
     Case("task", "a processor raises", None, "fallback", "Boom", bot=bot_with_broken_processor),
+    Case(
+        "task",
+        "a processor cannot start",
+        None,
+        "fallback",
+        "Boom",
+        bot=bot_whose_processor_cannot_start,
+    ),
 ]
 
 
@@ -618,3 +639,22 @@ async def _still_works(emulator: RealtimeEmulator, caller) -> None:
     heard = len(caller.heard)
     await caller.say(SPEECH)
     await caller.wait_heard(heard / 8 + 300, timeout=10)
+
+
+async def test_an_exception_out_of_the_calls_task_still_gets_the_fallback(monkeypatch):
+    """Whatever escapes the call's pipeline run (a bug of ours, say) ends in the fallback line."""
+    from pipecat_realtime_twilio.phone.call import CallSession
+
+    async def run(self, processors):
+        raise KeyError("a bug in the runner")
+
+    monkeypatch.setattr(CallSession, "run", run)
+    async with phone_call(pipeline=bot(), replies=replies(tool=False)) as (_, runner, caller):
+        await caller.call()
+        help = await first_help(caller, after_byte=0)
+        assert help.verbs == [("Say", FALLBACK_LINE), ("Hangup", "")]
+        assert help.at - caller.started_at <= HELP_SECS
+        await caller.wait_until(lambda: runner.finished, timeout=10)
+        assert runner.finished[0].end_reason == "failed: task: KeyError"
+        labels = {"stage": "task", "code": "exception"}
+        assert runner.metrics.registry.get_sample_value("prt_call_failures_total", labels) == 1
