@@ -219,21 +219,15 @@ async def _converse(caller: TwilioCaller, runner, caller_audio: bytes, out: Path
         return await _fell_back(caller, runner, out, emulated, after.verbs, stream_start)
 
     await caller.hangup()
-    hung_up = caller.hung_up_at or loop.time()
-    await _wait_finished(runner, caller.call_sid)
-    summary = next(s for s in runner.finished if s.call_sid == caller.call_sid)
-
-    write_ulaw_wav(out, _real_time_recording(caller))
-    greeting_at = caller.play_time_of(0)
     answer_at = caller.play_time_of(greeting_bytes) if speech_ended_at is not None else None
-    return SimulationResult(
-        summary=summary,
-        used_emulator=emulated,
-        heard_path=out,
-        heard_ms=len(caller.heard) / BYTES_PER_MS,
-        greeting_ms=(greeting_at - stream_start) * 1000 if greeting_at else None,
+    return await _result(
+        caller,
+        runner,
+        out,
+        emulated,
+        since=stream_start,
+        until=caller.hung_up_at or loop.time(),
         answer_ms=(answer_at - speech_ended_at) * 1000 if answer_at and speech_ended_at else None,
-        duration_s=hung_up - stream_start,
     )
 
 
@@ -254,6 +248,29 @@ async def _fell_back(
     caller: TwilioCaller, runner, out: Path, emulated: bool, verbs: list, since: float
 ) -> SimulationResult:
     """The result of a call the runner handed to the fallback."""
+    return await _result(
+        caller,
+        runner,
+        out,
+        emulated,
+        since=since,
+        until=asyncio.get_running_loop().time(),
+        fallback=[(verb.name, verb.text or "") for verb in verbs],
+    )
+
+
+async def _result(
+    caller: TwilioCaller,
+    runner,
+    out: Path,
+    emulated: bool,
+    *,
+    since: float,
+    until: float,
+    answer_ms: float | None = None,
+    fallback: list[tuple[str, str]] | None = None,
+) -> SimulationResult:
+    """Wait for the call's record, write what the caller heard, and sum the call up."""
     await _wait_finished(runner, caller.call_sid)
     summary = next(s for s in runner.finished if s.call_sid == caller.call_sid)
     write_ulaw_wav(out, _real_time_recording(caller))
@@ -264,9 +281,9 @@ async def _fell_back(
         heard_path=out,
         heard_ms=len(caller.heard) / BYTES_PER_MS,
         greeting_ms=(greeting_at - since) * 1000 if greeting_at else None,
-        answer_ms=None,
-        duration_s=asyncio.get_running_loop().time() - since,
-        fallback=[(verb.name, verb.text or "") for verb in verbs],
+        answer_ms=answer_ms,
+        duration_s=until - since,
+        fallback=fallback,
     )
 
 
