@@ -125,7 +125,9 @@ async def open_realtime(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_secs
-    for attempt in range(1, 100):
+    attempt = 0
+    while True:
+        attempt += 1
         timeout = min(ATTEMPT_TIMEOUT_SECS, deadline - loop.time())
         try:
             return await asyncio.wait_for(open_once(timeout), timeout)
@@ -148,4 +150,3 @@ async def open_realtime(
             f"retrying in {wait:g} s"
         )
         await asyncio.sleep(wait)
-    raise ConnectFailed(Refusal("handshake", True, "too many attempts"))
