@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         default=AnyHttpUrl(DEFAULT_TWILIO_API_URL),
         description="Base URL of Twilio's REST API (transfers without <Connect action>).",
     )
+    twilio_shared_key_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Secret of the Twilio SharedKey your Webhook Settings sign with (HMAC-SHA256); "
+            "several, comma-separated, while a key is rotated. Requests without "
+            "X-Twilio-Webhooks-Signature-Settings are checked with TWILIO_AUTH_TOKEN."
+        ),
+    )
     twilio_validate_signatures: bool = Field(
         default=True,
         description="Check X-Twilio-Signature on webhooks. Turn off only for local development.",
@@ -93,6 +101,13 @@ class Settings(BaseSettings):
         description=(
             "Folder of call records not yet stored in the database (the outbox); by default "
             "beside a SQLite file (calls.db-outbox), else ./outbox."
+        ),
+    )
+    prices_file: str | None = Field(
+        default=None,
+        description=(
+            "JSON file of Realtime prices (USD per million tokens, by model) that replace "
+            "or add to the built-in table, for a contract with other prices."
         ),
     )
     call_webhook_url: AnyHttpUrl | None = Field(

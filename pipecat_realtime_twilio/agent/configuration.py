@@ -14,8 +14,10 @@ from pipecat_realtime_twilio.settings import DEFAULT_REALTIME_URL, SettingsError
 DEFAULT_VOICE = "marin"
 """The Realtime voice of a bot that names none."""
 
-DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
-"""The model that transcribes the caller, unless a bot names another."""
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-realtime-whisper"
+"""The model that transcribes the caller, unless a bot names another: a streaming
+model made for Realtime sessions, with no announced shutdown (``gpt-4o-mini-transcribe``
+and the other ``gpt-4o-*-transcribe`` and ``whisper-1`` models shut down on 2027-02-26)."""
 
 _NO_KEY_NEEDED = "no-key-needed"
 
