@@ -4,13 +4,30 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Checks that a request really comes from Twilio: ``X-Twilio-Signature`` and the account."""
+"""Checks that a request really comes from Twilio: ``X-Twilio-Signature`` and the account.
 
+Twilio signs each request over its full URL and its form parameters, in one of
+two ways, and the ``twilio`` package's ``RequestValidator`` checks both:
+
+- By default with the account's auth token and HMAC-SHA1 (``TWILIO_AUTH_TOKEN``).
+- When a Webhook Rule of the account's Webhooks configuration matches the URL,
+  with that rule's SharedKey and its algorithm (HMAC-SHA256); the request then
+  carries ``X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=HMAC_SHA256``
+  and is checked with ``TWILIO_SHARED_KEY_SECRET`` (several, comma-separated,
+  while a key is rotated).
+"""
+
+from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 from pipecat_realtime_twilio.settings import Settings
 
@@ -44,10 +61,8 @@ async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
     )
     if not settings.twilio_validate_signatures:
         return form
-    signature = request.headers.get("x-twilio-signature", "")
     url = public_request_url(request, settings)
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-    if not signature or not RequestValidator(token).validate(url, form, signature):
+    if not signature_valid(url, form, request.headers, settings):
         logger.warning(f"Refused a request to {url}: missing or wrong X-Twilio-Signature")
         raise HTTPException(status_code=403, detail="invalid Twilio signature")
     if not account_allowed(form.get("AccountSid"), settings):
@@ -78,8 +93,56 @@ def websocket_signature_valid(websocket: WebSocket, settings: Settings) -> bool:
     """
     if not settings.twilio_validate_signatures:
         return True
-    signature = websocket.headers.get("x-twilio-signature", "")
     query = f"?{websocket.url.query}" if websocket.url.query else ""
     url = f"{settings.websocket_origin}{websocket.url.path}{query}"
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-    return bool(signature) and RequestValidator(token).validate(url, {}, signature)
+    return signature_valid(url, {}, websocket.headers, settings)
+
+
+def signature_valid(
+    url: str, params: Mapping[str, str], headers: Mapping[str, str], settings: Settings
+) -> bool:
+    """Whether ``X-Twilio-Signature`` signs ``url`` and ``params``, either way Twilio signs.
+
+    Without ``X-Twilio-Webhooks-Signature-Settings`` the signature must be the auth
+    token's HMAC-SHA1; with it, that of a SharedKey secret (``TWILIO_SHARED_KEY_SECRET``)
+    in the algorithm the header names. The ``twilio`` package's validator decides; an
+    algorithm it does not know fails.
+
+    Args:
+        url: The public URL Twilio requested.
+        params: The form parameters (none for a websocket upgrade).
+        headers: The request's headers (case-insensitive, as Starlette's are).
+        settings: The runner's settings (auth token, shared key secrets).
+
+    Returns:
+        True if a configured secret produced the signature.
+    """
+    signature = headers.get(SIGNATURE_HEADER, "")
+    if not signature:
+        return False
+    signing = headers.get(SIGNATURE_SETTINGS_HEADER)
+    if signing:
+        secrets = _shared_key_secrets(settings)
+        if not secrets:
+            key = signing.split(",", 1)[0][:80]
+            logger.warning(
+                f"A request signed with a Twilio SharedKey ({key}) was refused: "
+                "TWILIO_SHARED_KEY_SECRET is not set"
+            )
+            return False
+    else:
+        token = settings.twilio_auth_token
+        secrets = [token.get_secret_value()] if token is not None else []
+    algorithm = get_signature_algorithm(signing)
+    params = dict(params)
+    return any(
+        RequestValidator(secret).validate(url, params, signature, algorithm) for secret in secrets
+    )
+
+
+def _shared_key_secrets(settings: Settings) -> list[str]:
+    """The SharedKey secrets of ``TWILIO_SHARED_KEY_SECRET`` (comma-separated)."""
+    if settings.twilio_shared_key_secret is None:
+        return []
+    value = settings.twilio_shared_key_secret.get_secret_value()
+    return [secret.strip() for secret in value.split(",") if secret.strip()]
