@@ -6,8 +6,17 @@ import pytest
 from loguru import logger
 
 from pipecat_realtime_twilio.agent.usage import Usage
+from pipecat_realtime_twilio.errors import SettingsError
 from pipecat_realtime_twilio.runner import pricing
-from pipecat_realtime_twilio.runner.pricing import PRICES, ModelPrice, cost_usd, price_for
+from pipecat_realtime_twilio.runner.pricing import (
+    PRICES,
+    ModelPrice,
+    PriceTable,
+    cost_usd,
+    load_prices,
+    price_for,
+)
+from pipecat_realtime_twilio.settings import Settings
 
 # A usage of every kind, with distinct counts so a price applied to the wrong kind shows.
 USAGE = Usage(
@@ -39,6 +48,9 @@ def test_table_has_the_published_prices():
         "gpt-realtime-2": (32, 0.40, 64, 4, 0.40, 24),
         "gpt-realtime-2.1": (32, 0.40, 64, 4, 0.40, 24),
         "gpt-realtime-2.1-mini": (10, 0.30, 20, 0.60, 0.06, 2.40),
+        "gpt-realtime-mini": (10, 0.30, 20, 0.60, 0.06, 2.40),
+        "gpt-4o-realtime-preview": (40, 2.50, 80, 5, 2.50, 20),
+        "gpt-4o-mini-realtime-preview": (10, 0.30, 20, 0.60, 0.30, 2.40),
     }
     assert set(PRICES) == set(expected)
     for model, numbers in expected.items():
@@ -98,8 +110,9 @@ def test_unknown_model_has_no_cost_and_warns_once(warnings):
     assert cost_usd("another-model", USAGE) is None
     assert len(warnings) == 2
     assert "gpt-unknown-voice" in warnings[0] and "another-model" in warnings[1]
-    # gpt-realtime-mini has no published price in the table.
-    assert cost_usd("gpt-realtime-mini", USAGE) is None
+    # Models without all six published prices are left out.
+    assert cost_usd("gpt-audio-mini", USAGE) is None
+    assert cost_usd("gpt-audio-1.5", USAGE) is None
 
 
 @pytest.mark.parametrize(
@@ -114,8 +127,13 @@ def test_unknown_model_has_no_cost_and_warns_once(warnings):
         ("gpt-realtime-2.1-mini", "gpt-realtime-2.1-mini"),
         ("gpt-realtime-2.1-mini-2026-03-01", "gpt-realtime-2.1-mini"),
         ("GPT-Realtime-2.1-Mini", "gpt-realtime-2.1-mini"),
-        ("gpt-realtime-mini", None),
-        ("gpt-realtime-mini-2025-10-06", None),
+        ("gpt-realtime-mini", "gpt-realtime-mini"),
+        ("gpt-realtime-mini-2025-10-06", "gpt-realtime-mini"),
+        ("gpt-realtime-mini-2025-12-15", "gpt-realtime-mini"),
+        ("gpt-4o-realtime-preview-2025-06-03", "gpt-4o-realtime-preview"),
+        ("gpt-4o-mini-realtime-preview-2024-12-17", "gpt-4o-mini-realtime-preview"),
+        ("gpt-realtime-mini-2", None),
+        ("gpt-audio-mini-2025-12-15", None),
         ("gpt-realtime-2.1-max", None),
         ("gpt-realtime-3", None),
         ("", None),
@@ -130,6 +148,15 @@ def test_mini_is_not_priced_as_its_big_sibling():
     mini = cost_usd("gpt-realtime-2.1-mini-2026-03-01", USAGE)
     assert mini == pytest.approx(cost_usd("gpt-realtime-2.1-mini", USAGE))
     assert mini < cost_usd("gpt-realtime-2.1", USAGE) / 3
+    # Nor gpt-realtime-mini (and its snapshots) as gpt-realtime, nor the 4o mini as the 4o.
+    for small, big in [
+        ("gpt-realtime-mini", "gpt-realtime"),
+        ("gpt-realtime-mini-2025-12-15", "gpt-realtime-2025-08-28"),
+        ("gpt-4o-mini-realtime-preview", "gpt-4o-realtime-preview"),
+    ]:
+        assert price_for(small) != price_for(big), small
+        assert cost_usd(small, USAGE) < cost_usd(big, USAGE) / 3, small
+    assert price_for("gpt-realtime-mini-2025-10-06") is PRICES["gpt-realtime-mini"]
 
 
 def test_add_response_usage_maps_a_realtime_usage():
@@ -234,3 +261,123 @@ def test_as_dict_is_json_and_round_trips():
     assert Usage.from_dict(data) == USAGE
     assert Usage.from_dict({"input_text_tokens": 3, "future_field": 1}) == Usage(3)
     assert Usage.from_dict(None) == Usage()
+
+
+# PRICES_FILE
+
+SIX = {
+    "audio_in": 32,
+    "cached_audio_in": 0.4,
+    "audio_out": 64,
+    "text_in": 4,
+    "cached_text_in": 0.4,
+    "text_out": 16,
+}
+
+
+def write_prices(tmp_path, data) -> str:
+    path = tmp_path / "prices.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+def test_prices_file_overrides_a_model_and_adds_one(tmp_path):
+    contract = {**SIX, "audio_in": 20, "audio_out": 40, "text_out": 20}
+    path = write_prices(
+        tmp_path,
+        {"gpt-realtime-2.1": contract, "GPT-Realtime-Future": {**SIX, "cached_text_in": 0}},
+    )
+    assert load_prices(path) == {
+        "gpt-realtime-2.1": ModelPrice(20, 0.4, 40, 4, 0.4, 20),
+        "gpt-realtime-future": ModelPrice(32, 0.4, 64, 4, 0, 16),
+    }
+
+    table = PriceTable.from_settings(Settings(prices_file=path, _env_file=None))
+    assert table.price_for("gpt-realtime-2.1") == ModelPrice(20, 0.4, 40, 4, 0.4, 20)
+    assert table.price_for("gpt-realtime-2.1-2026-03-01") == table.price_for("gpt-realtime-2.1")
+    assert table.price_for("gpt-realtime-future") == ModelPrice(32, 0.4, 64, 4, 0, 16)
+    # The rest of the built-in table stays.
+    assert table.price_for("gpt-realtime-2.1-mini") is PRICES["gpt-realtime-2.1-mini"]
+    usage = Usage(input_audio_tokens=1_000_000, output_audio_tokens=1_000_000)
+    assert table.cost_usd("gpt-realtime-2.1", usage) == pytest.approx(20 + 40)
+
+    # The built-in table and the module's functions are untouched.
+    assert PRICES["gpt-realtime-2.1"] == ModelPrice(32, 0.40, 64, 4, 0.40, 24)
+    assert "gpt-realtime-future" not in PRICES
+    assert cost_usd("gpt-realtime-2.1", usage) == pytest.approx(32 + 64)
+    assert price_for("gpt-realtime-future") is None
+
+
+def test_without_a_prices_file_the_table_is_the_built_in_one(warnings):
+    table = PriceTable.from_settings(Settings(_env_file=None))
+    assert dict(table.prices) == PRICES
+    for model in PRICES:
+        assert table.cost_usd(model, USAGE) == cost_usd(model, USAGE)
+    assert table.cost_usd("gpt-unknown-voice", USAGE) is None
+    assert len(warnings) == 1
+    with pytest.raises(TypeError):
+        table.prices["x"] = PRICES["gpt-realtime"]  # type: ignore[index]
+
+
+def test_a_table_is_its_own_copy():
+    prices = {"my-model": PRICES["gpt-realtime"]}
+    table = PriceTable(prices)
+    prices["my-model"] = PRICES["gpt-realtime-mini"]
+    assert table.price_for("my-model") is PRICES["gpt-realtime"]
+    assert table.price_for("gpt-realtime") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            {"gpt-realtime-2.1": {**SIX, "audio_out": -1}},
+            "gpt-realtime-2.1: audio_out: Input should be greater than or equal to 0",
+        ),
+        (
+            {"gpt-realtime-2.1": {k: v for k, v in SIX.items() if k != "text_in"}},
+            "gpt-realtime-2.1: text_in: Field required",
+        ),
+        ({"m": {**SIX, "image_in": 5}}, "m: image_in: Extra inputs are not permitted"),
+        ({"m": {**SIX, "text_out": "16"}}, "m: text_out: Input should be a valid number"),
+        ({"m": {**SIX, "text_out": True}}, "m: text_out: Input should be a valid number"),
+        ({"m": {**SIX, "text_out": None}}, "m: text_out: Input should be a valid number"),
+        ('{"m": {"audio_in": Infinity}}', "m: audio_in: Input should be a finite number"),
+        ('{"m": {"audio_in": NaN}}', "m: audio_in: Input should be a finite number"),
+        ({"m": [1, 2, 3, 4, 5, 6]}, "m: expected an object of the six prices, not an array"),
+        ({"m": {}}, "m: audio_in: Field required (and 5 more)"),
+        ({" ": SIX}, "a model id is empty"),
+        ({"Model": SIX, "model": SIX}, "model: listed twice"),
+        (f'{{"m": {json.dumps(SIX)}, "m": {json.dumps(SIX)}}}', "m: listed twice"),
+        ([SIX], "expected a JSON object of prices by model id, not an array"),
+        ("null", "expected a JSON object of prices by model id, not null"),
+        ('{"m": {"audio_in": 1,}}', "not valid JSON: Expecting property name"),
+        ("", "not valid JSON: Expecting value (line 1, column 1)"),
+    ],
+)
+def test_a_bad_prices_file_is_one_settings_error_line(tmp_path, content, problem):
+    path = write_prices(tmp_path, content)
+    with pytest.raises(SettingsError) as caught:
+        load_prices(path)
+    message = str(caught.value)
+    assert message.startswith(f"PRICES_FILE {path}: ")
+    assert problem in message
+    assert "\n" not in message
+    # The same from the settings.
+    with pytest.raises(SettingsError, match="PRICES_FILE"):
+        PriceTable.from_settings(Settings(prices_file=path, _env_file=None))
+
+
+def test_a_missing_or_unreadable_prices_file(tmp_path):
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(SettingsError) as caught:
+        load_prices(missing)
+    assert str(caught.value) == (
+        f"PRICES_FILE {missing}: cannot read the file: No such file or directory"
+    )
+    with pytest.raises(SettingsError, match=r"^PRICES_FILE .*: cannot read the file: "):
+        load_prices(tmp_path)  # a folder
+    binary = tmp_path / "prices.bin"
+    binary.write_bytes(b"\xff\xfe\x00{")
+    with pytest.raises(SettingsError, match=r"^PRICES_FILE .*prices.bin: the file is not UTF-8"):
+        load_prices(binary)

@@ -17,14 +17,34 @@ sum with the table `PRICES`::
 
 Cached input tokens are billed at their own (much lower) price; `Usage` keeps them
 apart from the uncached ones (see :mod:`pipecat_realtime_twilio.agent.usage`).
+
+Other prices (a contract, a new model) come from a JSON file, ``PRICES_FILE``,
+that replaces or adds to the table: a `PriceTable` holds the prices in effect
+without changing `PRICES`::
+
+    prices = PriceTable.from_settings(settings)  # PRICES, updated from PRICES_FILE
+    cost = prices.cost_usd(record.model, record.usage)
+
+The file maps model ids to their six prices, USD per million tokens::
+
+    {"gpt-realtime-2.1": {"audio_in": 32, "cached_audio_in": 0.4, "audio_out": 64,
+                          "text_in": 4, "cached_text_in": 0.4, "text_out": 24}}
 """
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any
 
 from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipecat_realtime_twilio.agent.usage import Usage
+from pipecat_realtime_twilio.errors import SettingsError
+from pipecat_realtime_twilio.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -100,8 +120,42 @@ PRICES: dict[str, ModelPrice] = {
         cached_text_in=0.06,
         text_out=2.40,
     ),
-    # gpt-realtime-mini is left out: no complete price of OpenAI's was found (only its text
-    # input, 0.60, in a comparison on the gpt-realtime-2.1-mini page). Unpriced: cost None.
+    # models/gpt-realtime-mini (platform.openai.com/docs/models/gpt-realtime-mini, as stored
+    # in 2025; its text input 0.60 is also in the comparison on models/gpt-realtime-2.1-mini).
+    # Its snapshots -2025-10-06 and -2025-12-15 match it by their date suffix.
+    "gpt-realtime-mini": ModelPrice(
+        audio_in=10.00,
+        cached_audio_in=0.30,
+        audio_out=20.00,
+        text_in=0.60,
+        cached_text_in=0.06,
+        text_out=2.40,
+    ),
+    # models/gpt-4o-realtime-preview (marked "Shut down"): the prices of its later snapshots.
+    # Its first, -2024-10-01 (also gone), cost more (audio cached 20, as quoted from the
+    # pricing page on community.openai.com) and would be priced too low here.
+    "gpt-4o-realtime-preview": ModelPrice(
+        audio_in=40.00,
+        cached_audio_in=2.50,
+        audio_out=80.00,
+        text_in=5.00,
+        cached_text_in=2.50,
+        text_out=20.00,
+    ),
+    # models/gpt-4o-mini-realtime-preview (text cached input 0.30, as audio's).
+    "gpt-4o-mini-realtime-preview": ModelPrice(
+        audio_in=10.00,
+        cached_audio_in=0.30,
+        audio_out=20.00,
+        text_in=0.60,
+        cached_text_in=0.30,
+        text_out=2.40,
+    ),
+    # Left out, unpriced (cost None) until OpenAI publishes all six prices:
+    # - gpt-audio-mini: models/gpt-audio-mini lists only text 0.60 / 2.40 (no audio and no
+    #   cached prices) and marks the Realtime endpoint not supported.
+    # - gpt-audio-1.5: models/gpt-audio-1.5 lists text 2.50 / 10 and audio 32 / 64 but no
+    #   cached input price (and the Realtime endpoint not supported).
 }
 """USD per million tokens of each Realtime model, by model id (without a date suffix)."""
 
@@ -124,10 +178,7 @@ def price_for(model: str) -> ModelPrice | None:
     Returns:
         The model's prices, or None.
     """
-    name = (model or "").strip().lower()
-    if name in PRICES:
-        return PRICES[name]
-    return PRICES.get(_SNAPSHOT_SUFFIX.sub("", name))
+    return _lookup(PRICES, model)
 
 
 def cost_usd(model: str, usage: Usage) -> float | None:
@@ -141,7 +192,197 @@ def cost_usd(model: str, usage: Usage) -> float | None:
         The cost in USD, or None when the model has no price in `PRICES` (a warning
         is logged once per model).
     """
-    price = price_for(model)
+    return _cost(model, price_for(model), usage)
+
+
+class PriceTable:
+    """The prices in effect: `PRICES`, or `PRICES` updated from ``PRICES_FILE``.
+
+    A table is its own copy; building one changes neither `PRICES` nor another table.
+    It matches model ids as `price_for` does.
+    """
+
+    def __init__(self, prices: Mapping[str, ModelPrice] | None = None):
+        """Initialize the table.
+
+        Args:
+            prices: Prices by model id; `PRICES` (copied) by default.
+        """
+        source = PRICES if prices is None else prices
+        self._prices = {_key(model): price for model, price in source.items()}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PriceTable":
+        """`PRICES` updated with the prices of a JSON file (see `load_prices`).
+
+        Args:
+            path: The file.
+
+        Returns:
+            The table.
+
+        Raises:
+            SettingsError: If the file cannot be read or is not a valid price table.
+        """
+        file_prices = load_prices(path)
+        logger.info(f"PRICES_FILE {path}: prices of {len(file_prices)} models")
+        return cls({**PRICES, **file_prices})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PriceTable":
+        """The table of ``settings``: `PRICES`, updated from ``PRICES_FILE`` if set.
+
+        Args:
+            settings: The runner's settings.
+
+        Returns:
+            The table.
+
+        Raises:
+            SettingsError: If ``PRICES_FILE`` cannot be read or is not a valid price table.
+        """
+        path = settings.prices_file
+        return cls() if not path else cls.from_file(path)
+
+    @property
+    def prices(self) -> Mapping[str, ModelPrice]:
+        """The prices by model id (lower case), read-only."""
+        return MappingProxyType(self._prices)
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        """Return the prices of a model, or None (matched as `price_for` matches).
+
+        Args:
+            model: The Realtime model id.
+
+        Returns:
+            The model's prices, or None.
+        """
+        return _lookup(self._prices, model)
+
+    def cost_usd(self, model: str, usage: Usage) -> float | None:
+        """Return what ``usage`` cost with ``model``, in USD.
+
+        Args:
+            model: The Realtime model id.
+            usage: The tokens used.
+
+        Returns:
+            The cost in USD, or None when the table has no price for the model (a
+            warning is logged once per model).
+        """
+        return _cost(model, self.price_for(model), usage)
+
+
+def load_prices(path: str | Path) -> dict[str, ModelPrice]:
+    """Read a ``PRICES_FILE``: a JSON object of prices, USD per million tokens, by model.
+
+    Each model id (matched case aside, a dated snapshot suffix allowed) maps to an
+    object of exactly ``audio_in``, ``cached_audio_in``, ``audio_out``, ``text_in``,
+    ``cached_text_in`` and ``text_out``: finite numbers, none negative.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The prices by model id (lower case).
+
+    Raises:
+        SettingsError: One line naming ``PRICES_FILE``, the file and what is wrong
+            (the model and field, for a bad price).
+    """
+    where = f"PRICES_FILE {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise SettingsError(f"{where}: cannot read the file: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where}: the file is not UTF-8 text") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
+    except json.JSONDecodeError as error:
+        raise SettingsError(
+            f"{where}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    except _RepeatedKey as error:
+        raise SettingsError(f"{where}: {error.args[0]}: listed twice") from None
+    if not isinstance(data, dict):
+        raise SettingsError(
+            f"{where}: expected a JSON object of prices by model id, not {_json_type(data)}"
+        )
+    prices: dict[str, ModelPrice] = {}
+    for model, entry in data.items():
+        key = _key(model)
+        if not key:
+            raise SettingsError(f"{where}: a model id is empty")
+        if key in prices:
+            raise SettingsError(f"{where}: {model}: listed twice (model ids match case aside)")
+        if not isinstance(entry, dict):
+            raise SettingsError(
+                f"{where}: {model}: expected an object of the six prices, not {_json_type(entry)}"
+            )
+        try:
+            price = _FilePrice.model_validate(entry)
+        except ValidationError as error:
+            problems = error.errors()
+            first = problems[0]
+            field = ".".join(str(part) for part in first["loc"])
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SettingsError(f"{where}: {model}: {field}: {first['msg']}{more}") from None
+        prices[key] = ModelPrice(**price.model_dump())
+    return prices
+
+
+_Price = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+
+class _FilePrice(BaseModel):
+    """One model's prices in a ``PRICES_FILE``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio_in: _Price
+    cached_audio_in: _Price
+    audio_out: _Price
+    text_in: _Price
+    cached_text_in: _Price
+    text_out: _Price
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _RepeatedKey(key)
+        result[key] = value
+    return result
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "null"
+    kinds = ((list, "an array"), (str, "a string"), (int | float, "a number"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a value")
+
+
+def _key(model: str) -> str:
+    return (model or "").strip().lower()
+
+
+def _lookup(prices: Mapping[str, ModelPrice], model: str) -> ModelPrice | None:
+    name = _key(model)
+    if name in prices:
+        return prices[name]
+    return prices.get(_SNAPSHOT_SUFFIX.sub("", name))
+
+
+def _cost(model: str, price: ModelPrice | None, usage: Usage) -> float | None:
     if price is None:
         if model not in _warned_models:
             _warned_models.add(model)
