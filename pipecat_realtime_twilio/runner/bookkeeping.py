@@ -28,7 +28,7 @@ from loguru import logger
 from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.runner.outbox import Outbox, default_outbox_dir
-from pipecat_realtime_twilio.runner.pricing import cost_usd
+from pipecat_realtime_twilio.runner.pricing import PriceTable
 from pipecat_realtime_twilio.runner.records import CallRecord, latency_summary
 from pipecat_realtime_twilio.runner.store import CallStore, describe_error
 from pipecat_realtime_twilio.runner.webhook import WebhookSender
@@ -85,6 +85,7 @@ class RecordKeeper:
         Raises:
             SettingsError: If the database or the outbox folder cannot be used.
         """
+        self.prices = PriceTable.from_settings(settings)  # PRICES_FILE: checked at start
         self.store = store or CallStore(settings.database_url)
         directory = settings.outbox_dir or default_outbox_dir(settings.database_url)
         self._temporary_outbox = directory is None  # an in-memory database: nothing lasts
@@ -192,7 +193,7 @@ class RecordKeeper:
         )
         for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
             record.add_turn(entry.role, entry.text, entry.at, entry.interrupted)
-        record.cost_usd = cost_usd(record.model, record.usage) if agent else None
+        record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
         record.finish(call.end_reason or "unknown")
         self.finished.append(record)
         return record
