@@ -35,6 +35,7 @@ from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
 from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
+from pipecat_realtime_twilio.runner.model_check import log_model_warnings
 from pipecat_realtime_twilio.runner.operator_api import create_call
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
@@ -106,6 +107,7 @@ class CallRunner:
                     f"BOT_ROUTES: {number} goes to bot '{name}', which does not exist "
                     f"(bots found: {known})"
                 )
+        log_model_warnings(settings, bots)  # models with an announced shutdown, and its date
         self.settings = settings
         self.bots = bots
         self.rest = TwilioRest.from_settings(settings)
@@ -219,6 +221,7 @@ class CallRunner:
         logger.info("Drained")
 
     def _use_bots(self, bots: dict[str, Bot]) -> None:
+        log_model_warnings(self.settings, bots)
         self.bots = bots  # calls in progress keep the pipelines they built
 
     #
