@@ -267,3 +267,19 @@ def test_log_model_warnings_logs_and_returns_them(tmp_path, warnings):
     lines = log_model_warnings(settings, load_bots(tmp_path), today=TODAY)
     assert len(lines) == 1 and "'gpt-realtime-mini'" in lines[0]
     assert warnings == lines
+
+
+def test_the_runner_warns_at_start_about_a_configured_model_with_a_shutdown(tmp_path, warnings):
+    from pipecat_realtime_twilio.runner.app import create_app
+
+    (tmp_path / "default.md").write_text("---\ndescription: x\n---\nYou are a test bot.\n")
+    settings = Settings(
+        _env_file=None,
+        openai_api_key="sk-test",
+        openai_realtime_model="gpt-realtime",
+        bots_dir=str(tmp_path),
+        database_url=f"sqlite:///{tmp_path}/calls.db",
+    )
+    create_app(settings)
+    [warning] = [w for w in warnings if "gpt-realtime'" in w]
+    assert "2027-01-20" in warning and "gpt-realtime-2.1" in warning
