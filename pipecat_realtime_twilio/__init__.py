@@ -34,6 +34,9 @@ _PUBLIC = {
     "realtime_tool": "pipecat_realtime_twilio.agent.tools",
     "end_call": "pipecat_realtime_twilio.agent.tools",
     "transfer_call": "pipecat_realtime_twilio.agent.tools",
+    # The openai package's turn detection models, for RealtimeAgent(turn_detection=...).
+    "ServerVad": "openai.types.realtime.realtime_audio_input_turn_detection",
+    "SemanticVad": "openai.types.realtime.realtime_audio_input_turn_detection",
 }
 
 __all__ = [
@@ -44,6 +47,8 @@ __all__ = [
     "Failure",
     "RealtimeAgent",
     "RealtimeTool",
+    "SemanticVad",
+    "ServerVad",
     "Settings",
     "SettingsError",
     "Stage",
@@ -58,6 +63,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad, ServerVad
+
     from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
     from pipecat_realtime_twilio.agent.limits import CallLimits
     from pipecat_realtime_twilio.agent.realtime import RealtimeAgent

@@ -12,6 +12,10 @@
   appended (it is held, bounded, and sent on confirmation) and no bot audio is
   played: a server that kept its default PCM would otherwise read μ-law as PCM,
   and the caller would hear noise.
+- The ``session.update`` carries the input audio section in full, as the
+  ``openai`` package types it (``RealtimeAudioConfigInput``: turn detection with
+  ``idle_timeout_ms``, noise reduction, the caller's transcription), where
+  Pipecat's own models would drop fields.
 - A ``session.update`` the server rejects (an ``error`` naming it, nothing
   applied) is sent again without the field, when the field is optional (the
   caller's transcription, noise reduction, speed, tracing); otherwise, or when
@@ -32,6 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from loguru import logger
+from openai.types.realtime.realtime_audio_config_input import RealtimeAudioConfigInput
 from pipecat.services.openai.realtime import events
 
 from pipecat_realtime_twilio.agent.session_keeper import SessionKeeper
@@ -97,14 +102,23 @@ class Deadline:
 class SessionGuard(SessionKeeper):
     """Audio only in the phone's format, and deadlines on configuring and first audio."""
 
-    def __init__(self, *, first_byte_timeout_secs: float, **kwargs):
+    def __init__(
+        self,
+        *,
+        first_byte_timeout_secs: float,
+        audio_input: RealtimeAudioConfigInput | None = None,
+        **kwargs,
+    ):
         """Initialize the guard.
 
         Args:
             first_byte_timeout_secs: Most seconds a response may take to its first byte.
+            audio_input: The input audio section every ``session.update`` carries
+                (None: Pipecat's, from the session properties).
             **kwargs: :class:`SessionKeeper` arguments.
         """
         super().__init__(**kwargs)
+        self._audio_input = audio_input
         self.first_byte_timeout_secs = first_byte_timeout_secs
         self._audio_ready = False
         self._session_update_id: str | None = None
@@ -118,14 +132,27 @@ class SessionGuard(SessionKeeper):
     # configuring
     #
 
+    @property
+    def audio_input(self) -> RealtimeAudioConfigInput | None:
+        """The input audio section ``session.update`` carries (less any field refused)."""
+        return self._audio_input
+
     async def send_client_event(self, event: events.ClientEvent):
         """Send a client event; a ``session.update``'s id is kept to match its errors.
+
+        A ``session.update`` carries :attr:`audio_input` as its ``session.audio.input``.
 
         Args:
             event: The client event.
         """
         if isinstance(event, events.SessionUpdateEvent):
             self._session_update_id = event.event_id
+            if self._audio_input is not None:
+                message = event.model_dump(exclude_none=True)
+                audio = message["session"].setdefault("audio", {})
+                audio["input"] = self._audio_input.model_dump(mode="json", exclude_none=True)
+                await self._ws_send(message)
+                return
         await super().send_client_event(event)
 
     async def _configure(self) -> None:
@@ -212,6 +239,16 @@ class SessionGuard(SessionKeeper):
 
     def _drop_field(self, field: str) -> bool:
         """Remove an optional field from the session configuration; whether it was set."""
+        typed = self._audio_input
+        if typed is not None and field in ("transcription", "noise_reduction"):
+            self._audio_input = typed.model_copy(update={field: None})
+            # Pipecat's copy follows, so that its own reading of the session agrees.
+            self._drop_pipecat_field(field)
+            return getattr(typed, field) is not None
+        return self._drop_pipecat_field(field)
+
+    def _drop_pipecat_field(self, field: str) -> bool:
+        """Remove an optional field from Pipecat's session properties; whether it was set."""
         session = getattr(self._settings, "session_properties", None)
         if not isinstance(session, events.SessionProperties):
             return False

@@ -7,6 +7,10 @@
 """RealtimeAgent: Pipecat's OpenAI Realtime service, tuned for an 8 kHz phone line."""
 
 from loguru import logger
+from openai.types.realtime.input_audio_buffer_timeout_triggered import (
+    InputAudioBufferTimeoutTriggered,
+)
+from openai.types.realtime.noise_reduction_type import NoiseReductionType
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     CancelFrame,
@@ -23,14 +27,19 @@ from pipecat.services.openai.realtime import events
 from pipecat_realtime_twilio.agent.configuration import (
     DEFAULT_TRANSCRIPTION_MODEL,
     DEFAULT_VOICE,
+    PipecatTurnDetection,
     TurnDetection,
     connection,
+    phone_audio_input,
     phone_session,
+    typed_turn_detection,
+    vad_silence_ms,
 )
 from pipecat_realtime_twilio.agent.conversation import Conversation
 from pipecat_realtime_twilio.agent.guard import FIRST_BYTE_TIMEOUT_SECS
 from pipecat_realtime_twilio.agent.keypad import DTMF_TIMEOUT_SECS, Keypad
 from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
+from pipecat_realtime_twilio.agent.models import warn_once
 from pipecat_realtime_twilio.agent.session_keeper import SESSION_MAX_SECS, SessionKeeper
 from pipecat_realtime_twilio.agent.tools import split_tools
 from pipecat_realtime_twilio.errors import CallControlError
@@ -94,9 +103,11 @@ class RealtimeAgent(Conversation):
         tools: list | ToolsSchema | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
-        turn_detection: TurnDetection | None = None,
+        turn_detection: TurnDetection | PipecatTurnDetection | None = None,
+        noise_reduction: NoiseReductionType | None = None,
         transcribe_caller: bool = True,
         transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL,
+        transcription_language: str | None = None,
         speed: float | None = None,
         limits: CallLimits | None = None,
         tool_error_message: str = TOOL_ERROR_MESSAGE,
@@ -122,9 +133,18 @@ class RealtimeAgent(Conversation):
                 ``register_function``).
             api_key: OpenAI API key; defaults to ``OPENAI_API_KEY``.
             base_url: Realtime websocket URL; defaults to ``OPENAI_REALTIME_URL``.
-            turn_detection: Server turn detection; defaults to server VAD.
+            turn_detection: Server turn detection: ``ServerVad`` (``threshold``,
+                ``prefix_padding_ms``, ``silence_duration_ms``, ``idle_timeout_ms``,
+                ``create_response``, ``interrupt_response``) or ``SemanticVad``
+                (``eagerness``, ...), the ``openai`` package's models; Pipecat's
+                ``TurnDetection``/``SemanticTurnDetection`` are converted. None: server
+                VAD with the API's defaults.
+            noise_reduction: Noise reduction of the caller's audio, ``"near_field"``
+                or ``"far_field"``; None: none.
             transcribe_caller: Whether to ask for a transcript of the caller.
             transcription_model: Model that transcribes the caller.
+            transcription_language: The caller's language (ISO-639-1, e.g. ``"en"``)
+                for the transcription, if known.
             speed: Speaking speed of the voice (0.25 to 1.5), default the model's.
             limits: Maximum call duration and silence timeout, if any.
             tool_error_message: What the bot says when a tool fails or times out.
@@ -147,22 +167,25 @@ class RealtimeAgent(Conversation):
         """
         api_key, base_url, model = connection(api_key, base_url, model)
         realtime_tools, tools_schema = split_tools(tools)
-        turn_detection = turn_detection or events.TurnDetection()
-        session = phone_session(
-            voice=voice,
-            speed=speed,
-            turn_detection=turn_detection,
+        detection = typed_turn_detection(turn_detection)
+        audio_input = phone_audio_input(
+            turn_detection=detection,
+            noise_reduction=noise_reduction,
             transcription_model=transcription_model if transcribe_caller else None,
-            tools=tools_schema,
+            transcription_language=transcription_language,
         )
-        self._creates_responses = getattr(turn_detection, "create_response", None) is not False
+        session = phone_session(
+            voice=voice, speed=speed, audio_input=audio_input, tools=tools_schema
+        )
+        self._creates_responses = detection.create_response is not False
         super().__init__(
             instructions=instructions,
             greeting=greeting,
             # The server cancels the response on speech unless told not to.
-            barge_in=getattr(turn_detection, "interrupt_response", None) is not False,
+            barge_in=detection.interrupt_response is not False,
             # speech_stopped's audio_end_ms includes server VAD's trailing silence.
-            vad_silence_ms=getattr(turn_detection, "silence_duration_ms", None) or 0,
+            vad_silence_ms=vad_silence_ms(detection),
+            audio_input=audio_input,
             fallback_line=fallback_line,
             fallback_number=fallback_number,
             session_max_secs=session_max_secs,
@@ -178,6 +201,9 @@ class RealtimeAgent(Conversation):
             self.register_function(tool.name, tool.handler)
         self.tool_error_message = tool_error_message
         self.model = model
+        warn_once("realtime", model)  # an announced shutdown: said once per process
+        if transcribe_caller:
+            warn_once("transcription", transcription_model)
         self._keypad = Keypad(self, self._send_keys, dtmf_timeout_secs)
         self._limits = LimitsWatcher(self, limits) if limits else None
         self._register_event_handler("on_keypad")
@@ -337,6 +363,17 @@ class RealtimeAgent(Conversation):
         if self._limits:
             self._limits.caller_spoke()
         await super()._handle_evt_speech_stopped(evt)
+
+    async def _handle_evt_timeout_triggered(self, evt: InputAudioBufferTimeoutTriggered):
+        """The caller stayed silent for ``idle_timeout_ms``: the server answers by itself.
+
+        The silence is committed as the caller's turn, as at the end of one; it is no
+        caller speech, so the limits watcher is not told.
+        """
+        logger.debug(f"{self} the caller was silent for the idle timeout; the server answers")
+        self._turn_ended()
+        if self._creates_responses:
+            self._expect_first_byte(self._response_stage())
 
     #
     # keypad

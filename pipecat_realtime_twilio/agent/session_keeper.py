@@ -38,17 +38,23 @@ import contextlib
 import time
 from abc import abstractmethod
 from collections import deque
+from urllib.parse import urlsplit
 
 from loguru import logger
+from openai.types.realtime.input_audio_buffer_timeout_triggered import (
+    InputAudioBufferTimeoutTriggered,
+)
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
+from pipecat_realtime_twilio.agent.configuration import is_azure_url, realtime_url
 from pipecat_realtime_twilio.agent.handshake import ConnectFailed, Refusal, open_realtime
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
+from pipecat_realtime_twilio.settings import DEFAULT_REALTIME_URL
 
 __all__ = ["FALLBACK_LINE", "SessionKeeper"]
 
@@ -94,8 +100,15 @@ EXTRA_EVENT_HANDLERS = {
     "conversation.item.input_audio_transcription.failed": (
         "handle_evt_input_audio_transcription_failed"
     ),
+    "input_audio_buffer.timeout_triggered": "_handle_evt_timeout_triggered",
 }
 """Server events Pipecat's loop ignores and ours handles."""
+
+# Pipecat's parser has no model of input_audio_buffer.timeout_triggered (idle_timeout_ms)
+# and drops it: given openai's, our receive loop dispatches it (EXTRA_EVENT_HANDLERS).
+events._server_event_types.setdefault(
+    "input_audio_buffer.timeout_triggered", InputAudioBufferTimeoutTriggered
+)
 
 
 class SessionKeeper(OpenAIRealtimeLLMService):
@@ -154,6 +167,27 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         self._prewarm_task: asyncio.Task | None = None
         self._early_reader: asyncio.Task | None = None
         self._early_events: deque[str | bytes] = deque()
+        # Pipecat appends "?model=" to any URL; keep a URL's own query (an Azure
+        # deployment, an api-version) and name the model only where it names none.
+        base_url = kwargs.get("base_url") or DEFAULT_REALTIME_URL
+        # The model as Pipecat settled it (mypy cannot resolve its Settings alias).
+        model: str = self._settings.model  # type: ignore[attr-defined]
+        self.base_url = realtime_url(base_url, model)
+        self._azure = is_azure_url(base_url)
+        if self._azure and "api-version=" in base_url:
+            logger.warning(
+                f"{self}: the Realtime URL selects Azure's preview realtime API (api-version=), "
+                "whose superseded protocol this agent does not speak; use an "
+                "/openai/v1/realtime URL instead"
+            )
+        auth = "Azure OpenAI: the key in an api-key header" if self._azure else "a Bearer key"
+        logger.info(f"{self}: Realtime at {urlsplit(base_url).netloc}, authenticated by {auth}")
+
+    async def _auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate the websocket: Azure's ``api-key``, else Bearer."""
+        if self._azure:
+            return {"api-key": self.api_key}
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     #
     # what the subclass provides
@@ -386,6 +420,8 @@ class SessionKeeper(OpenAIRealtimeLLMService):
 
     async def _replay_conversation(self):
         for entry in self.transcript:
+            if entry.unrecognised:
+                continue  # no words to give: the new session did not hear that audio
             if entry.role == "caller":
                 content = events.ItemContent(type="input_text", text=entry.text)
                 item = events.ConversationItem(type="message", role="user", content=[content])

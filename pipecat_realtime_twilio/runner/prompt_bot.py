@@ -17,25 +17,40 @@ Example ``bots/receptionist.md``::
     limits:
       max_duration_secs: 600
       silence_timeout_secs: 20
+    turn_detection:
+      type: semantic_vad
+      eagerness: low
+    noise_reduction: near_field
+    transcription:
+      language: en
     ---
     You are the receptionist of Acme...
 
 Front matter keys (all optional): ``description``, ``greeting``, ``voice``,
 ``model``, ``language``, ``speed``, ``tools`` (names of built-in tools:
 ``end_call``, ``transfer_call``), ``transfer_number`` (needed by
-``transfer_call``), ``fallback_number``, ``fallback_line``, ``limits``
-(``max_duration_secs``, ``closing_line``, ``silence_timeout_secs``,
-``silence_prompt``, ``silence_goodbye``). Any mistake is a :class:`BotError`
-naming the file and line.
+``transfer_call``), ``fallback_number``, ``fallback_line``,
+``first_byte_timeout_secs``, ``limits`` (``max_duration_secs``, ``closing_line``,
+``silence_timeout_secs``, ``silence_prompt``, ``silence_goodbye``),
+``turn_detection`` (as the Realtime API names it: ``type`` ``server_vad``, the
+default, with ``threshold``, ``prefix_padding_ms``, ``silence_duration_ms``,
+``idle_timeout_ms``, ``create_response``, ``interrupt_response``; or
+``semantic_vad`` with ``eagerness``, ``create_response``, ``interrupt_response``),
+``noise_reduction`` (``near_field`` or ``far_field``), ``transcription``
+(``model``, ``language``; ``false``: no transcript of the caller). Any mistake is a
+:class:`BotError` naming the file and line (of the nested key, for a nested one).
 """
 
+import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from openai.types.realtime.noise_reduction_type import NoiseReductionType
+from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad, ServerVad
 from pipecat.processors.frame_processor import FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipecat_realtime_twilio.agent.limits import CallLimits
 from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
@@ -64,6 +79,40 @@ class _Limits(BaseModel):
     silence_goodbye: str | None = None
 
 
+TURN_DETECTIONS: dict[str, type[ServerVad] | type[SemanticVad]] = {
+    "server_vad": ServerVad,
+    "semantic_vad": SemanticVad,
+}
+"""The Realtime API's turn detection types, by their ``type``."""
+
+_MS_SETTINGS = ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms")
+# Labels pydantic puts in an error's location for a union's member: no front matter key.
+_UNION_MEMBERS = {*TURN_DETECTIONS, "_Transcription", "literal[False]"}
+
+
+def _nested_error(key: str, message: str, **values: object) -> PydanticCustomError:
+    """An error about the nested key ``key`` (its line is found by it)."""
+    return PydanticCustomError("nested", message, {"key": key, **values})
+
+
+class _Transcription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    language: str | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _iso_639_1(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2}", value):
+            raise PydanticCustomError(
+                "language",
+                "{value} is no ISO-639-1 code (two letters, e.g. 'en')",
+                {"value": repr(value)},
+            )
+        return value
+
+
 class PromptBotSpec(BaseModel):
     """The front matter of a prompt-only bot, checked.
 
@@ -80,6 +129,10 @@ class PromptBotSpec(BaseModel):
         fallback_line: What the caller hears then (Twilio's voice).
         first_byte_timeout_secs: Most seconds a response may take to its first byte.
         limits: Call limits.
+        turn_detection: Server turn detection, the ``openai`` package's ``ServerVad``
+            (the default ``type``) or ``SemanticVad``; unset: server VAD, the API's defaults.
+        noise_reduction: ``near_field`` or ``far_field`` noise reduction of the caller.
+        transcription: The caller's transcription (``model``, ``language``); False: none.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -96,11 +149,66 @@ class PromptBotSpec(BaseModel):
     fallback_line: str | None = None
     first_byte_timeout_secs: float | None = Field(default=None, gt=0, le=30)
     limits: _Limits | None = None
+    turn_detection: Annotated[ServerVad | SemanticVad, Field(discriminator="type")] | None = None
+    noise_reduction: NoiseReductionType | None = None
+    transcription: _Transcription | Literal[False] | None = None
 
     @field_validator("transfer_number", "fallback_number", mode="before")
     @classmethod
     def _number_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("turn_detection", mode="before")
+    @classmethod
+    def _turn_detection_keys(cls, value: object) -> object:
+        """``type`` defaults to ``server_vad``; a key the type does not know is an error."""
+        if value is None:
+            return value
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "turn_detection", "must be a mapping of settings, e.g. type: semantic_vad"
+            )
+        value = {"type": "server_vad", **value}
+        kind = TURN_DETECTIONS.get(value["type"]) if isinstance(value["type"], str) else None
+        if kind is None:
+            known = ", ".join(TURN_DETECTIONS)
+            raise _nested_error(
+                "type",
+                "unknown type {value} (known: {known})",
+                value=repr(value["type"]),
+                known=known,
+            )
+        for key in value:
+            if key not in kind.model_fields:
+                others = [t for t, k in TURN_DETECTIONS.items() if key in k.model_fields]
+                hint = f" (a {others[0]} setting)" if others else ""
+                raise _nested_error(str(key), "unknown key" + hint)
+        return value
+
+    @field_validator("turn_detection")
+    @classmethod
+    def _turn_detection_ranges(cls, value: ServerVad | SemanticVad | None) -> object:
+        """The ranges the API documents: threshold 0 to 1, durations 0 or more."""
+        if not isinstance(value, ServerVad):
+            return value
+        if value.threshold is not None and not 0 <= value.threshold <= 1:
+            raise _nested_error(
+                "threshold", "must be between 0 and 1, not {value}", value=value.threshold
+            )
+        for key in _MS_SETTINGS:
+            ms = getattr(value, key)
+            if ms is not None and ms < 0:
+                raise _nested_error(key, "must be 0 or more, not {value}", value=ms)
+        return value
+
+    @field_validator("transcription", mode="before")
+    @classmethod
+    def _transcription_off(cls, value: object) -> object:
+        if value is None or value is False or isinstance(value, dict):
+            return value
+        raise PydanticCustomError(
+            "transcription", "must be model and/or language, or false for no caller transcript"
+        )
 
 
 class PromptBot:
@@ -136,6 +244,16 @@ class PromptBot:
             options["fallback_line"] = spec.fallback_line
         if spec.first_byte_timeout_secs is not None:
             options["first_byte_timeout_secs"] = spec.first_byte_timeout_secs
+        if spec.turn_detection is not None:
+            options["turn_detection"] = spec.turn_detection
+        if spec.noise_reduction is not None:
+            options["noise_reduction"] = spec.noise_reduction
+        if spec.transcription is False:
+            options["transcribe_caller"] = False
+        elif spec.transcription is not None:
+            if spec.transcription.model:
+                options["transcription_model"] = spec.transcription.model
+            options["transcription_language"] = spec.transcription.language
         agent = RealtimeAgent(
             instructions=instructions,
             greeting=spec.greeting,
@@ -184,7 +302,7 @@ def load_prompt_bot(path: Path) -> PromptBot:
         spec = PromptBotSpec.model_validate(data)
     except ValidationError as e:
         error = e.errors()[0]
-        key = str(error["loc"][0]) if error["loc"] else ""
+        key = _key_path(error)
         line = _line_of(lines[1:end], key)
         raise BotError(f"{path}:{line}: {key}: {_explain(error)}") from None
     if "transfer_call" in spec.tools and not spec.transfer_number:
@@ -197,18 +315,45 @@ def load_prompt_bot(path: Path) -> PromptBot:
 
 
 def _line_of(front: list[str], key: str) -> int:
-    """The file line of top-level ``key`` in the front matter (its first line if absent)."""
+    """The file line of ``key`` in the front matter: top-level, or ``parent.child``.
+
+    A nested key is looked for in the indented lines under its parent; if it is not
+    there (absent, or in a flow mapping ``{...}``), the parent's line is given. A key
+    not found at all gives the front matter's first line.
+    """
+    parent, *nested = key.split(".")
+    found = 2
+    inside = False
     for number, line in enumerate(front, start=2):  # the front matter starts on line 2
-        if line.split(":", 1)[0].strip() == key and not line.startswith((" ", "\t")):
+        indented = line.startswith((" ", "\t"))
+        name = line.split(":", 1)[0].strip()
+        if not indented and line.strip() and not line.lstrip().startswith("#"):
+            if inside:
+                break  # the next top-level key: the nested one is not there
+            if name == parent:
+                if not nested:
+                    return number
+                found, inside = number, True
+        elif inside and name == nested[-1]:
             return number
-    return 2
+    return found
+
+
+def _key_path(error: ErrorDetails) -> str:
+    """The dotted front matter key of a validation error, e.g. ``turn_detection.eagerness``."""
+    keys = [str(p) for p in error["loc"] if isinstance(p, str) and p not in _UNION_MEMBERS]
+    nested = error.get("ctx", {}).get("key") if error["type"] == "nested" else None
+    return ".".join([*keys, nested] if nested else keys)
 
 
 def _explain(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "literal_error":
-        allowed = VOICES if error["loc"][0] == "voice" else TOOLS
+        name = _key_path(error).rsplit(".", 1)[-1]
+        known = {"voice": VOICES, "tools": TOOLS}.get(name)
+        if known is None:
+            known = tuple(re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", ""))))
         value = error.get("input")
-        return f"unknown {error['loc'][0]} {value!r} (known: {', '.join(allowed)})"
+        return f"unknown {name} {value!r} (known: {', '.join(known)})"
     return error["msg"]

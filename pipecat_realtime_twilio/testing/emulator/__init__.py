@@ -27,7 +27,10 @@ What it emulates:
 - The opening handshake: ``/v1/realtime`` only, an ``Authorization: Bearer ...``
   header is required (401 otherwise), refusals carry OpenAI's JSON error body,
   ``session.created`` with a realistic default session whose ``expires_at`` is
-  ``session_max_secs`` (an hour) away.
+  ``session_max_secs`` (an hour) away. With ``azure=True``, Azure OpenAI's v1
+  endpoint instead: ``/openai/v1/realtime`` only (the deployment as ``?model=``),
+  an ``api-key`` header is required (a Bearer key alone is refused 401), refusals
+  carry Azure's ``{"error": {"code", "message"}}`` body.
 - Strict validation of every client event against the ``openai`` package's
   ``RealtimeClientEvent`` models, plus rejection of unknown fields (the models
   allow extra keys; the real server does not). Invalid events get an ``error``
@@ -84,7 +87,8 @@ Token usage (``response.done``) is deterministic:
 
 Not emulated: semantic turn detection itself (``semantic_vad`` is the same energy
 VAD, waiting as described above; it reads the script, not the audio),
-``idle_timeout_ms`` (accepted, never fires), noise reduction, MCP tools, the real
+the transcript of an ``idle_timeout_ms`` turn (the timeout fires: see ``input_audio``),
+noise reduction, MCP tools, the real
 error bodies' request ids and rate limit headers, and WebRTC/SIP-only events
 (``output_audio_buffer.clear`` is accepted and ignored).
 

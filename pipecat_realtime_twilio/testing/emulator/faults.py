@@ -12,8 +12,10 @@
 by every session, so that "the next n" counts across connections. The sessions take
 from it (``session_faults`` plays what happens inside a session).
 
-This module also holds the error bodies the real API sends: the JSON body of a
-refused handshake (``handshake_error_body``), the ``status_details.error`` of a
+This module also holds the handshake's checks (the path, OpenAI's Bearer key,
+Azure's ``api-key``, retired models) and the error bodies the real API sends: the
+JSON body of a refused handshake (``handshake_error_body``, Azure's
+``azure_error_body``), the ``status_details.error`` of a
 failed response (``response_error``) and the ``error`` of a failed input
 transcription (``transcription_error``).
 """
@@ -22,6 +24,8 @@ import http
 import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from websockets.datastructures import Headers
 
 from .audio import synthesize_speech
 from .records import Reply
@@ -116,6 +120,85 @@ def handshake_error_body(
         The body, shaped like the real API's.
     """
     return {"error": api_error(status, code, message, model=model)}
+
+
+# -- the handshake's checks ------------------------------------------------------------
+
+Refused = tuple[int, str, dict]
+"""A refused handshake: the HTTP status, why (for ``rejected_handshakes``), the JSON body."""
+
+AZURE_KEY_MESSAGE = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+    "provide a valid key for an active subscription and use a correct regional API "
+    "endpoint for your resource."
+)
+AZURE_DEPLOYMENT_MESSAGE = (
+    "The API deployment for this resource does not exist. If you created the deployment "
+    "within the last 5 minutes, please wait a moment and try again."
+)
+
+
+def azure_error_body(code: str, message: str) -> dict:
+    """Return an Azure OpenAI error body: ``{"error": {"code", "message"}}``."""
+    return {"error": {"code": code, "message": message}}
+
+
+def unknown_path(path: str, *, azure: bool) -> Refused:
+    """The refusal of a path the emulator does not serve (404), as OpenAI or Azure words it."""
+    if azure:
+        return 404, "unknown path", azure_error_body("404", "Resource not found")
+    error = {
+        "type": "invalid_request_error",
+        "code": None,
+        "message": f"Invalid URL ({path})",
+        "param": None,
+    }
+    return 404, "unknown path", {"error": error}
+
+
+def bearer_refusal(headers: Headers, api_key: str | None) -> Refused | None:
+    """OpenAI's key check: an ``Authorization: Bearer`` key (``api_key`` if set), else 401."""
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth."
+        )
+        body = handshake_error_body(401, message=message)
+        body["error"]["code"] = None  # the real API names no code for a missing key
+        return 401, "missing bearer token", body
+    if api_key is not None and token != api_key:
+        return 401, "wrong api key", handshake_error_body(401)
+    return None
+
+
+def azure_key_refusal(headers: Headers, api_key: str | None) -> Refused | None:
+    """Azure's key check: an ``api-key`` header (``api_key`` if set), else 401.
+
+    A Bearer key is no Azure key (its ``Authorization`` header carries Entra ID tokens):
+    without an ``api-key`` header the handshake is refused all the same.
+    """
+    key = (headers.get("api-key") or "").strip()
+    if not key:
+        reason = (
+            "bearer key instead of api-key" if "Authorization" in headers else "missing api-key"
+        )
+        return 401, reason, azure_error_body("401", AZURE_KEY_MESSAGE)
+    if api_key is not None and key != api_key:
+        return 401, "wrong api key", azure_error_body("401", AZURE_KEY_MESSAGE)
+    return None
+
+
+def retired_model(model: str, *, azure: bool) -> Refused:
+    """The refusal of a model the API no longer serves (404): Azure's missing deployment."""
+    if azure:
+        return (
+            404,
+            "retired model",
+            azure_error_body("DeploymentNotFound", AZURE_DEPLOYMENT_MESSAGE),
+        )
+    return 404, "retired model", handshake_error_body(404, model=model)
 
 
 def response_error(code: str, message: str | None = None) -> dict:

@@ -19,6 +19,12 @@ ends after the eagerness's short wait (high 200 ms, medium and auto 500 ms, low
 1000 ms of silence); any other scripted transcript waits the eagerness's longest
 (high 2 s, medium and auto 4 s, low 8 s). With no scripted transcript left, the
 turn counts as finished.
+
+``idle_timeout_ms`` (``server_vad`` only) counts, as the API does, from a response's end
+of playback: its ``response.done`` plus the duration of the audio it sent. If no speech
+starts by then plus the timeout, the session sends ``input_audio_buffer.timeout_triggered``,
+commits the silent audio as a user item (not transcribed here: the scripted transcripts are
+the caller's words) and answers it like a turn VAD ended (``create_response``).
 """
 
 import asyncio
@@ -101,6 +107,7 @@ class InputAudio(SessionParts):
         def _transcription_failed(self, item_id: str) -> bool: ...
 
     def _init_input_audio(self) -> None:
+        self._idle_task: asyncio.Task | None = None
         self._input_ms = 0.0
         self._buffer = bytearray()
         self._buffer_start_ms = 0.0
@@ -241,6 +248,7 @@ class InputAudio(SessionParts):
         detection = self._turn_detection() or {}
         padding = detection.get("prefix_padding_ms")
         padding = 300 if padding is None else padding
+        self._disarm_idle_timeout()
         self._speaking = True
         self._silence_ms = 0.0
         self._speech_item_id = new_id("item")
@@ -283,6 +291,62 @@ class InputAudio(SessionParts):
             else:
                 self._start_response("vad", {})
 
+    # -- idle timeout (server_vad's idle_timeout_ms) ----------------------------------
+
+    def _idle_timeout_ms(self) -> int | None:
+        detection = self._turn_detection() or {}
+        if detection.get("type") != "server_vad":
+            return None
+        timeout = detection.get("idle_timeout_ms")
+        return timeout if isinstance(timeout, int) else None
+
+    def _arm_idle_timeout(self, response: EmulatedResponse) -> None:
+        """A response is done: time the caller's silence from its end of playback.
+
+        Args:
+            response: The response just done; only one in the default conversation counts.
+        """
+        self._disarm_idle_timeout()
+        timeout = self._idle_timeout_ms()
+        if timeout is None or response.conversation != "auto" or self._speaking:
+            return
+        playback_ms = audio_duration_ms(len(response.audio), response.output_format)
+        self._idle_task = self._spawn(
+            self._idle_timeout_after((playback_ms + timeout) / 1000), "emulator-idle-timeout"
+        )
+
+    def _disarm_idle_timeout(self) -> None:
+        task, self._idle_task = self._idle_task, None
+        if task is not None:
+            task.cancel()
+
+    async def _idle_timeout_after(self, secs: float) -> None:
+        await asyncio.sleep(secs)
+        self._idle_task = None
+        timeout = self._idle_timeout_ms()
+        if timeout is None or self._speaking or self._active is not None:
+            return
+        end_ms = self._input_ms
+        start_ms = max(self._buffer_start_ms, end_ms - timeout)
+        item_id = new_id("item")
+        logger.debug(f"Realtime emulator {self.id}: idle timeout at {end_ms:.0f} ms")
+        self._emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "item_id": item_id,
+                "audio_start_ms": int(round(start_ms)),
+                "audio_end_ms": int(round(end_ms)),
+            }
+        )
+        begin = self._buffer_offset(start_ms)
+        cut = self._buffer_offset(end_ms)
+        audio = bytes(self._buffer[begin:cut])
+        del self._buffer[:cut]
+        self._buffer_start_ms = end_ms
+        self._commit(item_id, audio, end_ms - start_ms, transcribe=False)
+        if (self._turn_detection() or {}).get("create_response", True):
+            self._start_response("vad", {})
+
     def _buffer_offset(self, ms: float) -> int:
         fmt = self.input_format
         offset = int(round((ms - self._buffer_start_ms) * bytes_per_ms(fmt)))
@@ -291,7 +355,7 @@ class InputAudio(SessionParts):
 
     # -- the user item and its transcription ---------------------------------------------
 
-    def _commit(self, item_id: str, audio: bytes, audio_ms: float) -> None:
+    def _commit(self, item_id: str, audio: bytes, audio_ms: float, transcribe: bool = True) -> None:
         previous = self._id_before(len(self.items))
         self._emit(
             {
@@ -314,7 +378,7 @@ class InputAudio(SessionParts):
         )
         for kind in ("conversation.item.added", "conversation.item.done"):
             self._emit_item(kind, item, previous)
-        if self.config["audio"]["input"].get("transcription") is not None:
+        if transcribe and self.config["audio"]["input"].get("transcription") is not None:
             delay = self._emulator.transcription_delay_ms
             if delay > 0:
                 self._spawn(self._transcribe_later(item_id, audio_ms, delay), "emulator-transcribe")

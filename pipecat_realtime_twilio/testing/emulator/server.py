@@ -17,23 +17,31 @@ from loguru import logger
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from .config import DEFAULT_INSTRUCTIONS, DEFAULT_MODEL
+from .config import DEFAULT_INSTRUCTIONS
 from .faults import (
     FaultPlan,
     HandshakeHang,
     HandshakeRefusal,
+    Refused,
     SessionUpdateRejection,
     TranscriptionFailure,
+    azure_key_refusal,
+    bearer_refusal,
     check_response_fault,
     check_secs,
     handshake_error_body,
+    retired_model,
+    unknown_path,
 )
 from .records import ClientEventError, HungHandshake, RejectedHandshake, Reply, ServerEventError
-from .session import EmulatedSession
+from .session import EmulatedSession, requested_model
 from .validation import prepare_validators
 
 REALTIME_PATH = "/v1/realtime"
-"""The only websocket path the emulator accepts."""
+"""The only websocket path the emulator accepts (OpenAI's)."""
+
+AZURE_REALTIME_PATH = "/openai/v1/realtime"
+"""The only websocket path an ``azure=True`` emulator accepts (Azure OpenAI's v1 surface)."""
 
 ReplySource = (
     list[Reply] | Callable[[EmulatedSession, str], "Reply | None | Awaitable[Reply | None]"]
@@ -68,6 +76,7 @@ class RealtimeEmulator:
             ``?model=`` is one is refused 404 ``model_not_found``, and a
             ``session.update`` naming one as ``audio.input.transcription.model`` is
             rejected as a whole. Empty unless set; may be changed at any time.
+        azure: Whether it stands in for Azure OpenAI's v1 endpoint (see ``__init__``).
         faults: What the fault methods have armed (``FaultPlan``).
 
     Faults, each armed for the next ``n`` occasions across all sessions (arming one
@@ -120,6 +129,7 @@ class RealtimeEmulator:
         max_message_size: int = 16 * 2**20,
         session_max_secs: float = 3600,
         retired_models: Iterable[str] = (),
+        azure: bool = False,
     ) -> None:
         """Initialize the emulator (call ``start()`` or use ``async with`` to serve).
 
@@ -142,7 +152,8 @@ class RealtimeEmulator:
                 speech, at the session's default ``threshold`` of 0.5 (the level scales
                 with the session's ``threshold``).
             vad_start_ms: Milliseconds of continuous speech before ``speech_started``.
-            api_key: If set, the bearer token must be exactly this key.
+            api_key: If set, the key (the bearer token; with ``azure``, the ``api-key``
+                header) must be exactly this.
             voice: The default session voice.
             instructions: The default session instructions.
             default_reply: The reply used when no scripted one is left
@@ -157,6 +168,12 @@ class RealtimeEmulator:
                 ``session_expired`` and closes the socket normally (code 1000). The real
                 server's cap is 60 minutes.
             retired_models: Models the API no longer serves (see ``retired_models``).
+            azure: Behave as Azure OpenAI's v1 endpoint: serve ``/openai/v1/realtime``
+                (the deployment as ``?model=``, or a preview URL's ``?deployment=``),
+                require the key in an ``api-key`` header (a Bearer key alone is refused
+                401), and word refusals as Azure does (``{"error": {"code": "401",
+                "message"}}``; a retired model is a missing deployment, 404
+                ``DeploymentNotFound``). Injected refusals keep OpenAI's body.
 
         Raises:
             ValueError: If ``session_max_secs`` is not a positive, finite number.
@@ -186,6 +203,7 @@ class RealtimeEmulator:
             raise ValueError(f"session_max_secs must be positive and finite: {session_max_secs}")
         self.session_max_secs = session_max_secs
         self.retired_models: set[str] = set(retired_models)
+        self.azure = azure
         self.faults = FaultPlan()
 
         self.sessions: list[EmulatedSession] = []
@@ -206,11 +224,18 @@ class RealtimeEmulator:
     def url(self) -> str:
         """The websocket URL to use instead of ``wss://api.openai.com/v1/realtime``.
 
-        The client appends ``?model=...``.
+        With ``azure``, the one to use instead of an Azure resource's
+        ``wss://<resource>.openai.azure.com/openai/v1/realtime``. The client appends
+        ``?model=...``.
         """
         if self._server is None:
             raise RuntimeError("RealtimeEmulator is not started")
-        return f"ws://{self.host}:{self.port}{REALTIME_PATH}"
+        return f"ws://{self.host}:{self.port}{self.path}"
+
+    @property
+    def path(self) -> str:
+        """The websocket path served: ``/v1/realtime``, with ``azure`` ``/openai/v1/realtime``."""
+        return AZURE_REALTIME_PATH if self.azure else REALTIME_PATH
 
     @property
     def started(self) -> bool:
@@ -613,44 +638,24 @@ class RealtimeEmulator:
         reason = "hang expired" if record.outcome == "refused" else "emulator stopped"
         return self._refuse(connection, request, 503, reason, body)
 
-    def _refusal(self, request: Request) -> tuple[int, str, dict] | None:
+    def _refusal(self, request: Request) -> Refused | None:
         """Return why a handshake is refused (status, reason, body), or None to accept it."""
         url = urlsplit(request.path)
-        if url.path != REALTIME_PATH:
-            return (
-                404,
-                "unknown path",
-                {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "code": None,
-                        "message": f"Invalid URL ({url.path})",
-                        "param": None,
-                    }
-                },
-            )
-        model = parse_qs(url.query).get("model", [DEFAULT_MODEL])[0]
+        if url.path != self.path:
+            return unknown_path(url.path, azure=self.azure)
+        model = requested_model({k: v[0] for k, v in parse_qs(url.query).items()})
         injected = self.faults.refusals.take()
         if injected is not None:
             body = handshake_error_body(
                 injected.status, injected.code, injected.message, model=model
             )
             return injected.status, "injected fault", body
-        authorization = request.headers.get("Authorization") or ""
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            message = (
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth."
-            )
-            body = handshake_error_body(401, message=message)
-            body["error"]["code"] = None  # the real API names no code for a missing key
-            return 401, "missing bearer token", body
-        if self.api_key is not None and token != self.api_key:
-            return 401, "wrong api key", handshake_error_body(401)
+        check_key = azure_key_refusal if self.azure else bearer_refusal
+        refused = check_key(request.headers, self.api_key)
+        if refused is not None:
+            return refused
         if model in self.retired_models:
-            return 404, "retired model", handshake_error_body(404, model=model)
+            return retired_model(model, azure=self.azure)
         return None
 
     async def _handle(self, websocket: ServerConnection) -> None:

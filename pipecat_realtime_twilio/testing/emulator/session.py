@@ -46,15 +46,30 @@ from .session_faults import SessionFaults
 from .validation import Problem, check_client_event, validate_server_event
 
 
+def requested_model(query: dict[str, str]) -> str:
+    """The model a handshake's query asks for: ``model``, else ``deployment`` (Azure).
+
+    Args:
+        query: The parsed query (first value of each parameter).
+
+    Returns:
+        The model, ``"gpt-realtime"`` if the query names none.
+    """
+    return query.get("model") or query.get("deployment") or DEFAULT_MODEL
+
+
 class EmulatedSession(InputAudio, Responses, SessionFaults):
     """One accepted websocket connection: the server side of a Realtime session.
 
     Attributes:
         id: The ``sess_...`` id.
-        model: The model from the ``?model=`` query (``"gpt-realtime"`` if absent).
+        model: The model from the ``?model=`` query (``"gpt-realtime"`` if absent); an
+            Azure preview URL's ``?deployment=`` counts as one.
         query: The parsed query string (first value of each parameter).
         authorization: The ``Authorization`` header as received.
-        headers: All request headers (last value wins for repeated ones).
+        api_key: The ``api-key`` header (Azure's key auth) as received.
+        headers: All request headers (last value wins for repeated ones), names as
+            the client sent them (e.g. ``session.headers.get("api-key")``).
         config: The current session configuration (defaults merged with every
             accepted ``session.update``), as sent in ``session.updated``.
         client_events: Every client event as received, valid or not (``ClientEvent``
@@ -87,8 +102,9 @@ class EmulatedSession(InputAudio, Responses, SessionFaults):
         query = parse_qs(urlsplit(request.path).query)
         self.id = new_id("sess")
         self.query: dict[str, str] = {k: v[0] for k, v in query.items()}
-        self.model: str = self.query.get("model", DEFAULT_MODEL)
+        self.model: str = requested_model(self.query)
         self.authorization: str | None = request.headers.get("Authorization")
+        self.api_key: str | None = request.headers.get("api-key")
         self.headers: dict[str, str] = dict(request.headers.raw_items())
         self._init_faults()
         self.config: dict = default_session(
@@ -486,6 +502,11 @@ class EmulatedSession(InputAudio, Responses, SessionFaults):
 
     def _on_output_audio_buffer_clear(self, data: dict, model: Any) -> None:
         logger.debug(f"Realtime emulator {self.id}: output_audio_buffer.clear ignored (websocket)")
+
+    def _finish(self, response: EmulatedResponse, status: str, reason: str | None) -> None:
+        """Send ``response.done``; then the caller's silence is timed (``idle_timeout_ms``)."""
+        super()._finish(response, status, reason)
+        self._arm_idle_timeout(response)
 
     # -- conversation items ---------------------------------------------------------
 
