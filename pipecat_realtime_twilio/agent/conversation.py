@@ -32,7 +32,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.realtime import events
 
-from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
+from pipecat_realtime_twilio.agent.ledger import UNRECOGNISED_SPEECH, TranscriptEntry
 from pipecat_realtime_twilio.agent.phone_audio import PhoneAudio
 from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
 from pipecat_realtime_twilio.agent.usage import Usage
@@ -218,7 +218,10 @@ class Conversation(PhoneAudio):
         return False
 
     async def handle_evt_input_audio_transcription_failed(self, evt) -> None:
-        """The caller's words could not be transcribed: log it; the call goes on.
+        """The caller's words could not be transcribed: keep the turn, marked; the call goes on.
+
+        The transcript gets the caller's turn as :data:`UNRECOGNISED_SPEECH` with
+        ``unrecognised`` set, so the record shows the caller spoke there.
 
         Args:
             evt: The ``conversation.item.input_audio_transcription.failed`` event.
@@ -229,6 +232,8 @@ class Conversation(PhoneAudio):
             f"{self} the caller's turn {evt.item_id} could not be transcribed "
             f"({error.code or error.type}: {error.message}); the model heard the audio itself"
         )
+        entry = TranscriptEntry(role="caller", text=UNRECOGNISED_SPEECH, unrecognised=True)
+        await self._add_transcript(entry)
 
     async def wait_heard(self, timeout: float = 60.0) -> bool:
         """Wait until no response is in progress and the caller heard all the bot's audio.

@@ -49,12 +49,19 @@ class TranscriptEntry:
         text: What was said.
         at: Unix time the utterance was complete.
         interrupted: The caller cut the bot off; ``text`` is cut to about what was heard.
+        unrecognised: The caller spoke but their words could not be transcribed;
+            ``text`` is :data:`UNRECOGNISED_SPEECH`.
     """
 
     role: Literal["caller", "bot"]
     text: str
     at: float = field(default_factory=time.time)
     interrupted: bool = False
+    unrecognised: bool = False
+
+
+UNRECOGNISED_SPEECH = "(unrecognised speech)"
+"""The text of a caller's turn whose transcription failed (the model heard the audio)."""
 
 
 @dataclass(frozen=True)
