@@ -271,11 +271,25 @@ def serve_settings(**values: str) -> dict[str, str]:
         ),
         ({"DATABASE_URL": "mysql://nobody@127.0.0.1/calls"}, "DATABASE_URL: the driver of mysql"),
         ({"BOT_ROUTES": '{"+15551230000": "nobody"}'}, "BOT_ROUTES: +15551230000 goes to bot"),
+        (
+            {"PRICES_FILE": "{tmp}/prices.json"},
+            "PRICES_FILE {tmp}/prices.json: gpt-realtime-2.1: cached_audio_in: Field required",
+        ),
     ],
-    ids=["database unreachable", "driver missing", "route to a missing bot"],
+    ids=[
+        "database unreachable",
+        "driver missing",
+        "route to a missing bot",
+        "a wrong price",
+    ],
 )
 async def test_serve_stops_at_start_in_one_line(tmp_path, values, expected):
-    values = {name: value.replace("{port}", str(free_port())) for name, value in values.items()}
+    (tmp_path / "prices.json").write_text('{"gpt-realtime-2.1": {"audio_in": 1}}')
+    values = {
+        name: value.replace("{port}", str(free_port())).replace("{tmp}", str(tmp_path))
+        for name, value in values.items()
+    }
+    expected = expected.replace("{tmp}", str(tmp_path))
     code, stdout, stderr = await run_cli("serve", cwd=tmp_path, env=serve_settings(**values))
     assert code == 2, stderr
     assert stderr.strip().splitlines() == [stderr.strip()]
