@@ -181,6 +181,13 @@ def _print_record(r) -> None:
     if p50 is not None:
         print(f"  response latency p50 {p50:.0f} ms over {len(r.latency['response_ms'])} answers")
     print(f"  webhook delivered: {'yes' if r.webhook_delivered else 'no'}")
+    if r.stream_events:
+        print("  media stream (Twilio's status callbacks):")
+    for event in r.stream_events:
+        error = f": {event['error']}" if event.get("error") else ""
+        print(
+            f"    [{event.get('at', r.started_at) - r.started_at:5.1f} s] {event['event']}{error}"
+        )
     print("  transcript:")
     for turn in r.transcript:
         cut = " (interrupted)" if turn.get("interrupted") else ""

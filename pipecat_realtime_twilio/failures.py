@@ -13,6 +13,7 @@ with bounded labels: the stage is one of :class:`Stage`, and the code is one of
 :data:`KNOWN_CODES` (anything else counts as ``other``).
 """
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,11 +40,19 @@ class Stage(StrEnum):
     """Moving to a fresh session before (or at) the session's cap."""
     TASK = "task"
     """An unexpected exception in the call's pipeline or task."""
+    STREAM = "stream"
+    """Twilio's media stream could not reach the runner (``stream-error`` before it
+    started); the code is Twilio's error number (see :func:`stream_error_code`)."""
 
     def __str__(self) -> str:
         """The stage's name, as records and metrics give it."""
         return self.value
 
+
+TWILIO_STREAM_ERRORS = ("31901", "31902", "31903", "31920", "31921", "31922", "31924", "31951")
+"""Twilio's Media Streams error numbers: the websocket's connection timeout, refusal and
+broken pipe, handshake (not 101), close by the server, no answer, protocol error, and
+invalid message."""
 
 KNOWN_CODES = frozenset(
     {
@@ -76,9 +85,26 @@ KNOWN_CODES = frozenset(
         # the pipeline
         "exception",
         "reconnects_exhausted",
+        # Twilio's media stream (its statusCallback's stream-error): Twilio's error numbers
+        *TWILIO_STREAM_ERRORS,
+        "stream_error",
     }
 )
 """The codes the failure metric names; any other is counted as ``other``."""
+
+
+def stream_error_code(error: str | None) -> str:
+    """The code of a ``stream-error``: Twilio's error number in its ``StreamError`` text.
+
+    Args:
+        error: The ``StreamError`` parameter, e.g. ``"31920 Stream - WebSocket -
+            Handshake Error"``.
+
+    Returns:
+        The first five-digit number in it (``"31920"``), else ``"stream_error"``.
+    """
+    found = re.search(r"\b(\d{5})\b", error or "")
+    return found.group(1) if found else "stream_error"
 
 
 @dataclass(frozen=True)

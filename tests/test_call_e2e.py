@@ -8,6 +8,7 @@ import httpx
 import pytest
 from conftest import phone_call
 
+from pipecat_realtime_twilio.agent.models import shutdown_dates
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 from pipecat_realtime_twilio.testing.caller import CallRejected
 from pipecat_realtime_twilio.testing.emulator import Reply
@@ -179,3 +180,31 @@ async def test_our_account_is_answered():
         caller.account_sid = ours
         await caller.call()
         await caller.wait_heard(200, timeout=10)
+
+
+async def test_the_caller_transcript_uses_a_current_model_and_keeps_unrecognised_turns():
+    async with phone_call(transcripts=["Mumble.", "I would like to book a table."]) as (
+        emulator,
+        runner,
+        caller,
+    ):
+        emulator.fail_transcriptions(1)
+        await caller.call()
+        await caller.wait_quiet()
+        for _ in range(2):
+            heard = len(caller.heard)
+            await caller.say(tone(800) + silence(800))
+            await caller.wait_quiet(after=heard)
+        await caller.hangup()
+        await caller.wait_until(lambda: runner.finished, timeout=5)
+
+        # The session.update names a transcription model with no announced shutdown.
+        model = emulator.sessions[0].config["audio"]["input"]["transcription"]["model"]
+        assert model == "gpt-realtime-whisper" and model not in shutdown_dates()
+        # The turn that could not be transcribed stays in the record, marked.
+        callers = [e for e in runner.finished[0].transcript if e["role"] == "caller"]
+        assert [(e["text"], e.get("unrecognised", False)) for e in callers] == [
+            ("(unrecognised speech)", True),
+            ("I would like to book a table.", False),
+        ]
+        assert emulator.validation_errors == []

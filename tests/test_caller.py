@@ -12,12 +12,19 @@ import pytest
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
-from twilio.request_validator import RequestValidator
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import (
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 from websockets.exceptions import InvalidStatus
 
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
 from pipecat_realtime_twilio.testing.caller import CallRejected, TwilioCaller
+from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import load_wav_as_ulaw, silence, tone, write_ulaw_wav
 from pipecat_realtime_twilio.testing.twiml import parse_twiml
@@ -292,6 +299,167 @@ async def test_hangup_sends_stop_and_closes(bot):
     assert caller.ended
     with pytest.raises(RuntimeError):
         caller.say(silence(20))
+
+
+# --------------------------------------------------------------------------------------------
+# Twilio's side: SharedKey signing, stream status callbacks, the debugger, REST updates
+# --------------------------------------------------------------------------------------------
+
+SHARED_KEY = "shared-key-secret-0123456789"
+
+
+class StatusBot:
+    """A bot server whose TwiML asks for status callbacks; it checks either signature."""
+
+    def __init__(self, *, shared_key: str | None = None, close_stream: bool = False):
+        self.shared_key = shared_key
+        self.close_stream = close_stream
+        self.requests: list[tuple[str, dict, dict]] = []  # (path, params, signing headers)
+        self.refused: list[str] = []
+        self.stream_done = asyncio.Event()
+        self.app = FastAPI()
+        self.app.post("/incoming")(self.incoming)
+        self.app.post("/status")(self.status)
+        self.app.websocket("/media-stream")(self.media_stream)
+
+    def valid(self, url: str, params: dict, headers) -> bool:
+        settings = headers.get(SIGNATURE_SETTINGS_HEADER)
+        secret = self.shared_key if settings else AUTH_TOKEN
+        if secret is None:
+            return False
+        algorithm = get_signature_algorithm(settings)
+        signature = headers.get("X-Twilio-Signature", "")
+        return RequestValidator(secret).validate(url, params, signature, algorithm)
+
+    async def _checked(self, request: Request, path: str) -> dict | None:
+        params = dict(parse_qsl((await request.body()).decode()))
+        if not self.valid(PUBLIC + path, params, request.headers):
+            self.refused.append(path)
+            return None
+        signing = {k: v for k, v in request.headers.items() if k.startswith("x-twilio")}
+        self.requests.append((path, params, signing))
+        return params
+
+    async def incoming(self, request: Request) -> Response:
+        if await self._checked(request, "/incoming") is None:
+            return Response(status_code=403)
+        response = VoiceResponse()
+        connect = Connect(action="/after")
+        connect.stream(url=STREAM_URL, status_callback="/status", status_callback_method="POST")
+        response.append(connect)
+        return Response(str(response), media_type="text/xml")
+
+    async def status(self, request: Request) -> Response:
+        ok = await self._checked(request, "/status") is not None
+        return Response(status_code=204 if ok else 403)
+
+    async def media_stream(self, ws: WebSocket) -> None:
+        if not self.valid(STREAM_URL, {}, ws.headers):
+            self.refused.append("/media-stream")
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        try:
+            await ws.receive_text()  # connected
+            await ws.receive_text()  # start
+            if self.close_stream:
+                await ws.close(code=1000)
+                return
+            while True:
+                await ws.receive_text()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.stream_done.set()
+
+    def events(self) -> list[str]:
+        return [params["StreamEvent"] for path, params, _ in self.requests if path == "/status"]
+
+
+@pytest.mark.call
+async def test_a_shared_key_signs_every_request_with_hmac_sha256():
+    status_bot = StatusBot(shared_key=SHARED_KEY)
+    async with LocalServer(status_bot.app) as server:
+        options = {"server_url": server.url, "public_url": PUBLIC, "auth_token": "unused"}
+        async with TwilioCaller(**options, shared_key_secret=SHARED_KEY) as caller:
+            await caller.call()
+            await caller.wait_until(lambda: status_bot.events() == ["stream-started"])
+            await caller.hangup()
+            await caller.wait_until(lambda: len(caller.stream_callbacks) == 2)
+        assert status_bot.refused == []
+        assert status_bot.events() == ["stream-started", "stream-stopped"]
+        settings = "key=webhooks_sharedkey_test,algorithm=HMAC_SHA256"
+        for _, _, signing in status_bot.requests:
+            assert signing["x-twilio-webhooks-signature-settings"] == settings
+        # Signed with the auth token instead, the shared-key server refuses it all.
+        status_bot.shared_key = None
+        async with TwilioCaller(**options, shared_key_secret=SHARED_KEY) as caller:
+            with pytest.raises(CallRejected):
+                await caller.dial()
+
+
+@pytest.mark.call
+async def test_status_callbacks_and_the_debugger_when_the_server_closes_the_stream():
+    status_bot = StatusBot(close_stream=True)
+    async with LocalServer(status_bot.app) as server:
+        options = {"server_url": server.url, "public_url": PUBLIC, "auth_token": AUTH_TOKEN}
+        async with TwilioCaller(**options) as caller:
+            await caller.call()
+            await caller.wait_ended()
+            await caller.wait_until(lambda: len(caller.stream_callbacks) == 2)
+            assert [code for _, code, _ in caller.debugger_errors] == [31921]
+            assert [(e, s) for _, e, s in caller.stream_callbacks] == [
+                ("stream-started", 204),
+                ("stream-stopped", 204),
+            ]
+            assert await caller.report_stream_error("31920 Handshake") == 204
+        [*_, (_, error, _)] = status_bot.requests
+        assert error["StreamEvent"] == "stream-error" and error["StreamError"] == "31920 Handshake"
+        assert {p["StreamSid"] for path, p, _ in status_bot.requests if path == "/status"} == {
+            caller.stream_sid
+        }
+        assert status_bot.refused == []
+
+        # A stream the caller (Twilio) ends is no error; a refused upgrade is 31920.
+        status_bot.close_stream = False
+        async with TwilioCaller(**options) as caller:
+            await caller.call()
+            await caller.hangup()
+            assert caller.debugger_errors == []
+        async with TwilioCaller(**(options | {"auth_token": "wrong"})) as caller:
+            caller.load_twiml(
+                f'<Response><Connect><Stream url="{STREAM_URL}"/></Connect></Response>'
+            )
+            with pytest.raises(InvalidStatus):
+                await caller.connect()
+            assert [code for _, code, _ in caller.debugger_errors] == [31920]
+
+
+@pytest.mark.call
+async def test_a_rest_update_ends_the_stream_from_twilios_side():
+    status_bot = StatusBot()
+    async with LocalServer(status_bot.app) as server, FakeTwilioRest(auth_token=AUTH_TOKEN) as rest:
+        options = {"server_url": server.url, "public_url": PUBLIC, "auth_token": AUTH_TOKEN}
+        async with TwilioCaller(**options, account_sid=rest.account_sid) as caller:
+            assert rest.attach(caller)["status"] == "in-progress"
+            await caller.call()
+            twiml = "<Response><Dial><Sip>sip:alice@example.com</Sip></Dial></Response>"
+            client = Client(rest.account_sid, AUTH_TOKEN, http_client=AsyncTwilioHttpClient())
+            client.api.base_url = rest.url
+            try:
+                await client.calls(caller.call_sid).update_async(twiml=twiml)
+            finally:
+                await client.http_client.close()
+            await caller.wait_ended()
+            await asyncio.wait_for(status_bot.stream_done.wait(), 5)
+            assert caller.ended_by_twilio_at is not None and caller.hung_up_at is None
+            assert caller.stream_ended_at is None and caller.debugger_errors == []
+            [dial] = caller.redirect_result.verbs
+            assert (dial.name, dial.children[0].name) == ("Dial", "Sip")
+            assert caller.sent[-1][1]["event"] == "stop"
+            await caller.wait_until(lambda: len(caller.stream_callbacks) == 2)
+        assert status_bot.events() == ["stream-started", "stream-stopped"]
+        assert rest.hook_errors == []
 
 
 # --------------------------------------------------------------------------------------------

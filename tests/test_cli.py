@@ -16,6 +16,7 @@ from pipecat_realtime_twilio.cli import main
 from pipecat_realtime_twilio.runner.store import CallStore
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
+from pipecat_realtime_twilio.testing.twiml import parse_twiml
 
 pytestmark = pytest.mark.call
 
@@ -69,7 +70,7 @@ async def test_serve_answers_a_signed_webhook(tmp_path):
                 headers={"X-Twilio-Signature": signature},
             )
         assert signed.status_code == 200
-        assert '<Stream url="wss://bot.example.com/media-stream">' in signed.text
+        assert parse_twiml(signed.text).stream_url == "wss://bot.example.com/media-stream"
         assert forged.status_code == 403
     finally:
         process.terminate()

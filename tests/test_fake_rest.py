@@ -209,3 +209,40 @@ async def test_updates_are_retried_on_twilio_errors_but_not_forever():
             assert len(fake.requests_to(other["sid"])) == 3  # bounded
         finally:
             await rest.close()
+
+
+async def test_an_update_that_only_hangs_up_completes_the_call(fake, client):
+    fake.add_call("CA" + "1" * 32)
+    await client.calls("CA" + "1" * 32).update_async(twiml="<Response><Hangup/></Response>")
+    assert fake.calls["CA" + "1" * 32]["status"] == "completed"
+    fake.add_call("CA" + "2" * 32)
+    await client.calls("CA" + "2" * 32).update_async(twiml="<Response><Say>Hi</Say></Response>")
+    assert fake.calls["CA" + "2" * 32]["status"] == "in-progress"
+
+
+async def test_attach_registers_a_callers_call_and_updates_end_its_stream(fake, client):
+    ended: list[tuple] = []
+
+    class Caller:  # what attach() needs of a TwilioCaller
+        call_sid = "CA" + "3" * 32
+        to_number, from_number = "+15550002222", "+15550001111"
+
+        async def end_stream_by_twilio(self, twiml=None, *, url=None, method="POST"):
+            ended.append((twiml, url, method))
+
+    call = fake.attach(Caller())
+    assert (call["status"], call["to"], call["from"]) == (
+        "in-progress",
+        "+15550002222",
+        "+15550001111",
+    )
+    await client.calls(Caller.call_sid).update_async(
+        url="https://bot.example.com/next", method="GET"
+    )
+    await client.calls(Caller.call_sid).update_async(status="completed")
+    for _ in range(100):
+        if len(ended) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert ended == [(None, "https://bot.example.com/next", "GET"), (None, None, "POST")]
+    assert fake.hook_errors == []

@@ -25,6 +25,7 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
+from pipecat_realtime_twilio.phone.control import Handover, end_stream, hand_over, within
 from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS, TwilioOutputTransport
 from pipecat_realtime_twilio.phone.rest import TwilioRest
@@ -57,12 +58,12 @@ class CallSession(PhoneCall):
     The call ends when the caller hangs up (Twilio's ``stop`` or the socket
     closing), which cancels the pipeline at once so the Realtime socket, which
     bills while open, is closed without delay. The bot ends it with :meth:`end`
-    or :meth:`transfer`, which close the stream once the caller has heard
-    everything; Twilio then runs what follows the ``<Connect>`` or requests its
-    ``action`` URL (the runner's answers ``<Hangup/>``, or ``<Dial>`` after a
-    transfer, handed to it through :attr:`stream_action`). Every way a call ends
-    goes the same way and is kept as a :class:`~pipecat_realtime_twilio.phone.ending.CallEnd`
-    in :attr:`ended`.
+    or :meth:`transfer` once the caller has heard everything: through Twilio's
+    REST API (:attr:`rest`), and Twilio ends the stream; or by closing the stream
+    (Twilio then runs what follows ``<Connect>`` or requests its ``action`` URL,
+    told the next TwiML through :attr:`stream_action`); see
+    :mod:`~pipecat_realtime_twilio.phone.control`. Every way a call ends is kept
+    as a :class:`~pipecat_realtime_twilio.phone.ending.CallEnd` in :attr:`ended`.
 
     The pipeline's ``StartFrame.metadata`` carries the call under
     :data:`~pipecat_realtime_twilio.seams.CALL_METADATA_KEY`, which is how a
@@ -85,8 +86,8 @@ class CallSession(PhoneCall):
             websocket: The media-stream websocket; None for a call built before
                 its stream starts (see :meth:`before_stream`).
             start: The stream's start information.
-            rest: Twilio's REST API, for a transfer when no ``<Connect action>``
-                URL of ours follows the stream.
+            rest: Twilio's REST API: when given, ending and transferring update
+                the live call through it, and Twilio ends the stream.
             chunk_ms: Milliseconds of audio per ``media`` message (each gets a mark).
             max_lead_ms: Most audio buffered at Twilio ahead of the phone.
         """
@@ -99,6 +100,10 @@ class CallSession(PhoneCall):
         # Set by whoever wrote the TwiML, when a <Connect action> URL of theirs
         # follows the stream: it is told what TwiML the action should answer.
         self.stream_action: Callable[[str], None] | None = None
+        # The stream's status events (Twilio's statusCallback), as the runner got them:
+        # {"event", "at" (Unix time), "stream_sid", "error" (stream-error only)}.
+        self.stream_events: list[dict[str, Any]] = []
+        self._twilio_ends_stream = False  # the call was updated through REST: await `stop`
         self.serializer = TwilioSerializer(
             start.stream_sid, start.call_sid, on_stop=self._on_stop, on_mark=self._on_mark
         )
@@ -280,12 +285,11 @@ class CallSession(PhoneCall):
     async def end(self, reason: str = "bot ended the call", *, timeout: float = 30.0) -> None:
         """End the call once the caller has heard everything already sent or queued.
 
-        With the runner's TwiML, closing the stream makes Twilio request the
-        ``<Connect action>`` URL, which answers ``<Hangup/>``. For a stream opened
-        by other TwiML, what follows ``<Connect>`` is unknown, so the call is
-        hung up through Twilio's REST API when credentials are configured;
-        without them the stream is closed and Twilio runs the next verb (none:
-        the call ends).
+        With REST credentials the call is updated with ``<Hangup/>`` TwiML and
+        Twilio ends the stream. Without them (or if the update fails) the stream
+        is closed: with the runner's TwiML Twilio requests the ``<Connect action>``
+        URL, which answers ``<Hangup/>``; with other TwiML Twilio runs the next
+        verb (none: the call ends).
 
         Args:
             reason: Why the call ends (logged and kept in :attr:`ended`).
@@ -296,16 +300,19 @@ class CallSession(PhoneCall):
     async def transfer(self, number: str, *, timeout: float = 30.0) -> None:
         """Transfer the call to ``number`` (cold) once the caller has heard everything.
 
-        Through the runner's ``<Connect action>`` URL when it follows the stream
-        (answering ``<Dial>``), otherwise through Twilio's REST API.
+        Through Twilio's REST API when credentials are configured (the call is
+        updated with ``<Dial>``), otherwise, or if that fails, through the runner's
+        ``<Connect action>`` URL when it follows the stream (answering ``<Dial>``).
+        A SIP URI is dialled as ``<Dial><Sip>``.
 
         Args:
-            number: The phone number (E.164) or SIP URI to dial.
+            number: The phone number (E.164) or SIP URI (``sip:``/``sips:``) to dial.
             timeout: Most seconds to wait for the audio to play out.
 
         Raises:
-            CallControlError: If neither the action URL nor the REST API is available,
-                or the REST request fails.
+            CallControlError: If ``number`` is neither a number nor a SIP URI, if
+                neither the action URL nor the REST API is available, or the REST
+                request fails with no action URL to fall back on.
         """
         if self.stream_action is None and self.rest is None:
             raise CallControlError(
@@ -322,8 +329,8 @@ class CallSession(PhoneCall):
         """The bot cannot go on: never leave the caller in silence.
 
         At once, the call moves on to TwiML that transfers it to ``transfer_to``
-        or says ``say`` in Twilio's own voice and hangs up: through the runner's
-        ``<Connect action>``, or Twilio's REST API; with neither, the stream is
+        or says ``say`` in Twilio's own voice and hangs up: through Twilio's REST
+        API, or the runner's ``<Connect action>``; with neither, the stream is
         closed (and Twilio runs the next verb). Works whether or not the call's
         pipeline runs (a bot that failed to build has none). Before the call's
         stream has started, the end is only noted: whoever answers Twilio's
@@ -337,14 +344,19 @@ class CallSession(PhoneCall):
         if self._hung_up.is_set() or (self.ended is not None and self._end_requested.is_set()):
             return  # the caller is gone, or the call is ending already (the first word counts)
         logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
-        twiml = dial_twiml(transfer_to) if transfer_to else say_twiml(say)
+        twiml = say_twiml(say)
+        if transfer_to:
+            try:
+                twiml = dial_twiml(transfer_to)
+            except CallControlError as e:  # a bad fallback number must not mean silence
+                logger.error(f"Call {self.call_sid}: fallback transfer impossible: {e}")
         end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure)
         if self._websocket is None:
             self._request_end(end)
             return
         await self._finish(end, timeout=None)
-        if self.worker is None or self._over.is_set():
-            await self.close()  # no pipeline to close the stream
+        if self.worker is None or self._over.is_set():  # no pipeline reads or ends the stream
+            await self._end_stream(self._websocket)
 
     async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
         """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
@@ -364,19 +376,10 @@ class CallSession(PhoneCall):
                 await self.agent.wait_heard(timeout)
             await self._finish(end, timeout=timeout)
 
-        closing = asyncio.create_task(close())
-        gone = [asyncio.create_task(event.wait()) for event in (self._hung_up, self._over)]
-        try:
-            # The caller may hang up meanwhile: then there is nothing to wait for.
-            await asyncio.wait(
-                {closing, *gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (closing, *gone):
-                task.cancel()
-        if closing.done() and not closing.cancelled():
-            closing.result()  # its errors are the caller's to see
-        elif not (self._hung_up.is_set() or self._over.is_set()):
+        # The caller may hang up meanwhile: then there is nothing to wait for.
+        if not await within(close(), timeout, self._hung_up, self._over) and not (
+            self._hung_up.is_set() or self._over.is_set()
+        ):
             logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
             self._request_end(end)
 
@@ -384,29 +387,32 @@ class CallSession(PhoneCall):
         """End the call on our side: the one path of ending, transferring and failing.
 
         Once the caller has heard everything (up to ``timeout`` seconds; None: at
-        once), Twilio is told what comes next: through the runner's
-        ``<Connect action>`` when it follows the stream, otherwise through the REST
-        API (the next TwiML, or a hang-up); then the stream closes.
+        once), Twilio is told what comes next (``control.hand_over``): through the
+        REST API, and Twilio ends the stream; or through the runner's ``<Connect
+        action>`` (or nothing), and the stream is closed.
 
         Raises:
-            CallControlError: If the REST API refuses a transfer.
+            CallControlError: If a transfer can go neither way.
         """
         if timeout is not None and not await self.output().wait_idle(timeout):
             logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
-        if self.stream_action is not None:
-            if end.next_twiml is not None:
-                self.stream_action(end.next_twiml)  # before the stream closes and Twilio asks
-        elif self.rest is not None:
-            try:
-                if end.next_twiml is None:
-                    await self.rest.hang_up(self.call_sid)
-                else:
-                    await self.rest.redirect(self.call_sid, end.next_twiml)
-            except Exception as e:
-                if end.kind is EndKind.TRANSFERRED:
-                    raise CallControlError(f"the REST transfer failed: {e}") from e
-                logger.error(f"Call {self.call_sid}: REST update failed ({e}); closing the stream")
+        first = self.ended is None
+        self._note_end(end)  # before the REST update: Twilio's `stop` follows it
+        try:
+            way = await hand_over(
+                end, call_sid=self.call_sid, rest=self.rest, stream_action=self.stream_action
+            )
+        except CallControlError:
+            if first and not self._hung_up.is_set():
+                self.ended = None  # the call goes on
+            raise
+        self._twilio_ends_stream = way is Handover.REST
         self._request_end(end)
+
+    async def _end_stream(self, unread: WebSocket | None = None) -> None:
+        """Leave the stream to Twilio after a REST update (read ``unread`` for its stop)."""
+        stopped = None if unread is not None else self._hung_up
+        await end_stream(self._twilio_ends_stream, unread, stopped, self.close, self.call_sid)
 
     def _request_end(self, end: CallEnd) -> None:
         self._note_end(end)
@@ -444,8 +450,9 @@ class CallSession(PhoneCall):
             )
             if not run_task.done():
                 if self._end_requested.is_set() and not self._hung_up.is_set():
-                    # Close the stream first: Twilio moves on to what follows <Connect>.
-                    await self.close()
+                    # Twilio ends the stream after a REST update (or we close it first):
+                    # Twilio moves on to what follows <Connect>.
+                    await self._end_stream()
                 self._note_end(CallEnd(EndKind.HUNG_UP))
                 await self.worker.cancel(reason=self.end_reason)
             await run_task

@@ -6,11 +6,22 @@
 
 """TwiML documents the runner answers Twilio with, built with the ``twilio`` package."""
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
+import re
+
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+
+from pipecat_realtime_twilio.errors import CallControlError
+
+_SIP_URI = re.compile(r"sips?:\S+", re.IGNORECASE)
+_PHONE_NUMBER = re.compile(r"\+?[0-9]{3,15}")
 
 
 def stream_twiml(
-    stream_url: str, parameters: dict[str, str] | None = None, *, action_url: str | None = None
+    stream_url: str,
+    parameters: dict[str, str] | None = None,
+    *,
+    action_url: str | None = None,
+    status_callback_url: str | None = None,
 ) -> str:
     """Build TwiML that connects the call to a bidirectional Media Stream.
 
@@ -20,31 +31,61 @@ def stream_twiml(
             (``start.customParameters``).
         action_url: Where Twilio asks for more TwiML once the stream ends; with
             none, the call ends with the stream.
+        status_callback_url: Where Twilio POSTs the stream's status events
+            (``stream-started``, ``stream-stopped``, ``stream-error``); with none,
+            a stream that cannot connect is visible only in Twilio's debugger.
 
     Returns:
         The TwiML document.
     """
     response = VoiceResponse()
     connect = Connect(action=action_url) if action_url else Connect()
-    stream = connect.stream(url=stream_url)
+    callback = (
+        {"status_callback": status_callback_url, "status_callback_method": "POST"}
+        if status_callback_url
+        else {}
+    )
+    stream = connect.stream(url=stream_url, **callback)
     for name, value in (parameters or {}).items():
         stream.parameter(name=name, value=value)
     response.append(connect)
     return str(response)
 
 
-def dial_twiml(number: str) -> str:
-    """Build TwiML that transfers the call to ``number`` (a cold transfer).
+def dial_twiml(target: str) -> str:
+    """Build TwiML that transfers the call to ``target`` (a cold transfer).
+
+    A phone number is dialled as ``<Dial>+1555...</Dial>``; a SIP URI
+    (``sip:``/``sips:``, any case) as ``<Dial><Sip>sip:...</Sip></Dial>``, which
+    is how Twilio dials SIP (as a bare number it would fail).
 
     Args:
-        number: The phone number (E.164) or SIP URI to dial.
+        target: The phone number (E.164) or SIP URI to dial.
 
     Returns:
         The TwiML document.
+
+    Raises:
+        CallControlError: If ``target`` is neither (a ``ValueError`` too).
     """
+    target = target.strip()
     response = VoiceResponse()
-    response.dial(number)
+    if _SIP_URI.fullmatch(target):
+        dial = Dial()
+        dial.sip(target)
+        response.append(dial)
+    elif _PHONE_NUMBER.fullmatch(target.replace(" ", "").replace("-", "")):
+        response.dial(target)
+    else:
+        raise InvalidTransferTarget(
+            f"cannot transfer to {target!r}: not a phone number (E.164, e.g. +15551234567) "
+            "or a SIP URI (sip:user@host)"
+        )
     return str(response)
+
+
+class InvalidTransferTarget(CallControlError, ValueError):
+    """A transfer target that is neither a phone number nor a SIP URI."""
 
 
 def hangup_twiml() -> str:

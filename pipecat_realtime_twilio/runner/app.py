@@ -40,6 +40,7 @@ from pipecat_realtime_twilio.runner.operator_api import create_call
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
 from pipecat_realtime_twilio.runner.store import CallStore
+from pipecat_realtime_twilio.runner.stream_status import StreamStatus, keep_bounded
 from pipecat_realtime_twilio.runner.webhook import WebhookSender
 from pipecat_realtime_twilio.settings import (
     Settings,
@@ -59,7 +60,7 @@ _STREAM_ACTION_PARAMETER = "stream_action"
 _SHUTDOWN_GRACE_SECS = 30.0
 
 
-class CallRunner:
+class CallRunner(StreamStatus):
     """Answers Twilio calls with bots.
 
     Routes (on :attr:`router`, mountable under a prefix):
@@ -71,7 +72,10 @@ class CallRunner:
       signed and the ``start`` must bring the call's token, or the stream is
       closed before any Realtime session opens.
     - ``POST /stream-ended``: the ``<Connect action>`` (signed): ``<Dial>`` after a
-      transfer, otherwise ``<Hangup/>``.
+      transfer, the fallback line when the stream never started, otherwise ``<Hangup/>``.
+    - ``POST /stream-status``: the ``<Stream statusCallback>`` (signed): stream-started,
+      stream-stopped and stream-error events, counted, logged and kept on the call's
+      record; a stream-error before the stream started fails the call at once.
     - ``POST /calls``: place an outbound call (``Authorization: Bearer RUNNER_API_KEY``).
     - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus).
 
@@ -118,12 +122,14 @@ class CallRunner:
         )
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
         self._next_twiml: OrderedDict[str, str] = OrderedDict()
+        self._init_stream_status()
         self._reload_bots = reload_bots
         self._reload_task: asyncio.Task | None = None
         self.router = APIRouter()
         self.router.add_api_route("/incoming", self.incoming, methods=["POST"])
         self.router.add_api_websocket_route("/media-stream", self.media_stream)
         self.router.add_api_route("/stream-ended", self.stream_ended, methods=["POST"])
+        self.router.add_api_route("/stream-status", self.stream_status, methods=["POST"])
         self.router.add_api_route("/calls", self.create_call, methods=["POST"])
         self.router.add_api_route("/healthz", self.healthz, methods=["GET"])
         self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
@@ -259,12 +265,15 @@ class CallRunner:
             if fallback is not None:  # the bot failed to build: no stream, help at once
                 self.admission.release(call_sid)
                 return Response(content=fallback, media_type="application/xml")
+        if call_sid:
+            self.expect_stream(call_sid, parameters)
         # The other routes sit beside this one, wherever the router is mounted.
         prefix = request.url.path.rsplit("/", 1)[0]
         twiml = stream_twiml(
             f"{self.settings.websocket_origin}{prefix}/media-stream",
             {**parameters, "token": stream_token},
             action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
+            status_callback_url=f"{self.settings.public_origin}{prefix}/stream-status",
         )
         return Response(content=twiml, media_type="application/xml")
 
@@ -319,6 +328,7 @@ class CallRunner:
         Args:
             call: The call, its ``start`` read.
         """
+        self.stream_came(call.call_sid)
         refusal = self.admission.check(call)
         if refusal is not None:
             logger.warning(f"Refused the media stream of call {call.call_sid}: {refusal.reason}")
@@ -329,18 +339,23 @@ class CallRunner:
             await self._run_call(call)
 
     async def stream_ended(self, request: Request) -> Response:
-        """Answer the ``<Connect action>``: transfer the call if the bot asked, else hang up."""
+        """Answer the ``<Connect action>``: what the call's end asked for, else hang up.
+
+        A stream that never started ends in the fallback line, not in silence.
+        """
         form = await verified_form(request, self.settings)
         call_sid = form.get("CallSid", "")
-        twiml = self._next_twiml.pop(call_sid, None) or hangup_twiml()
+        twiml = self._next_twiml.pop(call_sid, None)
+        if twiml is None and self.awaits_stream(call_sid):
+            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), None)
+            self._next_twiml.pop(call_sid, None)
+        twiml = twiml or hangup_twiml()
         logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
         return Response(content=twiml, media_type="application/xml")
 
     def _answer_action(self, call_sid: str, twiml: str) -> None:
         """Remember what the action URL answers for ``call_sid``, once."""
-        self._next_twiml[call_sid] = twiml
-        while len(self._next_twiml) > _NEXT_TWIML_KEPT:
-            self._next_twiml.popitem(last=False)
+        keep_bounded(self._next_twiml, call_sid, twiml, _NEXT_TWIML_KEPT)
 
     #
     # operator routes
@@ -425,6 +440,7 @@ class CallRunner:
             await call.fail(built)  # the fallback line, in Twilio's voice
             self._account(call, bot)
             return
+        self.take_early_events(call)
         self.admission.begin(call)
         logger.info(f"Call {call.call_sid} streaming to bot '{bot}'")
         try:
@@ -443,6 +459,7 @@ class CallRunner:
 
     def _account(self, call: CallSession, bot: str) -> None:
         """Record a finished call, count it, log its summary, store and send its record."""
+        self.take_early_events(call)
         record = self.records.record(call, bot)
         failure = call.ended.failure if call.ended is not None else None
         self.metrics.count_call(record, call.agent, failure)

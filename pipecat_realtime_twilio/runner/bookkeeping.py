@@ -60,6 +60,12 @@ class RecordKeeper:
     receiver deduplicates by ``call_sid``): after it is stored, or from the outbox
     while the database fails. What does not arrive stays marked undelivered and is
     sent again every ``webhook_retry_secs`` until it does.
+
+    A record can be sent again when it changes: a stream status event that comes
+    after the call's record was made (Twilio's ``stream-stopped`` usually does) is
+    added to it (:meth:`amend`), and the record, one ``revision`` higher, is stored
+    again (replacing the stored one) and sent again. A receiver keeps the latest
+    per ``call_sid`` (the highest ``revision``).
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class RecordKeeper:
         self._backlog_since: float | None = None  # since the database failed, or a restart
         self._backlog_stored = 0
         self._deliveries = asyncio.Semaphore(_DELIVERIES_AT_ONCE)
+        self._putting: dict[str, asyncio.Task] = {}  # the latest put of each call's record
 
     def start(self) -> None:
         """Store what a previous process left in the outbox; retry the webhook on a timer."""
@@ -192,7 +199,10 @@ class RecordKeeper:
             latency=latency_summary(agent.response_latencies_ms if agent else []),
         )
         for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
-            record.add_turn(entry.role, entry.text, entry.at, entry.interrupted)
+            record.add_turn(
+                entry.role, entry.text, entry.at, entry.interrupted, unrecognised=entry.unrecognised
+            )
+        record.stream_events = [dict(event) for event in call.stream_events]
         record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
         record.finish(call.end_reason or "unknown")
         self.finished.append(record)
@@ -207,13 +217,47 @@ class RecordKeeper:
             record: The finished call's record.
         """
         self._ensure_drainer()
-        self._spawn(self._put(record))
+        call_sid = record.call_sid
+        task = self._spawn(self._put(record, after=self._putting.get(call_sid)))
+        self._putting[call_sid] = task  # a newer record of the call goes in after this one
+
+        def forget(done: asyncio.Task) -> None:
+            if self._putting.get(call_sid) is done:
+                del self._putting[call_sid]
+
+        task.add_done_callback(forget)
+
+    def amend(self, call_sid: str, event: dict) -> bool:
+        """Add a stream event that came late to a finished call's record, and keep it again.
+
+        The amended record (one ``revision`` higher, undelivered) replaces the one in
+        :attr:`finished` and goes the way of every record (:meth:`keep`): the store
+        replaces the stored one and the webhook gets it again.
+
+        Args:
+            call_sid: The call.
+            event: The event, as ``CallRecord.stream_events`` holds them.
+
+        Returns:
+            Whether the call's record was among :attr:`finished` (else nothing changed).
+        """
+        for index, kept in enumerate(self.finished):
+            if kept.call_sid == call_sid:
+                record = CallRecord.from_dict(kept.to_dict())  # the kept one may be in flight
+                record.add_stream_event(event)
+                self.finished[index] = record
+                self.keep(record)
+                return True
+        return False
 
     #
     # into the outbox
     #
 
-    async def _put(self, record: CallRecord) -> None:
+    async def _put(self, record: CallRecord, after: asyncio.Task | None = None) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # an older record of the call must not replace this one
+
         def put() -> int:
             self.outbox.put(record)
             return self.outbox.count()
@@ -357,7 +401,8 @@ class RecordKeeper:
             if not await self._deliver(record):
                 return  # still undelivered in the store: sent again by the timer
             try:
-                await self.store.amark_delivered(record.call_sid)
+                # Not if a newer revision was stored meanwhile: that one is still to send.
+                await self.store.amark_delivered(record.call_sid, revision=record.revision)
             except Exception as error:
                 logger.warning(
                     f"Call {record.call_sid}: delivered, but not marked delivered "
@@ -371,7 +416,7 @@ class RecordKeeper:
             return False
         record.webhook_delivered = True
         for kept in self.finished:
-            if kept.call_sid == record.call_sid:
+            if kept.call_sid == record.call_sid and kept.revision == record.revision:
                 kept.webhook_delivered = True
         return True
 
@@ -389,10 +434,11 @@ class RecordKeeper:
     # helpers
     #
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _set_pending(self, count: int) -> None:
         if self._pending_gauge is not None:

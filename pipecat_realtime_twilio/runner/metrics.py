@@ -15,6 +15,8 @@ from pipecat_realtime_twilio.seams import CallAgent
 
 _LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 _DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
+"""The ``StreamEvent`` values of Twilio's stream status callbacks."""
 
 __all__ = ["CONTENT_TYPE", "RunnerMetrics"]
 
@@ -45,6 +47,9 @@ class RunnerMetrics:
       stage that failed (``build``, ``connect``, ``configure``, ``greet``, ``respond``,
       ``reconnect``, ``rotate``, ``task``) and a bounded code (see
       :data:`~pipecat_realtime_twilio.failures.KNOWN_CODES`; others count as ``other``).
+    - ``prt_stream_events_total{event}``: Twilio's media stream status callbacks, by
+      event: ``stream-started``, ``stream-stopped``, ``stream-error`` (``other`` for
+      anything else).
     """
 
     def __init__(self) -> None:
@@ -92,6 +97,20 @@ class RunnerMetrics:
             ["stage", "code"],
             registry=r,
         )
+        self.stream_events = Counter(
+            "prt_stream_events",
+            "Twilio media stream status callbacks, by event.",
+            ["event"],
+            registry=r,
+        )
+
+    def count_stream_event(self, event: str) -> None:
+        """Count a stream status callback.
+
+        Args:
+            event: Its ``StreamEvent``; unknown ones are counted as ``other``.
+        """
+        self.stream_events.labels(event if event in STREAM_EVENTS else "other").inc()
 
     def count_call(
         self, record: CallRecord, agent: CallAgent | None, failure: Failure | None = None

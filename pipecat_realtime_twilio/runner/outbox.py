@@ -47,6 +47,7 @@ from pipecat_realtime_twilio.runner.records import CallRecord
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _STALE_TEMP_SECS = 3600.0
+_CLAIM_WAIT_SECS = 60.0  # most a newer record waits for the earlier one's claim
 
 
 def default_outbox_dir(database_url: str) -> Path | None:
@@ -134,7 +135,9 @@ class Outbox:
     def put(self, record: CallRecord) -> Path:
         """Write ``record`` to the outbox, replacing an earlier one of the same call.
 
-        The file is complete and on disk when this returns, or absent.
+        The file is complete and on disk when this returns, or absent. A process
+        storing the earlier one (holding its claim) is waited for, so that removing
+        the stored file cannot remove this one.
 
         Args:
             record: The record.
@@ -143,6 +146,28 @@ class Outbox:
             Its file.
         """
         path = self.directory / _file_name(record.call_sid)
+        try:
+            earlier = open(path, "rb")
+        except FileNotFoundError:
+            return self._write(record, path)
+        try:
+            deadline, delay = time.monotonic() + _CLAIM_WAIT_SECS, 0.005
+            while True:
+                try:
+                    fcntl.flock(earlier.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:  # claimed: the earlier one is being stored
+                    if time.monotonic() >= deadline:
+                        logger.warning(f"{path} stayed claimed for {_CLAIM_WAIT_SECS:g} s")
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+            return self._write(record, path)
+        finally:
+            earlier.close()
+
+    def _write(self, record: CallRecord, path: Path) -> Path:
+        """Write ``record`` to ``path`` atomically (the caller holds any claim on it)."""
         temporary = self.directory / f".{path.stem}.{uuid.uuid4().hex}.tmp"
         try:
             with open(temporary, "wb") as file:
@@ -215,7 +240,8 @@ class Outbox:
             claim: The claim, not yet released.
         """
         with contextlib.suppress(FileNotFoundError):
-            claim.path.unlink()
+            if os.stat(claim.path).st_ino == os.fstat(claim._file.fileno()).st_ino:
+                claim.path.unlink()  # not a newer record of the call put meanwhile
 
     def update(self, claim: Claim) -> None:
         """Write a claimed record again, after changing it (e.g. ``webhook_delivered``).
@@ -223,7 +249,7 @@ class Outbox:
         Args:
             claim: The claim, not yet released.
         """
-        self.put(claim.record)
+        self._write(claim.record, claim.path)
 
     def _sync_directory(self) -> None:
         """Make the folder's entries (a rename) durable."""

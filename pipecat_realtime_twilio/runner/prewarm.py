@@ -53,7 +53,8 @@ class PrewarmedCalls:
     Outcomes are counted in ``prt_prewarm_total{outcome}``: ``used``, ``expired``,
     ``failed`` (a session that could not open; that call connects when its stream
     starts) and ``dropped`` (closed unused for another reason: the webhook was asked
-    again, the stream named another bot, the runner stopped).
+    again, the stream named another bot, Twilio reported the stream could not
+    connect, the runner stopped).
     """
 
     def __init__(self, timeout_secs: float, metrics: RunnerMetrics):
@@ -102,6 +103,21 @@ class PrewarmedCalls:
         del self._calls[call_sid]
         self._timers.pop(call_sid).cancel()
         self._metrics.prewarm.labels("used").inc()
+        return prewarmed
+
+    def drop(self, call_sid: str) -> PrewarmedCall | None:
+        """Close the call's pre-warmed sessions now: its stream will not come.
+
+        Counted as ``dropped``.
+
+        Args:
+            call_sid: The call (Twilio said its stream could not connect).
+
+        Returns:
+            The pre-warmed call (its sessions closing), or None if there was none.
+        """
+        prewarmed = self._calls.get(call_sid)
+        self._discard(call_sid, "dropped")
         return prewarmed
 
     async def close(self) -> None:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from pipecat_realtime_twilio.agent.usage import Usage
@@ -86,11 +88,19 @@ class CallRecord:
         duration_s: Length of the call in seconds.
         end_reason: Why the call ended (e.g. ``"caller_hung_up"``, ``"end_call"``).
         transcript: Turns in order, each ``{"role": "caller" | "bot", "text": str,
-            "at": float (Unix timestamp), "interrupted": bool}``.
+            "at": float (Unix timestamp), "interrupted": bool}``, and ``"unrecognised":
+            true`` on a caller turn that could not be transcribed.
         usage: Realtime tokens used by the call.
         cost_usd: What the tokens cost, or None for a model without a price.
         latency: Response latency, as `latency_summary` returns it.
         webhook_delivered: Whether the record reached the webhook.
+        stream_events: The media stream's status events from Twilio (its
+            ``statusCallback``), in arrival order, each ``{"event": "stream-started" |
+            "stream-stopped" | "stream-error", "at": float (Unix timestamp),
+            "stream_sid": str, "error": str (stream-error only)}``.
+        revision: 0 for the record made when the call ended, one more each time it
+            was amended since (a stream event that came later); of two records of
+            one call, the higher revision is the newer.
     """
 
     call_sid: str
@@ -108,9 +118,17 @@ class CallRecord:
     cost_usd: float | None = None
     latency: dict[str, Any] = field(default_factory=lambda: latency_summary([]))
     webhook_delivered: bool = False
+    stream_events: list[dict[str, Any]] = field(default_factory=list)
+    revision: int = 0
 
     def add_turn(
-        self, role: str, text: str, at: float | None = None, interrupted: bool = False
+        self,
+        role: str,
+        text: str,
+        at: float | None = None,
+        interrupted: bool = False,
+        *,
+        unrecognised: bool = False,
     ) -> None:
         """Append a turn to the transcript.
 
@@ -119,15 +137,18 @@ class CallRecord:
             text: What was said.
             at: When, as a Unix timestamp; now if None.
             interrupted: Whether the caller cut the bot off.
+            unrecognised: The caller spoke but could not be transcribed (the turn is
+                kept with ``"unrecognised": true``).
         """
-        self.transcript.append(
-            {
-                "role": role,
-                "text": text,
-                "at": time.time() if at is None else at,
-                "interrupted": interrupted,
-            }
-        )
+        turn: dict[str, Any] = {
+            "role": role,
+            "text": text,
+            "at": time.time() if at is None else at,
+            "interrupted": interrupted,
+        }
+        if unrecognised:
+            turn["unrecognised"] = True
+        self.transcript.append(turn)
 
     def finish(self, end_reason: str, ended_at: float | None = None) -> None:
         """Set the end of the call: ``end_reason``, ``ended_at`` and ``duration_s``.
@@ -166,7 +187,21 @@ class CallRecord:
         values["transcript"] = [dict(t) for t in data.get("transcript") or []]
         values["latency"] = dict(data.get("latency") or latency_summary([]))
         values["webhook_delivered"] = bool(data.get("webhook_delivered", False))
+        values["stream_events"] = [dict(e) for e in data.get("stream_events") or []]
+        values["revision"] = int(data.get("revision") or 0)
         return cls(**values)
+
+    def add_stream_event(self, event: dict[str, Any]) -> None:
+        """Add a stream status event that came after the record was made.
+
+        The record becomes a new revision, not yet sent to the webhook.
+
+        Args:
+            event: The event, as :attr:`stream_events` holds them.
+        """
+        self.stream_events.append(dict(event))
+        self.revision += 1
+        self.webhook_delivered = False
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CallRecord:
@@ -179,6 +214,42 @@ class CallRecord:
             The record.
         """
         return cls.from_dict(json.loads(text))
+
+
+def stream_event(form: Mapping[str, str]) -> dict[str, Any]:
+    """A stream status callback of Twilio's, as ``CallRecord.stream_events`` keeps it.
+
+    Args:
+        form: The callback's form parameters (``StreamEvent``, ``StreamSid``,
+            ``Timestamp``, ``StreamError``...).
+
+    Returns:
+        ``{"event", "at", "stream_sid"}``, and ``"error"`` for a ``stream-error``;
+        ``at`` is Twilio's ``Timestamp`` (ISO 8601 or RFC 2822) as Unix time, or now.
+    """
+    event: dict[str, Any] = {
+        "event": form.get("StreamEvent", ""),
+        "at": _unix_time(form.get("Timestamp")),
+        "stream_sid": form.get("StreamSid", ""),
+    }
+    if event["event"] == "stream-error" or form.get("StreamError"):
+        event["error"] = form.get("StreamError", "")
+    return event
+
+
+def _unix_time(timestamp: str | None) -> float:
+    """Twilio's timestamp (UTC) as Unix time; now if it is missing or unreadable."""
+    text = (timestamp or "").strip()
+    for parse in (
+        lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")),
+        parsedate_to_datetime,
+    ):
+        try:
+            moment = parse(text)
+        except (ValueError, TypeError, IndexError):
+            continue
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return time.time()
 
 
 def summary_line(record: CallRecord) -> str:

@@ -304,10 +304,13 @@ class CallStore:
         Returns:
             The record, or None if none is stored (or it cannot be read).
         """
+        row = self._row(call_sid)
+        return self._record(row) if row is not None else None
+
+    def _row(self, call_sid: str) -> Any:
         query = select(calls_table).where(calls_table.c.call_sid == call_sid)
         with self._engine.connect() as connection:
-            row = connection.execute(query).first()
-        return self._record(row) if row is not None else None
+            return connection.execute(query).first()
 
     def list(self, limit: int = 50, offset: int = 0) -> builtins.list[CallRecord]:
         """Return records, newest first (by ``started_at``).
@@ -349,20 +352,25 @@ class CallStore:
             rows = connection.execute(query).all()
         return [r for r in (self._record(row) for row in rows) if r is not None]
 
-    def mark_delivered(self, call_sid: str) -> bool:
+    def mark_delivered(self, call_sid: str, revision: int | None = None) -> bool:
         """Flag a record as delivered to the webhook; the record itself is unchanged.
 
         Args:
             call_sid: The call's CallSid.
+            revision: Only if the stored record is this revision of the call's record
+                (a record stored again meanwhile, amended, is still to be delivered).
 
         Returns:
-            Whether a record was stored for the call.
+            Whether a record was stored for the call (of that revision) and flagged.
         """
-        query = (
-            update(calls_table)
-            .where(calls_table.c.call_sid == call_sid)
-            .values(webhook_delivered=True)
-        )
+        where = calls_table.c.call_sid == call_sid
+        if revision is not None:
+            row = self._row(call_sid)
+            stored = self._record(row) if row is not None else None
+            if stored is None or stored.revision != revision:
+                return False
+            where = where & (calls_table.c.record == row.record)  # unchanged since read
+        query = update(calls_table).where(where).values(webhook_delivered=True)
         with self._engine.begin() as connection:
             return connection.execute(query).rowcount > 0
 
@@ -412,16 +420,17 @@ class CallStore:
         """
         return await asyncio.to_thread(self.undelivered, limit)
 
-    async def amark_delivered(self, call_sid: str) -> bool:
+    async def amark_delivered(self, call_sid: str, revision: int | None = None) -> bool:
         """`mark_delivered` in a worker thread.
 
         Args:
             call_sid: The call's CallSid.
+            revision: Only if the stored record is this revision.
 
         Returns:
-            Whether a record was stored for the call.
+            Whether a record was stored for the call (of that revision) and flagged.
         """
-        return await asyncio.to_thread(self.mark_delivered, call_sid)
+        return await asyncio.to_thread(self.mark_delivered, call_sid, revision)
 
     def __enter__(self) -> CallStore:
         """Return the store."""

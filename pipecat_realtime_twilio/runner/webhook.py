@@ -195,7 +195,8 @@ class WebhookSender:
                 if outcome is not _Outcome.DELIVERED:
                     continue
                 try:
-                    await store.amark_delivered(record.call_sid)
+                    # Only the revision sent: one amended meanwhile goes again.
+                    await store.amark_delivered(record.call_sid, revision=record.revision)
                     delivered += 1
                 except Exception:
                     # It will be sent again: the receiver should deduplicate by call_sid.

@@ -4,6 +4,8 @@
   Realtime API (GA) server that validates every client event against the ``openai`` models.
 - :mod:`~pipecat_realtime_twilio.testing.caller`: ``TwilioCaller``, a client that calls a
   runner as Twilio does, with a phone playback clock that echoes marks as audio is played.
+- :mod:`~pipecat_realtime_twilio.testing.twilio_side`: what Twilio does beside the stream:
+  signing (auth token or SharedKey), stream status callbacks, its debugger's errors.
 - :mod:`~pipecat_realtime_twilio.testing.scenario`: ``Scenario``, a scripted call to a bot
   (caller says or presses, the model says or calls a tool) and its outcome.
 - :mod:`~pipecat_realtime_twilio.testing.model`: what the agent asked the model for

@@ -46,22 +46,24 @@ import binascii
 import contextlib
 import json
 import secrets
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import aiohttp
-from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pipecat_realtime_twilio.audio import (
     BYTES_PER_MS,
     ULAW_SILENCE,
+)
+from pipecat_realtime_twilio.testing.twilio_side import (
+    STREAM_CLOSE_ERROR,
+    STREAM_HANDSHAKE_ERROR,
+    TwilioSide,
 )
 from pipecat_realtime_twilio.testing.twiml import DialResult, parse_twiml
 
@@ -116,7 +118,7 @@ class _Mark:
     due: float | None = None  # loop time its echo is due, once playback reached it
 
 
-class TwilioCaller:
+class TwilioCaller(TwilioSide):
     """Plays Twilio's side of a phone call against a local bot server.
 
     The caller sends what Twilio sends (signed webhook, signed websocket upgrade,
@@ -143,6 +145,12 @@ class TwilioCaller:
     - ``errors``: ``(time, description)`` of protocol errors by the server.
     - ``stream_ended_at``/``close_code``/``close_reason``: set when the *server*
       closed the stream; ``hung_up_at`` when the caller hung up.
+    - ``ended_by_twilio_at``/``redirect_result``: set when a REST update of the live
+      call ended the stream from Twilio's side (:meth:`end_stream_by_twilio`), with
+      the new TwiML parsed (None for ``Status=completed``).
+    - ``debugger_errors``, ``stream_callbacks``: see
+      :class:`~pipecat_realtime_twilio.testing.twilio_side.TwilioSide` (signing with a
+      SharedKey, stream status callbacks).
     """
 
     def __init__(
@@ -158,6 +166,8 @@ class TwilioCaller:
         webhook_path: str = "/incoming",
         sign: bool = True,
         frame_ms: int = 20,
+        shared_key_secret: str | None = None,
+        shared_key_id: str = "webhooks_sharedkey_test",
     ):
         """Initialize the caller.
 
@@ -174,6 +184,9 @@ class TwilioCaller:
             webhook_path: Path of the voice webhook below ``public_url``.
             sign: Whether to send ``X-Twilio-Signature`` headers.
             frame_ms: Duration of one media packet and one playback tick.
+            shared_key_secret: Sign with this SharedKey secret (HMAC-SHA256, with the
+                ``X-Twilio-Webhooks-Signature-Settings`` header) instead of the auth token.
+            shared_key_id: The SharedKey's id, named in that header.
         """
         if frame_ms <= 0:
             raise ValueError("frame_ms must be positive")
@@ -191,7 +204,7 @@ class TwilioCaller:
         self.poll_interval = 0.005  # how often the wait_* methods check (seconds)
         self.stream_sid: str | None = None
         self.dial_result: DialResult | None = None
-        self._validator = RequestValidator(auth_token)
+        self._init_twilio_side(auth_token, shared_key_secret, shared_key_id)
 
         # Recordings.
         self.sent_audio = bytearray()
@@ -209,6 +222,8 @@ class TwilioCaller:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.hung_up_at: float | None = None
+        self.ended_by_twilio_at: float | None = None
+        self.redirect_result: DialResult | None = None
 
         # Websocket and tasks.
         self._ws: ClientConnection | None = None
@@ -256,18 +271,6 @@ class TwilioCaller:
     def ended(self) -> bool:
         """Whether the media stream is over (server closed it or the caller hung up)."""
         return self._ended.is_set()
-
-    def signature(self, url: str, params: Mapping[str, str] | None = None) -> str:
-        """Compute the ``X-Twilio-Signature`` Twilio sends for a request.
-
-        Args:
-            url: The full public URL Twilio requests.
-            params: The POST form parameters (none for GET and websocket upgrades).
-
-        Returns:
-            The base64 HMAC-SHA1 signature.
-        """
-        return self._validator.compute_signature(url, dict(params or {}))
 
     def local_url(self, url: str, *, websocket: bool = False) -> str:
         """Map a public URL onto ``server_url``, where the bot really listens.
@@ -341,38 +344,14 @@ class TwilioCaller:
             CallRejected: If the server answers with a non-2xx status.
             TwimlError: If the answer is not TwiML.
         """
-        method = method.upper()
-        public = urljoin(self.webhook_url, url)
-        params = dict(params)
-        headers = {
-            "User-Agent": "TwilioProxy/1.1",
-            "Accept": "*/*",
-            "Cache-Control": "max-age=259200",
-            "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
-        }
-        if method == "GET":
-            sep = "&" if urlsplit(public).query else "?"
-            public = public + sep + urlencode(params) if params else public
-            signed_params: dict[str, str] = {}
-            body: dict[str, str] | None = None
-        else:
-            signed_params = params
-            body = params
-        signature = self.signature(public, signed_params) if self.sign else None
-        if signature is not None:
-            headers[SIGNATURE_HEADER] = signature
-        async with aiohttp.ClientSession() as session:
-            async with session.request(
-                method, self.local_url(public), data=body, headers=headers, allow_redirects=False
-            ) as response:
-                text = await response.text()
-                status = response.status
-                content_type = response.headers.get("Content-Type")
-        if not 200 <= status < 300:
-            raise CallRejected(status, text)
-        result = parse_twiml(text, url=public, status=status, content_type=content_type)
-        result.params = params
-        result.signature = signature
+        answer = await self.send_signed(url, params, method=method)
+        if not 200 <= answer.status < 300:
+            raise CallRejected(answer.status, answer.text)
+        result = parse_twiml(
+            answer.text, url=answer.url, status=answer.status, content_type=answer.content_type
+        )
+        result.params = answer.params
+        result.signature = answer.signature
         return result
 
     async def dial(
@@ -434,16 +413,19 @@ class TwilioCaller:
         if self._ws is not None:
             raise RuntimeError("already connected")
         stream_url = self.dial_result.stream_url
-        headers = {SIGNATURE_HEADER: self.signature(stream_url)} if self.sign else {}
-        self._ws = await ws_connect(
-            self.local_url(stream_url, websocket=True),
-            additional_headers=headers,
-            user_agent_header="Twilio.TmeWs/1.0",
-            compression=None,
-            max_size=None,
-            ping_interval=None,
-            open_timeout=10,
-        )
+        try:
+            self._ws = await ws_connect(
+                self.local_url(stream_url, websocket=True),
+                additional_headers=self.signed_headers(stream_url),
+                user_agent_header="Twilio.TmeWs/1.0",
+                compression=None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=10,
+            )
+        except InvalidStatus:
+            self.debugger_error(*STREAM_HANDSHAKE_ERROR)
+            raise
         loop = asyncio.get_running_loop()
         self.stream_sid = make_sid("MZ")
         await self._send_message({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -463,6 +445,7 @@ class TwilioCaller:
             }
         )
         self.started_at = start = loop.time()
+        self._stream_status("stream-started")
         self._receive_task = asyncio.create_task(self._receive_loop(), name="caller-receive")
         self._media_task = asyncio.create_task(self._media_loop(start), name="caller-media")
         self._playback_task = asyncio.create_task(self._playback_loop(start), name="caller-play")
@@ -572,11 +555,41 @@ class TwilioCaller:
 
         Does nothing if the stream already ended.
         """
-        if self._ws is None or self.ended or self._hanging_up:
+        if await self._stop_stream():
+            self.hung_up_at = asyncio.get_running_loop().time()
+            await self._stream_stopped()
+
+    async def end_stream_by_twilio(
+        self, twiml: str | None = None, *, url: str | None = None, method: str = "POST"
+    ) -> None:
+        """The live call was updated (REST API): Twilio leaves the stream for what is new.
+
+        Like Twilio, sends ``stop`` and closes the websocket (code 1000), and records
+        :attr:`ended_by_twilio_at` and the new TwiML in :attr:`redirect_result`
+        (``url``: requested, signed, as Twilio does); neither for ``Status=completed``.
+        Does nothing if the stream already ended.
+
+        Args:
+            twiml: The update's ``Twiml``.
+            url: The update's ``Url``, requested for the new TwiML.
+            method: The update's ``Method`` for ``url``.
+        """
+        if not await self._stop_stream():
             return
+        self.ended_by_twilio_at = asyncio.get_running_loop().time()
+        await self._stream_stopped()
+        if twiml is not None:
+            self.redirect_result = parse_twiml(twiml, url=self.webhook_url)
+        elif url is not None:
+            params = self.webhook_params("in-progress")
+            self.redirect_result = await self.request_twiml(url, params, method=method)
+
+    async def _stop_stream(self) -> bool:
+        """End the stream from Twilio's side: ``stop``, then close; whether it was live."""
+        if self._ws is None or self.ended or self._hanging_up:
+            return False
         self._hanging_up = True
         await self._cancel_tasks([self._media_task, self._playback_task])
-        loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionClosed):
             await self._send_event(
                 {
@@ -586,18 +599,22 @@ class TwilioCaller:
                     "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
                 }
             )
-        self.hung_up_at = loop.time()
         with contextlib.suppress(TimeoutError, ConnectionClosed):
             await asyncio.wait_for(self._ws.close(1000), timeout=5)
+        return True
+
+    async def _stream_stopped(self) -> None:
         if self._receive_task is not None:
             await self._cancel_tasks([self._receive_task], wait=2.0)
         self._finish()
+        self._stream_status("stream-stopped")
 
     async def close(self) -> None:
         """Stop all tasks and close the websocket quietly. Safe to call repeatedly."""
         if self._closed:
             return
         self._closed = True
+        await self._settle_callbacks()
         await self._cancel_tasks(list(self._tasks) + list(self._side_tasks))
         if self._ws is not None:
             with contextlib.suppress(Exception):
@@ -871,8 +888,10 @@ class TwilioCaller:
             self.stream_ended_at = loop.time()
             self.close_code = ws.close_code
             self.close_reason = ws.close_reason
+            self.debugger_error(*STREAM_CLOSE_ERROR)  # the server closed the stream
             await self._cancel_tasks([self._media_task, self._playback_task])
             self._finish()
+            self._stream_status("stream-stopped")
 
     def _handle_message(self, now: float, raw: str | bytes) -> None:
         if isinstance(raw, bytes):

@@ -16,6 +16,12 @@ up calls against it:
 - ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` updates a call
   (``Status=completed|canceled``, ``Url`` or ``Twiml`` to redirect it).
 
+A call placed by a `TwilioCaller` can be attached (`FakeTwilioRest.attach`): a
+successful update of it with ``Twiml``, ``Url`` or ``Status=completed`` then ends
+the caller's media stream from Twilio's side, as Twilio does (``stop``, the
+websocket closed), and the caller keeps the new TwiML. An update whose TwiML is
+only ``<Hangup/>`` completes the call.
+
 Requests need HTTP Basic auth with the account SID and auth token (or an API
 key SID and secret, if configured) and the account SID in the path; otherwise the
 answer is ``401`` with Twilio's error code 20003. Unknown calls and routes answer
@@ -63,6 +69,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -72,6 +79,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pipecat_realtime_twilio.testing.server import LocalServer
+from pipecat_realtime_twilio.testing.twiml import TwimlError, parse_twiml
+
+if TYPE_CHECKING:
+    from pipecat_realtime_twilio.testing.caller import TwilioCaller
 
 API_VERSION = "2010-04-01"
 """The Twilio REST API version served."""
@@ -194,6 +205,7 @@ class FakeTwilioRest:
         self.hook_errors: list[BaseException] = []
         self._failures: list[int] = []  # statuses for the next requests (fault injection)
         self._hook_tasks: set[asyncio.Task] = set()
+        self._callers: dict[str, TwilioCaller] = {}
         self.app = self._build_app()
         self._server: LocalServer | None = None
 
@@ -263,6 +275,28 @@ class FakeTwilioRest:
         if status not in ("queued", "ringing"):
             call["start_time"] = call["date_created"]
         self.calls[call["sid"]] = call
+        return call
+
+    def attach(self, caller: TwilioCaller, *, status: str = "in-progress") -> dict:
+        """Register the call a `TwilioCaller` placed, and let updates end its stream.
+
+        A successful update with ``Twiml``, ``Url`` or ``Status=completed`` makes the
+        caller end its media stream from Twilio's side
+        (`TwilioCaller.end_stream_by_twilio`), after the answer was sent.
+
+        Args:
+            caller: The caller; its ``call_sid`` and numbers are the call's.
+            status: The call's status.
+
+        Returns:
+            The call's JSON representation.
+        """
+        self._callers[caller.call_sid] = caller
+        call = self.calls.get(caller.call_sid)
+        if call is None:
+            call = self.add_call(
+                caller.call_sid, to=caller.to_number, from_=caller.from_number, status=status
+            )
         return call
 
     def fail_next(self, n: int, status: int = 503) -> None:
@@ -433,8 +467,24 @@ class FakeTwilioRest:
             "AccountSid": self.account_sid,
             "CallStatus": call["status"],
         }
-        background = BackgroundTask(self._start_hook, self.on_update, info)
+        background = BackgroundTask(self._after_update, info)
         return self._respond(recorded, 200, dict(call), background)
+
+    async def _after_update(self, info: dict) -> None:
+        """An update went through: the attached caller's stream ends, then the hook runs."""
+        caller = self._callers.get(info["CallSid"])
+        form = {k: v for k, v in info.items() if k not in ("CallSid", "AccountSid", "CallStatus")}
+        if caller is not None and (
+            "Twiml" in form or "Url" in form or form.get("Status") == "completed"
+        ):
+            twiml, url = form.get("Twiml"), None if "Twiml" in form else form.get("Url")
+            method = form.get("Method", "POST")
+
+            async def end_stream(_: dict) -> None:
+                await caller.end_stream_by_twilio(twiml, url=url, method=method)
+
+            await self._start_hook(end_stream, info)
+        await self._start_hook(self.on_update, info)
 
     def _injected_failure(self) -> None:
         if self._failures:
@@ -449,7 +499,7 @@ class FakeTwilioRest:
         active = call["status"] in ACTIVE_STATUSES
         if redirect and not active and status is None:
             raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
-        if status == "completed" and active:
+        if (status == "completed" or _only_hangup(form.get("Twiml"))) and active:
             self._set_status(call, "completed")
         elif status == "canceled" and call["status"] in ("queued", "ringing"):
             self._set_status(call, "canceled")
@@ -539,6 +589,16 @@ _SUBRESOURCES = {
     "siprec": "Siprec",
     "transcriptions": "Transcriptions",
 }
+
+
+def _only_hangup(twiml: str | None) -> bool:
+    """Whether ``twiml`` just hangs up (Twilio completes the call at once)."""
+    if not twiml:
+        return False
+    try:
+        return parse_twiml(twiml).verb_names == ["Hangup"]
+    except TwimlError:
+        return False
 
 
 def _format_number(number: str) -> str:
