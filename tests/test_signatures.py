@@ -11,6 +11,7 @@ from pipecat_realtime_twilio.phone.signatures import signature_valid
 from pipecat_realtime_twilio.runner.app import create_app
 from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.settings import Settings
+from pipecat_realtime_twilio.testing.caller import CallRejected, TwilioCaller
 
 SHARED_SECRET = "shared-key-secret-1"
 OLD_SECRET = "shared-key-secret-0"
@@ -116,3 +117,43 @@ async def test_sha256_signed_webhook_and_stream_upgrade_are_accepted_wrong_ones_
             async with ws_connect(stream_url, additional_headers=wrong):
                 pass
         assert refusal.value.response.status_code == 403
+
+
+@pytest.mark.call
+async def test_a_whole_call_signed_with_a_shared_key(emulator):
+    server = LocalServer()
+    config = runner_settings(emulator, server.url, twilio_shared_key_secret=SHARED_SECRET)
+    server.app = create_app(config, load_bots(config.bots_dir))
+    runner = server.app.state.runner
+    async with server:
+        # Webhook, stream upgrade, status callbacks: all signed with the SharedKey.
+        async with TwilioCaller(
+            server_url=server.url,
+            public_url=server.url,
+            auth_token="not-the-key-twilio-signs-with",
+            shared_key_secret=SHARED_SECRET,
+        ) as caller:
+            await caller.call()
+            await caller.wait_quiet()
+            assert len(caller.heard) > 0  # the greeting
+            await caller.hangup()
+            await caller.wait_until(lambda: runner.finished, timeout=5)
+            await caller.wait_until(
+                lambda: (
+                    {e["event"] for e in runner.finished[0].stream_events}
+                    >= {"stream-started", "stream-stopped"}
+                ),
+                timeout=5,
+            )
+            assert {status for _, _, status in caller.stream_callbacks} == {204}  # accepted
+        # A caller whose SharedKey secret is not ours is refused at the webhook.
+        async with TwilioCaller(
+            server_url=server.url,
+            public_url=server.url,
+            auth_token=AUTH_TOKEN,
+            shared_key_secret="a-secret-we-do-not-have",
+        ) as stranger:
+            with pytest.raises(CallRejected) as refusal:
+                await stranger.dial()
+            assert refusal.value.status == 403
+    assert emulator.validation_errors == []
