@@ -102,7 +102,9 @@ async def test_a_late_stream_event_amends_the_record_which_is_stored_and_sent_ag
 
     @hook.post("/calls")
     async def calls(request: Request) -> Response:
-        received.append(json.loads(await request.body()))
+        body = json.loads(await request.body())
+        body["_key"] = request.headers.get("Idempotency-Key")
+        received.append(body)
         return Response(status_code=204)
 
     async with LocalServer(hook) as receiver:
@@ -139,6 +141,10 @@ async def test_a_late_stream_event_amends_the_record_which_is_stored_and_sent_ag
                 key=lambda r: r["revision"],
             )
             assert latest["stream_events"] == amended.stream_events
+            # Each revision has its own idempotency key: a receiver keeps the amendment.
+            keys = {r["revision"]: r["_key"] for r in received}
+            assert first.revision == 0 and keys[0] == caller.call_sid
+            assert keys[amended.revision] == f"{caller.call_sid}.{amended.revision}"
             await runner.records.settle(timeout=5)
 
             def delivered():

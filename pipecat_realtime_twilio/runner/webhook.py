@@ -96,7 +96,8 @@ class WebhookSender:
     logged and never raise.
 
     Headers: ``Content-Type: application/json``, ``Idempotency-Key``: the record's
-    ``call_sid`` (a record may arrive more than once), and, with a secret,
+    ``call_sid``, followed by ``.<revision>`` for an amended record (a record may
+    arrive more than once), and, with a secret,
     ``X-Call-Record-Signature``: hex HMAC-SHA256 of the raw body (`sign_body`).
     """
 
@@ -207,7 +208,9 @@ class WebhookSender:
         body = record.to_json().encode()
         headers = {"Content-Type": "application/json"}
         if record.call_sid.isascii() and record.call_sid.isprintable():  # fits in a header
-            headers[IDEMPOTENCY_HEADER] = record.call_sid
+            # One key per revision: an amended record is news, a repeated one is not.
+            revision = f".{record.revision}" if record.revision else ""
+            headers[IDEMPOTENCY_HEADER] = record.call_sid + revision
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign_body(body, self.secret)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
