@@ -269,17 +269,25 @@ async def test_transfer_call_to_a_sip_address_dials_sip(credentials):
         assert runner.finished[0].end_reason == "transferred to sip:alice@example.com"
 
 
-async def test_a_sip_fallback_number_is_dialled_as_sip():
+@pytest.mark.parametrize("credentials", [False, True], ids=["action-url", "rest"])
+async def test_a_sip_fallback_number_is_dialled_as_sip(credentials):
     bot = agent_bot(greeting="Hello.", fallback_number="sip:desk@example.com")
-    async with phone_call(pipeline=bot, settings={"prewarm": False}) as (
-        emulator,
-        runner,
-        caller,
-    ):
+    settings = {"prewarm": False}
+    if credentials:
+        call = with_credentials(bot, settings)
+    else:
+        call = phone_call(pipeline=bot, settings=settings)
+    async with call as (emulator, runner, caller, *rest):
         emulator.refuse_handshakes(99, 401)
         await caller.call()
         await caller.wait_ended(timeout=15)
-        after = await caller.follow_action()
+        if credentials:
+            [update] = rest[0].requests_to(caller.call_sid, "POST")
+            assert "<Dial><Sip>sip:desk@example.com</Sip></Dial>" in update.form["Twiml"]
+            assert debugger_codes(caller) == []
+            after = caller.redirect_result
+        else:
+            after = await caller.follow_action()
         assert dialled(after) == ("sip:desk@example.com", "Sip")
         await caller.wait_until(lambda: runner.finished, timeout=5)
         assert runner.finished[0].end_reason == "failed: connect: invalid_api_key"
