@@ -71,6 +71,11 @@ async def test_a_prompt_bot_builds_an_agent_from_its_front_matter(tmp_path):
         (GOOD.replace("greeting: Hello, Acme here.", "greeting: [unclosed"), 4, "bad front matter"),
         (GOOD.replace("voice: cedar", "colour: blue"), 4, "colour: unknown key"),
         (GOOD.replace('transfer_number: "+15551230000"\n', ""), 5, "needs a transfer_number"),
+        (
+            GOOD.replace('transfer_number: "+15551230000"', "transfer_number: call Bob"),
+            6,
+            "transfer_number: 'call Bob' is neither a phone number",
+        ),
         ("no front matter\n", 1, "starts with a '---'"),
     ],
     ids=[
@@ -80,6 +85,7 @@ async def test_a_prompt_bot_builds_an_agent_from_its_front_matter(tmp_path):
         "bad yaml",
         "unknown key",
         "transfer without number",
+        "transfer to nonsense",
         "no front matter",
     ],
 )

@@ -11,6 +11,7 @@ from conftest import LocalServer, phone_call
 from fastapi import FastAPI, Request, Response
 
 from pipecat_realtime_twilio import RealtimeAgent
+from pipecat_realtime_twilio.agent.tools import transfer_call
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage, stream_error_code
 from pipecat_realtime_twilio.phone.twiml import dial_twiml, stream_twiml
@@ -211,6 +212,16 @@ def test_a_number_is_dialled_as_a_number_and_nonsense_is_refused():
         with pytest.raises(CallControlError, match="cannot transfer") as refused:
             dial_twiml(bad)
         assert isinstance(refused.value, ValueError)
+
+
+def test_a_wrong_target_fails_when_the_bot_is_built_not_when_the_caller_is_transferred():
+    with pytest.raises(ValueError, match="cannot transfer to 'the front desk'"):
+        transfer_call("the front desk")
+    with pytest.raises(ValueError, match="cannot transfer to 'desk@pbx'"):
+        RealtimeAgent(
+            instructions="x", api_key="k", base_url="ws://x", model="m", fallback_number="desk@pbx"
+        )
+    assert transfer_call(" sip:desk@pbx.example.com ").name == "transfer_call"
 
 
 def test_stream_error_codes_are_twilios_numbers_and_bounded():

@@ -45,6 +45,7 @@ from pipecat_realtime_twilio.agent.tools import split_tools
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
 from pipecat_realtime_twilio.seams import CALL_METADATA_KEY, PhoneCall
+from pipecat_realtime_twilio.targets import check_transfer_target
 
 KEYPAD_INPUT = "The caller pressed these keys on the phone keypad: "
 """How keypad digits reach the model, as a user message followed by the digits."""
@@ -153,7 +154,8 @@ class RealtimeAgent(Conversation):
             fallback_line: Said in Twilio's voice when the Realtime API is gone
                 for good (a refused key, no quota, a stalled model, reconnects
                 exhausted).
-            fallback_number: If set, such a call is transferred there instead.
+            fallback_number: If set, such a call is transferred there instead (a phone
+                number, or a SIP URI dialled as ``<Dial><Sip>``).
             session_max_secs: Move to a fresh session, at the next turn boundary,
                 once the session is this old (the API's cap is 60 minutes).
             first_byte_timeout_secs: Most seconds from asking for a response (or
@@ -163,9 +165,13 @@ class RealtimeAgent(Conversation):
             **kwargs: Further ``OpenAIRealtimeLLMService`` arguments.
 
         Raises:
-            SettingsError: If no API key is given or configured for OpenAI's own URL.
+            SettingsError: If no API key is given or configured for OpenAI's own URL
+                (or an Azure one).
+            ValueError: If ``fallback_number`` is neither a phone number nor a SIP URI.
         """
         api_key, base_url, model = connection(api_key, base_url, model)
+        if fallback_number:
+            fallback_number = check_transfer_target(fallback_number)  # wrong: fails at build
         realtime_tools, tools_schema = split_tools(tools)
         detection = typed_turn_detection(turn_detection)
         audio_input = phone_audio_input(

@@ -39,6 +39,7 @@ from pydantic_core import to_jsonable_python
 from pipecat_realtime_twilio.agent.controls import AgentControls
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.seams import PhoneCall
+from pipecat_realtime_twilio.targets import check_transfer_target
 
 DEFAULT_TOOL_TIMEOUT_SECS = 10.0
 """How long a tool may run before the bot apologizes instead."""
@@ -231,8 +232,8 @@ def transfer_call(
     """The ``transfer_call`` tool: a cold transfer to ``number``.
 
     The transfer happens once the caller has heard what the bot said: TwiML
-    ``<Dial>`` through the runner's ``<Connect action>`` URL, or Twilio's REST API
-    for a stream the runner's TwiML did not open.
+    ``<Dial>`` (``<Dial><Sip>`` for a SIP URI) through Twilio's REST API when
+    credentials are set, else through the runner's ``<Connect action>`` URL.
 
     Args:
         number: Where to transfer (E.164 phone number or SIP URI), set per bot.
@@ -240,9 +241,13 @@ def transfer_call(
 
     Returns:
         The tool.
+
+    Raises:
+        ValueError: If ``number`` is missing, or neither a phone number nor a SIP URI.
     """
     if not number:
         raise ValueError("transfer_call needs a number to transfer to")
+    number = check_transfer_target(number)  # a wrong one fails when the bot is built
     schema = FunctionSchema(
         name="transfer_call", description=description, properties={}, required=[]
     )

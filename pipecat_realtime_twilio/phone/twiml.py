@@ -6,14 +6,11 @@
 
 """TwiML documents the runner answers Twilio with, built with the ``twilio`` package."""
 
-import re
-
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
-from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target, is_sip_uri
 
-_SIP_URI = re.compile(r"sips?:\S+", re.IGNORECASE)
-_PHONE_NUMBER = re.compile(r"\+?[0-9]{3,15}")
+__all__ = ["InvalidTransferTarget", "dial_twiml", "hangup_twiml", "say_twiml", "stream_twiml"]
 
 
 def stream_twiml(
@@ -66,26 +63,18 @@ def dial_twiml(target: str) -> str:
         The TwiML document.
 
     Raises:
-        CallControlError: If ``target`` is neither (a ``ValueError`` too).
+        InvalidTransferTarget: If ``target`` is neither (a ``CallControlError`` and a
+            ``ValueError``).
     """
-    target = target.strip()
+    target = check_transfer_target(target)
     response = VoiceResponse()
-    if _SIP_URI.fullmatch(target):
+    if is_sip_uri(target):
         dial = Dial()
         dial.sip(target)
         response.append(dial)
-    elif _PHONE_NUMBER.fullmatch(target.replace(" ", "").replace("-", "")):
-        response.dial(target)
     else:
-        raise InvalidTransferTarget(
-            f"cannot transfer to {target!r}: not a phone number (E.164, e.g. +15551234567) "
-            "or a SIP URI (sip:user@host)"
-        )
+        response.dial(target)
     return str(response)
-
-
-class InvalidTransferTarget(CallControlError, ValueError):
-    """A transfer target that is neither a phone number nor a SIP URI."""
 
 
 def hangup_twiml() -> str:

@@ -57,6 +57,7 @@ from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
 from pipecat_realtime_twilio.errors import BotError
 from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target
 
 Voice = Literal[
     "alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse"
@@ -157,6 +158,21 @@ class PromptBotSpec(BaseModel):
     @classmethod
     def _number_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("transfer_number", "fallback_number")
+    @classmethod
+    def _a_transfer_target(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            return check_transfer_target(value)
+        except InvalidTransferTarget:
+            raise PydanticCustomError(
+                "transfer_target",
+                "{value} is neither a phone number (E.164, e.g. '+15551234567') nor a SIP "
+                "address (sip:user@host)",
+                {"value": repr(value)},
+            ) from None
 
     @field_validator("turn_detection", mode="before")
     @classmethod
