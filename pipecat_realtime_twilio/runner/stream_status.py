@@ -20,6 +20,7 @@ and the ``<Connect action>`` answers the fallback line.
 """
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -65,6 +66,9 @@ class StreamStatus:
     admission: Admission
     records: RecordKeeper
     prewarmed: PrewarmedCalls
+    # The runner's: what the <Connect action> answers for a call, and recording a call.
+    _answer_action: Callable[[str, str], None]
+    _account: Callable[[CallSession, str], None]
 
     def _init_stream_status(self) -> None:
         # Calls whose webhook was answered and whose stream has not started: parameters.
@@ -162,9 +166,3 @@ class StreamStatus:
         self._answer_action(call_sid, twiml)
         self._account(call, bot)
         return twiml
-
-    def _answer_action(self, call_sid: str, twiml: str) -> None:
-        raise NotImplementedError  # the runner's
-
-    def _account(self, call: CallSession, bot: str) -> None:
-        raise NotImplementedError  # the runner's
