@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
@@ -85,6 +86,15 @@ class TwilioSide:
     stream_sid: str | None
     dial_result: DialResult | None
     sign: bool
+    # TwilioCaller's: a public URL mapped onto the server, and the public voice webhook URL.
+    local_url: Callable[..., str]
+
+    if TYPE_CHECKING:
+
+        @property
+        def webhook_url(self) -> str:
+            """The public voice webhook URL (TwilioCaller's)."""
+            ...
 
     def _init_twilio_side(
         self, auth_token: str, shared_key_secret: str | None, shared_key_id: str
@@ -97,15 +107,6 @@ class TwilioSide:
         self._callback_tasks: set[asyncio.Task] = set()
         self._stream_stopped_sent = False
         self._unconnected_sid = "MZ" + secrets.token_hex(16)
-
-    @property
-    def webhook_url(self) -> str:
-        """The public voice webhook URL (TwilioCaller's)."""
-        raise NotImplementedError
-
-    def local_url(self, url: str, *, websocket: bool = False) -> str:
-        """Map a public URL onto the server (TwilioCaller's)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------------------------------
     # Signing
