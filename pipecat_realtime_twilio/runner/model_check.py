@@ -43,11 +43,10 @@ def configured_models(settings: Settings, bots: Mapping[str, Bot]) -> tuple[list
         if not isinstance(prompt_bot, PromptBot):
             continue
         spec = prompt_bot.spec
-        if isinstance(spec.model, str) and spec.model:
+        if spec.model:
             realtime.append(spec.model)
-        model = getattr(getattr(spec, "transcription", None), "model", None)
-        if isinstance(model, str) and model:
-            transcription.append(model)
+        if spec.transcription and spec.transcription.model:
+            transcription.append(spec.transcription.model)
     return realtime, transcription
 
 

@@ -350,7 +350,7 @@ class _FilePrice(BaseModel):
 
 
 class _RepeatedKey(ValueError):
-    pass
+    """A model named twice in the prices file (JSON would keep only the last)."""
 
 
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
