@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 
@@ -58,6 +58,18 @@ class TranscriptEntry:
     at: float = field(default_factory=time.time)
     interrupted: bool = False
     unrecognised: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as call records keep it (``unrecognised`` only when set)."""
+        turn: dict[str, Any] = {
+            "role": self.role,
+            "text": self.text,
+            "at": self.at,
+            "interrupted": self.interrupted,
+        }
+        if self.unrecognised:
+            turn["unrecognised"] = True
+        return turn
 
 
 UNRECOGNISED_SPEECH = "(unrecognised speech)"

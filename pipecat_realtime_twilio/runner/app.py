@@ -411,11 +411,7 @@ class CallRunner(StreamStatus):
         """
         call = self.active.get(call_sid)
         if call is not None and call.agent is not None:
-            turns = [
-                {"role": e.role, "text": e.text, "at": e.at, "interrupted": e.interrupted}
-                for e in call.agent.transcript
-            ]
-            return True, turns
+            return True, [entry.as_dict() for entry in call.agent.transcript]
         record = next((r for r in self.finished if r.call_sid == call_sid), None)
         return (False, record.transcript) if record is not None else None
 

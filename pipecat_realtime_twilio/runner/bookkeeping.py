@@ -199,9 +199,7 @@ class RecordKeeper:
             latency=latency_summary(agent.response_latencies_ms if agent else []),
         )
         for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
-            record.add_turn(
-                entry.role, entry.text, entry.at, entry.interrupted, unrecognised=entry.unrecognised
-            )
+            record.transcript.append(entry.as_dict())
         record.stream_events = [dict(event) for event in call.stream_events]
         record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
         record.finish(call.end_reason or "unknown")

@@ -25,8 +25,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
+from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.agent.usage import Usage
 
 
@@ -140,15 +141,14 @@ class CallRecord:
             unrecognised: The caller spoke but could not be transcribed (the turn is
                 kept with ``"unrecognised": true``).
         """
-        turn: dict[str, Any] = {
-            "role": role,
-            "text": text,
-            "at": time.time() if at is None else at,
-            "interrupted": interrupted,
-        }
-        if unrecognised:
-            turn["unrecognised"] = True
-        self.transcript.append(turn)
+        entry = TranscriptEntry(
+            role=cast(Any, role),  # kept as given
+            text=text,
+            at=time.time() if at is None else at,
+            interrupted=interrupted,
+            unrecognised=unrecognised,
+        )
+        self.transcript.append(entry.as_dict())
 
     def finish(self, end_reason: str, ended_at: float | None = None) -> None:
         """Set the end of the call: ``end_reason``, ``ended_at`` and ``duration_s``.
