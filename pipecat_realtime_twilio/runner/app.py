@@ -185,6 +185,8 @@ class CallRunner(StreamStatus):
     async def start(self) -> None:
         """Start background work: webhook retries, and bot reloads if asked for."""
         self.records.start()
+        if self.rest is not None:
+            self.rest.warm()  # a call's end need not wait for the REST client's imports
         if self._reload_bots and self._reload_task is None:
             self._reload_task = asyncio.create_task(
                 watch_bots(self.settings.bots_dir, self.settings.bot, self._use_bots)
