@@ -16,7 +16,7 @@ bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
 
 import asyncio
 import gc
-from collections import OrderedDict, deque
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,7 @@ from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import verified_form, websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected
-from pipecat_realtime_twilio.phone.twiml import hangup_twiml, say_twiml, stream_twiml
+from pipecat_realtime_twilio.phone.twiml import say_twiml, stream_twiml
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
@@ -40,7 +40,7 @@ from pipecat_realtime_twilio.runner.operator_api import create_call
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
 from pipecat_realtime_twilio.runner.store import CallStore
-from pipecat_realtime_twilio.runner.stream_status import StreamStatus, keep_bounded
+from pipecat_realtime_twilio.runner.stream_status import StreamStatus
 from pipecat_realtime_twilio.runner.webhook import WebhookSender
 from pipecat_realtime_twilio.settings import (
     Settings,
@@ -55,7 +55,6 @@ BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later
 SHUTDOWN_LINE = "I'm sorry, I have to end the call now. Please call again. Goodbye!"
 """What active calls hear when a draining runner ends them."""
 
-_NEXT_TWIML_KEPT = 1000
 _STREAM_ACTION_PARAMETER = "stream_action"
 _SHUTDOWN_GRACE_SECS = 30.0
 
@@ -121,7 +120,6 @@ class CallRunner(StreamStatus):
             settings, store=store, webhook_retry_secs=webhook_retry_secs, metrics=self.metrics
         )
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
-        self._next_twiml: OrderedDict[str, str] = OrderedDict()
         self._init_stream_status()
         self._reload_bots = reload_bots
         self._reload_task: asyncio.Task | None = None
@@ -339,25 +337,6 @@ class CallRunner(StreamStatus):
             return
         with logger.contextualize(call_sid=call.call_sid):
             await self._run_call(call)
-
-    async def stream_ended(self, request: Request) -> Response:
-        """Answer the ``<Connect action>``: what the call's end asked for, else hang up.
-
-        A stream that never started ends in the fallback line, not in silence.
-        """
-        form = await verified_form(request, self.settings)
-        call_sid = form.get("CallSid", "")
-        twiml = self._next_twiml.pop(call_sid, None)
-        if twiml is None and self.awaits_stream(call_sid):
-            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), None)
-            self._next_twiml.pop(call_sid, None)
-        twiml = twiml or hangup_twiml()
-        logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
-        return Response(content=twiml, media_type="application/xml")
-
-    def _answer_action(self, call_sid: str, twiml: str) -> None:
-        """Remember what the action URL answers for ``call_sid``, once."""
-        keep_bounded(self._next_twiml, call_sid, twiml, _NEXT_TWIML_KEPT)
 
     #
     # operator routes

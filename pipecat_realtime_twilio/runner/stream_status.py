@@ -17,6 +17,10 @@ the record was kept amends it. A ``stream-error`` for a call whose stream never
 started frees that call at once: its pre-warmed Realtime sessions are closed, its
 line is released, it is recorded as ``failed: stream: <Twilio's error number>``,
 and the ``<Connect action>`` answers the fallback line.
+
+It also serves the ``<Connect action>`` itself (``POST /stream-ended``): the TwiML a
+call's end asked for (``<Dial>``, a spoken line), ``<Hangup/>`` otherwise, and the
+fallback line for a call whose stream never came.
 """
 
 from collections import OrderedDict
@@ -30,7 +34,7 @@ from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage, stre
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import verified_form
-from pipecat_realtime_twilio.phone.twiml import say_twiml
+from pipecat_realtime_twilio.phone.twiml import hangup_twiml, say_twiml
 from pipecat_realtime_twilio.runner.admission import Admission
 from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
@@ -66,8 +70,7 @@ class StreamStatus:
     admission: Admission
     records: RecordKeeper
     prewarmed: PrewarmedCalls
-    # The runner's: what the <Connect action> answers for a call, and recording a call.
-    _answer_action: Callable[[str, str], None]
+    # The runner's: recording a call.
     _account: Callable[[CallSession, str], None]
 
     def _init_stream_status(self) -> None:
@@ -75,6 +78,8 @@ class StreamStatus:
         self._awaiting_stream: OrderedDict[str, dict[str, str]] = OrderedDict()
         # Stream events of calls neither running nor recorded yet.
         self._early_events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # What the <Connect action> answers for a call whose end asked for something.
+        self._next_twiml: OrderedDict[str, str] = OrderedDict()
 
     def expect_stream(self, call_sid: str, parameters: dict[str, str]) -> None:
         """The webhook was answered with a stream: note the call until its stream starts.
@@ -123,7 +128,8 @@ class StreamStatus:
         if call is not None:
             call.stream_events.append(event)
         elif event["event"] == "stream-error" and self.awaits_stream(call_sid):
-            await self.stream_never_started(call_sid, form.get("AccountSid", ""), event)
+            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), event)
+            self._answer_action(call_sid, twiml)  # Twilio asks the action URL next
         elif call_sid and not self.records.amend(call_sid, event):
             events = [*self._early_events.get(call_sid, []), event]
             keep_bounded(self._early_events, call_sid, events)
@@ -163,6 +169,23 @@ class StreamStatus:
             call.stream_events.append(event)
         twiml = call.ended.next_twiml if call.ended is not None else None
         twiml = twiml or say_twiml(FALLBACK_LINE)
-        self._answer_action(call_sid, twiml)
         self._account(call, bot)
         return twiml
+
+    async def stream_ended(self, request: Request) -> Response:
+        """Answer the ``<Connect action>``: what the call's end asked for, else hang up.
+
+        A stream that never started ends in the fallback line, not in silence.
+        """
+        form = await verified_form(request, self.settings)
+        call_sid = form.get("CallSid", "")
+        twiml = self._next_twiml.pop(call_sid, None)
+        if twiml is None and self.awaits_stream(call_sid):
+            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), None)
+        twiml = twiml or hangup_twiml()
+        logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
+        return Response(content=twiml, media_type="application/xml")
+
+    def _answer_action(self, call_sid: str, twiml: str) -> None:
+        """Remember what the action URL answers for ``call_sid``, once."""
+        keep_bounded(self._next_twiml, call_sid, twiml)
