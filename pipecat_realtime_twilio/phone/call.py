@@ -36,7 +36,7 @@ from pipecat_realtime_twilio.phone.stream import (
     read_stream_start,
 )
 from pipecat_realtime_twilio.phone.transport import TwilioTransport
-from pipecat_realtime_twilio.phone.twiml import dial_twiml, say_twiml
+from pipecat_realtime_twilio.phone.twiml import dial_twiml, fallback_twiml
 from pipecat_realtime_twilio.seams import (
     CALL_METADATA_KEY,
     CallAgent,
@@ -344,13 +344,7 @@ class CallSession(PhoneCall):
         if self._hung_up.is_set() or (self.ended is not None and self._end_requested.is_set()):
             return  # the caller is gone, or the call is ending already (the first word counts)
         logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
-        twiml = say_twiml(say)
-        if transfer_to:
-            try:
-                twiml = dial_twiml(transfer_to)
-            except CallControlError as e:  # a bad fallback number must not mean silence
-                logger.error(f"Call {self.call_sid}: fallback transfer impossible: {e}")
-        end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure)
+        end = CallEnd(EndKind.FAILED, next_twiml=fallback_twiml(say, transfer_to), failure=failure)
         if self._websocket is None:
             self._request_end(end)
             return

@@ -6,11 +6,19 @@
 
 """TwiML documents the runner answers Twilio with, built with the ``twilio`` package."""
 
+from loguru import logger
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target, is_sip_uri
 
-__all__ = ["InvalidTransferTarget", "dial_twiml", "hangup_twiml", "say_twiml", "stream_twiml"]
+__all__ = [
+    "InvalidTransferTarget",
+    "dial_twiml",
+    "fallback_twiml",
+    "hangup_twiml",
+    "say_twiml",
+    "stream_twiml",
+]
 
 
 def stream_twiml(
@@ -82,6 +90,27 @@ def hangup_twiml() -> str:
     response = VoiceResponse()
     response.hangup()
     return str(response)
+
+
+def fallback_twiml(line: str, transfer_to: str | None = None) -> str:
+    """Build the TwiML of a fallback: a transfer to ``transfer_to``, else ``line`` and a hang-up.
+
+    A ``transfer_to`` that cannot be dialled is logged and the line said instead:
+    a bad fallback number must not mean silence.
+
+    Args:
+        line: What the caller hears (Twilio's voice) when there is no transfer.
+        transfer_to: A phone number or SIP URI to transfer the caller to, if any.
+
+    Returns:
+        The TwiML document.
+    """
+    if transfer_to:
+        try:
+            return dial_twiml(transfer_to)
+        except InvalidTransferTarget as e:
+            logger.error(f"Fallback transfer impossible ({e}); saying the fallback line")
+    return say_twiml(line)
 
 
 def say_twiml(message: str) -> str:
