@@ -234,6 +234,25 @@ def serve_env(emulator, port: int, tmp_path, **values: str) -> dict[str, str]:
     return clean_env(**{**settings, **values})
 
 
+async def bots_check(folder) -> tuple[int, str]:
+    """Run ``pipecat-realtime-twilio bots check`` on a bots folder (no OpenAI key set).
+
+    Returns:
+        Its exit code and its output.
+    """
+    process = await spawn(
+        "-m",
+        "pipecat_realtime_twilio",
+        "bots",
+        "check",
+        cwd=folder,
+        env=clean_env(BOTS_DIR=str(folder)),
+        capture=True,
+    )
+    out = (await process.communicate())[0].decode()
+    return process.returncode, out
+
+
 async def spawn(*args: str, cwd, env: dict[str, str], capture: bool = False):
     """Start ``python ARGS`` with this interpreter, output captured or discarded."""
     stream = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL

@@ -6,7 +6,7 @@ import pytest
 from conftest import (
     AUTH_TOKEN,
     ROOT,
-    clean_env,
+    bots_check,
     free_port,
     phone_call,
     serve_env,
@@ -97,33 +97,15 @@ async def test_bots_check_names_file_and_line_of_each_planted_error(tmp_path, te
     assert str(error.value).startswith(f"{path}:{line}: ")
     assert says in str(error.value)
 
-    process = await spawn(
-        "-m",
-        "pipecat_realtime_twilio",
-        "bots",
-        "check",
-        cwd=tmp_path,
-        env=clean_env(BOTS_DIR=str(tmp_path)),
-        capture=True,
-    )
-    out = (await process.communicate())[0].decode()
-    assert process.returncode == 1
+    code, out = await bots_check(tmp_path)
+    assert code == 1
     assert f"error: {path}:{line}: " in out and "ok: default" in out
 
 
 @pytest.mark.call
 async def test_bots_check_passes_on_the_repository_bots():
-    process = await spawn(
-        "-m",
-        "pipecat_realtime_twilio",
-        "bots",
-        "check",
-        cwd=ROOT,
-        env=clean_env(BOTS_DIR=str(ROOT / "bots")),
-        capture=True,
-    )
-    out = (await process.communicate())[0].decode()
-    assert process.returncode == 0, out
+    code, out = await bots_check(ROOT / "bots")
+    assert code == 0, out
     assert "ok: default" in out
 
 
@@ -229,16 +211,7 @@ async def test_bots_check_builds_each_pipeline_and_names_the_line_that_raised(tm
         '"""A bot whose pipeline raises."""\n\n\ndef pipeline(call):\n'
         '    options = {}\n    return [call.input(), options["voice"], call.output()]\n',
     )
-    process = await spawn(
-        "-m",
-        "pipecat_realtime_twilio",
-        "bots",
-        "check",
-        cwd=tmp_path,
-        env=clean_env(BOTS_DIR=str(tmp_path)),  # no OPENAI_API_KEY: building connects nowhere
-        capture=True,
-    )
-    out = (await process.communicate())[0].decode()
-    assert process.returncode == 1, out
+    code, out = await bots_check(tmp_path)  # no OPENAI_API_KEY: building connects nowhere
+    assert code == 1, out
     assert f"error: {path}:6: bot 'broken': pipeline() raised KeyError: 'voice'" in out
     assert "ok: default" in out

@@ -11,7 +11,7 @@ import json
 from unittest.mock import Mock
 
 import pytest
-from conftest import clean_env, phone_call, spawn
+from conftest import bots_check, phone_call
 from openai.types.realtime.input_audio_buffer_timeout_triggered import (
     InputAudioBufferTimeoutTriggered,
 )
@@ -210,17 +210,8 @@ def test_each_mistake_names_the_file_and_the_nested_keys_line(tmp_path, front, l
 async def test_bots_check_reports_a_nested_mistake_with_its_line(tmp_path):
     write_bot(tmp_path, SEMANTIC)
     path = write_bot(tmp_path, "turn_detection:\n  type: semantic_vad\n  eagerness: sometimes", "x")
-    process = await spawn(
-        "-m",
-        "pipecat_realtime_twilio",
-        "bots",
-        "check",
-        cwd=tmp_path,
-        env=clean_env(BOTS_DIR=str(tmp_path)),
-        capture=True,
-    )
-    out = (await process.communicate())[0].decode()
-    assert process.returncode == 1, out
+    code, out = await bots_check(tmp_path)
+    assert code == 1, out
     assert f"error: {path}:6: turn_detection.eagerness: unknown eagerness 'sometimes'" in out
     assert "ok: default" in out
 
