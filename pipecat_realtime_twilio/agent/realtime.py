@@ -37,7 +37,12 @@ from pipecat_realtime_twilio.agent.configuration import (
 )
 from pipecat_realtime_twilio.agent.conversation import Conversation
 from pipecat_realtime_twilio.agent.guard import FIRST_BYTE_TIMEOUT_SECS
-from pipecat_realtime_twilio.agent.keypad import DTMF_TIMEOUT_SECS, Keypad
+from pipecat_realtime_twilio.agent.keypad import (
+    DTMF_TIMEOUT_SECS,
+    KEYPAD_MAX_DIGITS,
+    KEYPAD_RESPONSE_INTERVAL_SECS,
+    Keypad,
+)
 from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
 from pipecat_realtime_twilio.agent.models import warn_once
 from pipecat_realtime_twilio.agent.session_keeper import SESSION_MAX_SECS, SessionKeeper
@@ -75,7 +80,10 @@ class RealtimeAgent(Conversation):
       caller actually heard (from Twilio's marks), and late audio of the
       cancelled response is dropped.
     - Keypad digits reach the model as conversation input (and the pipeline as
-      ``InputDTMFFrame``).
+      ``InputDTMFFrame``), in groups of at most ``keypad_max_digits``, and stop the
+      bot if it is talking. Keypad input starts at most one response per
+      ``keypad_response_interval_secs``, never over the bot: keys pressed meanwhile
+      share one later response (:mod:`~pipecat_realtime_twilio.agent.keypad`).
     - Tools made with :func:`~pipecat_realtime_twilio.agent.tools.realtime_tool`, and the
       call-control tools ``end_call()`` and ``transfer_call(number)``, are
       registered by passing them in ``tools``; a failing tool becomes a spoken
@@ -113,6 +121,8 @@ class RealtimeAgent(Conversation):
         limits: CallLimits | None = None,
         tool_error_message: str = TOOL_ERROR_MESSAGE,
         dtmf_timeout_secs: float = DTMF_TIMEOUT_SECS,
+        keypad_max_digits: int = KEYPAD_MAX_DIGITS,
+        keypad_response_interval_secs: float = KEYPAD_RESPONSE_INTERVAL_SECS,
         fallback_line: str = FALLBACK_LINE,
         fallback_number: str | None = None,
         session_max_secs: float = SESSION_MAX_SECS,
@@ -151,6 +161,11 @@ class RealtimeAgent(Conversation):
             tool_error_message: What the bot says when a tool fails or times out.
             dtmf_timeout_secs: Keypad digits pressed within this long of each
                 other go to the model together (``#`` sends at once).
+            keypad_max_digits: Most keys in one group; a full group is sent at once.
+            keypad_response_interval_secs: Least seconds between two responses
+                started by keypad input; keys pressed in between are answered
+                together by one response, once the interval has passed and the
+                caller has heard the bot.
             fallback_line: Said in Twilio's voice when the Realtime API is gone
                 for good (a refused key, no quota, a stalled model, reconnects
                 exhausted).
@@ -167,7 +182,8 @@ class RealtimeAgent(Conversation):
         Raises:
             SettingsError: If no API key is given or configured for OpenAI's own URL
                 (or an Azure one).
-            ValueError: If ``fallback_number`` is neither a phone number nor a SIP URI.
+            ValueError: If ``fallback_number`` is neither a phone number nor a SIP URI,
+                or a keypad limit is out of range.
         """
         api_key, base_url, model = connection(api_key, base_url, model)
         if fallback_number:
@@ -210,7 +226,14 @@ class RealtimeAgent(Conversation):
         warn_once("realtime", model)  # an announced shutdown: said once per process
         if transcribe_caller:
             warn_once("transcription", transcription_model)
-        self._keypad = Keypad(self, self._send_keys, dtmf_timeout_secs)
+        self._keypad = Keypad(
+            self,
+            self._send_keys,
+            self._respond,
+            timeout_secs=dtmf_timeout_secs,
+            max_digits=keypad_max_digits,
+            response_interval_secs=keypad_response_interval_secs,
+        )
         self._limits = LimitsWatcher(self, limits) if limits else None
         self._register_event_handler("on_keypad")
 
@@ -358,6 +381,8 @@ class RealtimeAgent(Conversation):
         if self._limits:
             self._limits.caller_spoke()
         self._response_create_owed = False
+        if self._creates_responses:  # the server answers the turn, keys included
+            await self._keypad.caller_spoke()
         await self.broadcast_frame(ProposedUserStartedSpeakingFrame)
 
     async def _handle_evt_speech_stopped(self, evt):
@@ -396,9 +421,29 @@ class RealtimeAgent(Conversation):
         if isinstance(frame, InputDTMFFrame):
             await self._keypad.press(frame.button.value)
 
+    @property
+    def keypad_groups(self) -> int:
+        """Keypad groups sent to the model."""
+        return self._keypad.groups
+
+    @property
+    def keypad_responses(self) -> int:
+        """Responses asked for by keypad input."""
+        return self._keypad.responses
+
+    @property
+    def keypad_deferred(self) -> int:
+        """Keypad groups whose response the rate limit held back (answered with later keys)."""
+        return self._keypad.deferred
+
     async def _send_keys(self, digits: str) -> None:
-        """Give the model a group of keypad digits, stopping the bot if it is talking."""
-        logger.debug(f"{self} keypad input {digits!r} to the model")
+        """Give the model a group of keypad digits, stopping the bot if it is talking.
+
+        The keypad then asks for a response, sparingly (:class:`Keypad`). Every group still
+        stops the bot, so the caller can skip a menu with a key: a stop asks the model for
+        nothing (a cancel ends the response's output early), only new responses cost.
+        """
+        logger.debug(f"{self} keypad input to the model ({len(digits)} keys)")
         if self._limits:
             self._limits.caller_spoke()
         if self.responding or not self.phone_idle:
@@ -406,7 +451,6 @@ class RealtimeAgent(Conversation):
             self._queued_instructions.clear()
         await self._send_message_item(KEYPAD_INPUT + digits, role="user")
         await self._call_event_handler("on_keypad", digits)
-        await self._respond()
 
 
 def _speech_timeout(text: str | None) -> float:

@@ -30,7 +30,8 @@ Front matter keys (all optional): ``description``, ``greeting``, ``voice``,
 ``model``, ``language``, ``speed``, ``tools`` (names of built-in tools:
 ``end_call``, ``transfer_call``), ``transfer_number`` (needed by
 ``transfer_call``), ``fallback_number``, ``fallback_line``,
-``first_byte_timeout_secs``, ``limits`` (``max_duration_secs``, ``closing_line``,
+``first_byte_timeout_secs``, ``keypad_max_digits``, ``keypad_response_interval_secs``,
+``limits`` (``max_duration_secs``, ``closing_line``,
 ``silence_timeout_secs``, ``silence_prompt``, ``silence_goodbye``),
 ``turn_detection`` (as the Realtime API names it: ``type`` ``server_vad``, the
 default, with ``threshold``, ``prefix_padding_ms``, ``silence_duration_ms``,
@@ -129,6 +130,8 @@ class PromptBotSpec(BaseModel):
         fallback_number: Where a call goes if the Realtime API fails for good.
         fallback_line: What the caller hears then (Twilio's voice).
         first_byte_timeout_secs: Most seconds a response may take to its first byte.
+        keypad_max_digits: Most digits in one keypad group sent to the model.
+        keypad_response_interval_secs: Least seconds between two keypad-started responses.
         limits: Call limits.
         turn_detection: Server turn detection, the ``openai`` package's ``ServerVad``
             (the default ``type``) or ``SemanticVad``; unset: server VAD, the API's defaults.
@@ -149,6 +152,8 @@ class PromptBotSpec(BaseModel):
     fallback_number: str | None = None
     fallback_line: str | None = None
     first_byte_timeout_secs: float | None = Field(default=None, gt=0, le=30)
+    keypad_max_digits: int | None = Field(default=None, ge=1, le=256)
+    keypad_response_interval_secs: float | None = Field(default=None, ge=0, le=60)
     limits: _Limits | None = None
     turn_detection: Annotated[ServerVad | SemanticVad, Field(discriminator="type")] | None = None
     noise_reduction: NoiseReductionType | None = None
@@ -260,6 +265,10 @@ class PromptBot:
             options["fallback_line"] = spec.fallback_line
         if spec.first_byte_timeout_secs is not None:
             options["first_byte_timeout_secs"] = spec.first_byte_timeout_secs
+        if spec.keypad_max_digits is not None:
+            options["keypad_max_digits"] = spec.keypad_max_digits
+        if spec.keypad_response_interval_secs is not None:
+            options["keypad_response_interval_secs"] = spec.keypad_response_interval_secs
         if spec.turn_detection is not None:
             options["turn_detection"] = spec.turn_detection
         if spec.noise_reduction is not None:
