@@ -7,7 +7,6 @@
 """CallSession: one Twilio Media Stream, its transport and its pipeline."""
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
+from pipecat_realtime_twilio.logs import mask_numbers, masked_number
 from pipecat_realtime_twilio.phone.control import Handover, end_stream, hand_over, within
 from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS, TwilioOutputTransport
@@ -34,6 +34,7 @@ from pipecat_realtime_twilio.phone.stream import (
     START_TIMEOUT_SECS,
     StreamStart,
     read_stream_start,
+    refuse_stream,
 )
 from pipecat_realtime_twilio.phone.transport import TwilioTransport
 from pipecat_realtime_twilio.phone.twiml import dial_twiml, fallback_twiml
@@ -58,12 +59,10 @@ class CallSession(PhoneCall):
     The call ends when the caller hangs up (Twilio's ``stop`` or the socket
     closing), which cancels the pipeline at once so the Realtime socket, which
     bills while open, is closed without delay. The bot ends it with :meth:`end`
-    or :meth:`transfer` once the caller has heard everything: through Twilio's
-    REST API (:attr:`rest`), and Twilio ends the stream; or by closing the stream
-    (Twilio then runs what follows ``<Connect>`` or requests its ``action`` URL,
-    told the next TwiML through :attr:`stream_action`); see
-    :mod:`~pipecat_realtime_twilio.phone.control`. Every way a call ends is kept
-    as a :class:`~pipecat_realtime_twilio.phone.ending.CallEnd` in :attr:`ended`.
+    or :meth:`transfer` once the caller has heard everything (see
+    :mod:`~pipecat_realtime_twilio.phone.control`: Twilio's REST API, else the
+    ``<Connect action>`` told through :attr:`stream_action`). Every way a call ends
+    is kept as a :class:`~pipecat_realtime_twilio.phone.ending.CallEnd` in :attr:`ended`.
 
     The pipeline's ``StartFrame.metadata`` carries the call under
     :data:`~pipecat_realtime_twilio.seams.CALL_METADATA_KEY`, which is how a
@@ -241,6 +240,11 @@ class CallSession(PhoneCall):
         """The TwiML ``<Parameter>`` values of the stream."""
         return self.start.parameters
 
+    @property
+    def caller_audio_dropped_ms(self) -> float:
+        """Caller audio dropped for arriving faster than real time, in milliseconds."""
+        return self.serializer.caller_audio_dropped_ms
+
     def input(self) -> FastAPIWebsocketInputTransport:
         """The processor that brings the caller's audio and keypresses into the pipeline."""
         return self._transport.input()
@@ -321,7 +325,7 @@ class CallSession(PhoneCall):
             )
         end = CallEnd(EndKind.TRANSFERRED, number, next_twiml=dial_twiml(number))
         await self._finish(end, timeout=timeout)
-        logger.info(f"Call {self.call_sid}: transferring to {number}")
+        logger.info(f"Call {self.call_sid}: transferring to {masked_number(number)}")
 
     async def fail(
         self, failure: Failure, *, say: str = FALLBACK_LINE, transfer_to: str | None = None
@@ -457,7 +461,7 @@ class CallSession(PhoneCall):
                 run_task.cancel()
             self._over.set()
         self._note_end(CallEnd(EndKind.PIPELINE_ENDED))
-        logger.info(f"Call {self.call_sid} ended: {self.end_reason}")
+        logger.info(f"Call {self.call_sid} ended: {mask_numbers(self.end_reason or '')}")
 
     async def close(self, code: int = 1000) -> None:
         """End a call whose pipeline never ran by closing its stream.
@@ -465,10 +469,8 @@ class CallSession(PhoneCall):
         Args:
             code: The websocket close code.
         """
-        if self._websocket is None:
-            return
-        with contextlib.suppress(RuntimeError):  # already closed by the other side
-            await self._websocket.close(code=code)
+        if self._websocket is not None:
+            await refuse_stream(self._websocket, code)
 
     async def _on_pipeline_error(self, worker: Any, frame: Any) -> None:
         """An exception escaped a processor of the bot's: fall back rather than risk silence.

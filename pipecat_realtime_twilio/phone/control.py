@@ -27,6 +27,7 @@ from fastapi import WebSocket
 from loguru import logger
 
 from pipecat_realtime_twilio.errors import CallControlError
+from pipecat_realtime_twilio.logs import mask_numbers
 from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.twiml import hangup_twiml
@@ -79,7 +80,7 @@ async def hand_over(
                 raise CallControlError(f"the REST transfer failed: {e}") from e
         else:
             logger.info(
-                f"Call {call_sid} ({end.reason}): updated through Twilio's REST API; "
+                f"Call {call_sid} ({mask_numbers(end.reason)}): updated through Twilio's REST API; "
                 "Twilio ends the stream"
             )
             return Handover.REST
@@ -88,14 +89,14 @@ async def hand_over(
             stream_action(end.next_twiml)  # before the stream closes and Twilio asks
         log = logger.warning if problem else logger.info
         log(
-            f"Call {call_sid} ({end.reason}): {problem}closing the stream; the <Connect "
-            "action> URL answers what follows (Twilio logs 31921 for a stream we close)"
+            f"Call {call_sid} ({mask_numbers(end.reason)}): {problem}closing the stream; the "
+            "<Connect action> URL answers what follows (Twilio logs 31921 for a stream we close)"
         )
         return Handover.ACTION
     log = logger.error if problem else logger.info
     log(
-        f"Call {call_sid} ({end.reason}): {problem}closing the stream; Twilio runs what "
-        "follows <Connect> (31921 in Twilio's debugger)"
+        f"Call {call_sid} ({mask_numbers(end.reason)}): {problem}closing the stream; Twilio runs "
+        "what follows <Connect> (31921 in Twilio's debugger)"
     )
     return Handover.CLOSE
 

@@ -14,6 +14,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
+from pipecat_realtime_twilio.logs import masked_number
 from pipecat_realtime_twilio.settings import DEFAULT_TWILIO_API_URL, Settings
 
 REQUEST_TIMEOUT_SECS = 10.0
@@ -111,7 +112,7 @@ class TwilioRest:
         Raises:
             TwilioRestException: If Twilio refuses the call.
         """
-        logger.info(f"Calling {to} from {from_} through the REST API")
+        logger.info(f"Calling {masked_number(to)} from {masked_number(from_)} through the REST API")
         call = await asyncio.wait_for(
             self._calls().create_async(to=to, from_=from_, url=url, method="POST"),
             self._timeout + 1,

@@ -8,7 +8,6 @@
 
 import base64
 import binascii
-import json
 from collections.abc import Awaitable, Callable
 
 from loguru import logger
@@ -23,8 +22,19 @@ from pipecat.frames.frames import (
     InterruptionFrame,
 )
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from pydantic import ValidationError
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE, pcm16_to_ulaw, ulaw_to_pcm16
+from pipecat_realtime_twilio.logs import field
+from pipecat_realtime_twilio.phone.inbound import InboundBudget
+from pipecat_realtime_twilio.phone.messages import (
+    Dtmf,
+    Mark,
+    Media,
+    Stop,
+    describe_error,
+    parse_message,
+)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest Media Streams message accepted; a media packet is about 300 bytes."""
@@ -57,9 +67,14 @@ class TwilioSerializer(TwilioFrameSerializer):
       μ-law, with no resampling, and the round trip is bit-exact
       (see :mod:`pipecat_realtime_twilio.audio`). Other rates fall back to
       Pipecat's resampling path.
-    - A malformed message (bad JSON, invalid base64, an unknown event or digit,
+    - Every message is validated by type (see
+      :mod:`~pipecat_realtime_twilio.phone.messages`). A malformed message (bad
+      JSON, a field of the wrong type, invalid base64, an unknown event or digit,
       an oversized message) is logged and dropped; it never raises, so the
       transport's receive loop, and the call, go on.
+    - Caller audio is let through at most a little faster than real time
+      (:class:`~pipecat_realtime_twilio.phone.inbound.InboundBudget`); the excess
+      is dropped before it goes anywhere, counted, and logged once per call.
     - ``mark`` echoes go to ``on_mark`` (the phone output's playback clock)
       without a trip through the pipeline, and ``stop`` calls ``on_stop``, so
       the call can end at once when the caller hangs up.
@@ -74,6 +89,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         *,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         on_mark: Callable[[str], Awaitable[None]] | None = None,
+        inbound: InboundBudget | None = None,
     ):
         """Initialize the serializer.
 
@@ -82,6 +98,8 @@ class TwilioSerializer(TwilioFrameSerializer):
             call_sid: The Call SID from the ``start`` message.
             on_stop: Called when Twilio reports the stream stopped (the caller hung up).
             on_mark: Called with the name of every mark Twilio echoes.
+            inbound: The call's budget of caller audio (default: a little faster
+                than real time, see :mod:`~pipecat_realtime_twilio.phone.inbound`).
         """
         super().__init__(
             stream_sid,
@@ -93,6 +111,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         # Set by a RealtimeAgent right after the input transport: caller audio goes
         # to it as Twilio's base64 μ-law (the API's own format), not through the pipeline.
         self.caller_audio: Callable[[str, int], Awaitable[None]] | None = None
+        self._inbound = inbound or InboundBudget()
         self._dropped = 0
         self._stopped = False
 
@@ -109,6 +128,16 @@ class TwilioSerializer(TwilioFrameSerializer):
     def dropped_messages(self) -> int:
         """How many malformed messages were dropped so far."""
         return self._dropped
+
+    @property
+    def caller_audio_dropped_bytes(self) -> int:
+        """Bytes of caller audio dropped for arriving faster than real time."""
+        return self._inbound.dropped_bytes
+
+    @property
+    def caller_audio_dropped_ms(self) -> float:
+        """Milliseconds of caller audio dropped for arriving faster than real time."""
+        return self._inbound.dropped_ms
 
     @property
     def stopped(self) -> bool:
@@ -150,7 +179,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         try:
             return await self._deserialize(data)
         except Exception as e:  # one bad packet must never end the call
-            self._drop(f"{type(e).__name__}: {e}", data)
+            self._drop(f"{type(e).__name__}: {field(e, 120)}", data)
             return None
 
     async def _deserialize(self, data: str | bytes) -> Frame | None:
@@ -158,56 +187,50 @@ class TwilioSerializer(TwilioFrameSerializer):
             self._drop(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}", data)
             return None
         try:
-            message = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            self._drop("not JSON", data)
-            return None
-        if not isinstance(message, dict):
-            self._drop("not a JSON object", data)
+            message = parse_message(data)
+        except ValidationError as e:
+            self._drop(describe_error(e), data)
             return None
 
-        event = message.get("event")
-        if event == "media":
-            return await self._media(message, data)
-        if event == "dtmf":
-            digit = _field(message, "dtmf", "digit")
+        if isinstance(message, Media):
+            return await self._media(message.media.payload, data)
+        if isinstance(message, Dtmf):
+            digit = message.dtmf.digit
             try:
-                return InputDTMFFrame(KeypadEntry(digit if isinstance(digit, str) else ""))
+                return InputDTMFFrame(KeypadEntry(digit))
             except ValueError:
-                self._drop(f"unknown DTMF digit {digit!r}", data)
+                self._drop(f"unknown DTMF digit '{field(digit, 20)}'", data)
                 return None
-        if event == "mark":
-            name = _field(message, "mark", "name")
-            if not isinstance(name, str):
-                self._drop("mark without a name", data)
-                return None
+        if isinstance(message, Mark):
             if self._on_mark:
-                await self._on_mark(name)
+                await self._on_mark(message.mark.name)
             return None
-        if event == "stop":
+        if isinstance(message, Stop):
             if not self._stopped:
                 self._stopped = True
-                logger.info(f"Twilio stopped stream {self._stream_sid} (call {self._call_sid})")
+                logger.info(
+                    f"Twilio stopped stream {field(self._stream_sid)} "
+                    f"(call {field(self._call_sid)})"
+                )
                 if self._on_stop:
                     await self._on_stop()
             return None
-        if event in ("connected", "start"):
-            logger.debug(f"Ignoring a repeated '{event}' message on stream {self._stream_sid}")
-            return None
-        self._drop(f"unknown event {event!r}", data)
+        logger.debug(
+            f"Ignoring a repeated '{message.event}' message on stream {field(self._stream_sid)}"
+        )
         return None
 
-    async def _media(self, message: dict, data: str | bytes) -> Frame | None:
-        payload = _field(message, "media", "payload")
-        if not isinstance(payload, str):
-            self._drop("media without a payload", data)
-            return None
+    async def _media(self, payload: str, data: str | bytes) -> Frame | None:
         try:
             ulaw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             self._drop("media payload is not valid base64", data)
             return None
         if not ulaw:
+            return None
+        if not self._inbound.take(len(ulaw)):
+            if self._inbound.dropped_packets == 1:
+                self._first_audio_drop()
             return None
         if self.caller_audio is not None:
             await self.caller_audio(payload, len(ulaw))
@@ -218,16 +241,21 @@ class TwilioSerializer(TwilioFrameSerializer):
             audio=ulaw_to_pcm16(ulaw), sample_rate=SAMPLE_RATE, num_channels=1
         )
 
+    def _first_audio_drop(self) -> None:
+        budget = self._inbound
+        logger.warning(
+            f"Call {field(self._call_sid)}: caller audio on stream {field(self._stream_sid)} "
+            f"arrives faster than real time; dropping what exceeds {budget.rate_factor:g}x "
+            f"real time after a {budget.burst_ms:g} ms burst (logged once per call)"
+        )
+
     def _drop(self, reason: str, data: str | bytes) -> None:
         self._dropped += 1
         if self._dropped <= _LOGGED_IN_FULL or self._dropped % _LOG_EVERY == 0:
-            preview = data[:120] if isinstance(data, (str, bytes)) else repr(data)[:120]
+            head = data[:120]
+            preview = head if isinstance(head, str) else head.decode("utf-8", "replace")
+            unit = "characters" if isinstance(data, str) else "bytes"
             logger.warning(
-                f"Dropped a Twilio message on stream {self._stream_sid} ({reason}; "
-                f"{self._dropped} dropped so far): {preview!r}"
+                f"Dropped a Twilio message on stream {field(self._stream_sid)} ({reason}; "
+                f"{self._dropped} dropped so far): {len(data)} {unit}, '{field(preview, 120)}'"
             )
-
-
-def _field(message: dict, section: str, key: str) -> object:
-    part = message.get(section)
-    return part.get(key) if isinstance(part, dict) else None
