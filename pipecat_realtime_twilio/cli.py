@@ -20,6 +20,7 @@ import uvicorn
 from loguru import logger
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
+from pipecat_realtime_twilio.logs import patch_record
 from pipecat_realtime_twilio.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -32,9 +33,14 @@ _LOG_FORMAT = (
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``, each line tagged with its call's SID."""
+    """Log to stderr at ``level``, each line tagged with its call's SID.
+
+    Every message stays on one line (control characters escaped) and phone
+    numbers in it are masked unless ``LOG_PHONE_NUMBERS=true``
+    (:func:`~pipecat_realtime_twilio.logs.patch_record`).
+    """
     logger.remove()
-    logger.configure(extra={"call_sid": "-"})
+    logger.configure(extra={"call_sid": "-"}, patcher=patch_record)
     logger.add(sys.stderr, level=level, format=_LOG_FORMAT)
 
 
@@ -52,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     settings.require_for_serving()
     from pipecat_realtime_twilio.runner.app import create_app
+    from pipecat_realtime_twilio.runner.server import server_options
 
     if not settings.twilio_validate_signatures:
         logger.warning(
@@ -65,25 +72,33 @@ def _serve(args: argparse.Namespace) -> int:
         f"Serving bot '{settings.bot}' on {settings.host}:{settings.port}; "
         f"Twilio voice URL: {settings.public_origin}/incoming; at most {settings.max_calls} calls"
     )
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, **server_options(settings))
     server = _DrainingServer(config, app.state.runner)
     server.run()
     return 0
 
 
 class _DrainingServer(uvicorn.Server):
-    """uvicorn, with SIGTERM draining the runner first (exit 0) instead of stopping at once."""
+    """uvicorn, with SIGTERM draining the runner first (exit 0) instead of stopping at once.
+
+    The drain ends within ``DRAIN_TIMEOUT_SECS`` (``CallRunner.drain``); then
+    uvicorn stops, giving open connections ``timeout_graceful_shutdown``
+    (:data:`~pipecat_realtime_twilio.runner.server.GRACEFUL_SHUTDOWN_SECS`) to
+    finish: a client that trickles a request cannot hold the exit.
+    """
 
     def __init__(self, config: uvicorn.Config, runner: "CallRunner"):
         super().__init__(config)
         self.runner = runner
         self._drain: asyncio.Task | None = None
+        self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM:
             self.should_exit = True  # Ctrl-C: stop now
             return
-        if self._drain is None:
+        if not self._draining:
+            self._draining = True  # a second SIGTERM changes nothing
             # A signal handler: hand the drain to the event loop.
             loop = asyncio.get_event_loop()
             loop.call_soon_threadsafe(self._start_drain)

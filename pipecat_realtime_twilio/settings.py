@@ -9,6 +9,7 @@
 import contextlib
 import contextvars
 import json
+import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
@@ -84,6 +85,23 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the runner."
     )
+    log_phone_numbers: bool = Field(
+        default=False,
+        description="Show callers' and transfer numbers in full in logs (masked by default).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token GET /metrics wants (Authorization: Bearer ...); open without.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port of METRICS_HOST instead of the runner's port.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface of the METRICS_PORT listener."
+    )
     max_calls: int = Field(
         default=20, ge=1, description="Most calls at once; more hear a busy message."
     )
@@ -91,6 +109,24 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         description="On SIGTERM, how long active calls may go on before they are ended.",
+    )
+    http_header_timeout_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "A client must have sent a request's headers this many seconds after connecting "
+            "(or after the answer to its previous request), or it is disconnected."
+        ),
+    )
+    http_body_timeout_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description="A webhook's or API request's body must arrive within this; else 408.",
+    )
+    http_idle_timeout_secs: float = Field(
+        default=5.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this many seconds.",
     )
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
@@ -156,8 +192,8 @@ class Settings(BaseSettings):
     @field_validator("twilio_account_sid")
     @classmethod
     def _check_account_sid(cls, value: str | None) -> str | None:
-        if value is not None and not (value.startswith("AC") and len(value) == 34):
-            raise ValueError("must be a Twilio account SID: AC followed by 32 characters")
+        if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 hex digits")
         return value
 
     @field_validator("bot_routes", mode="before")

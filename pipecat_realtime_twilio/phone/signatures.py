@@ -20,8 +20,7 @@ two ways, and the ``twilio`` package's ``RequestValidator`` checks both:
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
-from fastapi import HTTPException, Request, WebSocket
-from loguru import logger
+from fastapi import Request, WebSocket
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
@@ -29,7 +28,11 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from pipecat_realtime_twilio.logs import Throttled, field
+from pipecat_realtime_twilio.phone.requests import MAX_WEBHOOK_BODY_BYTES, read_body, refusal
 from pipecat_realtime_twilio.settings import Settings
+
+_unconfigured = Throttled()
 
 
 def public_request_url(request: Request, settings: Settings) -> str:
@@ -45,29 +48,44 @@ def public_request_url(request: Request, settings: Settings) -> str:
 async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
     """Read a Twilio webhook's form parameters, checking its signature.
 
+    What can be checked before the body is read is checked first, so a stranger
+    cannot make the runner read, hold or parse a large or slow body:
+
+    1. With signature checks on, a request without ``X-Twilio-Signature`` gets 403.
+    2. The body is read with :func:`~pipecat_realtime_twilio.phone.requests.read_body`:
+       over ``MAX_WEBHOOK_BODY_BYTES`` 413 (before reading it when its
+       ``Content-Length`` says so), not all there within ``HTTP_BODY_TIMEOUT_SECS`` 408.
+    3. Then the form is parsed and the signature checked over it (403), and the account.
+
+    Refusals close the connection and log one short line (method, path, reason),
+    rate limited.
+
     Args:
         request: The incoming webhook request.
-        settings: The runner's settings (auth token, public URL, switch).
+        settings: The runner's settings (auth token, public URL, switch, body deadline).
 
     Returns:
         The form parameters.
 
     Raises:
-        HTTPException: 403 if the signature is missing or wrong.
+        HTTPException: 403 if the signature is missing or wrong, or the account
+            another; 413 or 408 for a body too large or too slow; 400 for a
+            malformed ``Content-Length``.
     """
+    validate = settings.twilio_validate_signatures
+    if validate and not request.headers.get(SIGNATURE_HEADER):
+        raise refusal(request, 403, "no X-Twilio-Signature", kind="unsigned")
+    body = await read_body(request, MAX_WEBHOOK_BODY_BYTES, settings.http_body_timeout_secs)
     # Twilio posts application/x-www-form-urlencoded; the stdlib parses it exactly.
-    form = dict(
-        parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-    )
-    if not settings.twilio_validate_signatures:
+    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if not validate:
         return form
     url = public_request_url(request, settings)
     if not signature_valid(url, form, request.headers, settings):
-        logger.warning(f"Refused a request to {url}: missing or wrong X-Twilio-Signature")
-        raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        raise refusal(request, 403, "wrong X-Twilio-Signature", kind="bad-signature")
     if not account_allowed(form.get("AccountSid"), settings):
-        logger.warning(f"Refused a request to {url} from account {form.get('AccountSid')!r}")
-        raise HTTPException(status_code=403, detail="unknown Twilio account")
+        account = field(form.get("AccountSid"), 40)
+        raise refusal(request, 403, f"account {account} is not ours", kind="account")
     return form
 
 
@@ -124,10 +142,11 @@ def signature_valid(
     if signing:
         secrets = _shared_key_secrets(settings)
         if not secrets:
-            key = signing.split(",", 1)[0][:80]
-            logger.warning(
+            key = field(signing.split(",", 1)[0], 40)
+            _unconfigured.warning(
+                "shared-key",
                 f"A request signed with a Twilio SharedKey ({key}) was refused: "
-                "TWILIO_SHARED_KEY_SECRET is not set"
+                "TWILIO_SHARED_KEY_SECRET is not set",
             )
             return False
     else:

@@ -158,15 +158,18 @@ class RecordKeeper:
                         await asyncio.wait(list(self._tasks))
                     await self._idle.wait()
 
-    async def close(self) -> None:
+    async def close(self, settle_secs: float = 5.0) -> None:
         """Stop the retries, let records in flight settle, close the database.
 
         Records still in the outbox stay there for the next start.
+
+        Args:
+            settle_secs: Most seconds to wait for records in flight.
         """
         if self._retry_task is not None:
             self._retry_task.cancel()
             self._retry_task = None
-        await self.settle(timeout=5)
+        await self.settle(timeout=settle_secs)
         background = [*self._tasks, *([self._drainer] if self._drainer else [])]
         self._drainer = None
         for task in background:
@@ -201,6 +204,7 @@ class RecordKeeper:
         for entry in sorted(agent.transcript if agent else [], key=lambda e: e.at):
             record.transcript.append(entry.as_dict())
         record.stream_events = [dict(event) for event in call.stream_events]
+        record.caller_audio_dropped_ms = call.caller_audio_dropped_ms
         record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
         record.finish(call.end_reason or "unknown")
         self.finished.append(record)

@@ -7,14 +7,19 @@
 """The operator's HTTP API: ``Authorization: Bearer RUNNER_API_KEY``, and placing calls."""
 
 import hmac
+import json
 from collections.abc import Container
 
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from pipecat_realtime_twilio.phone.outbound import OutboundError, place_call
+from pipecat_realtime_twilio.phone.requests import read_body
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.settings import Settings
+
+MAX_API_BODY_BYTES = 16 * 1024
+"""Largest body of an operator API request accepted; placing a call takes a few hundred bytes."""
 
 
 def require_api_key(request: Request, settings: Settings, what: str) -> None:
@@ -57,12 +62,14 @@ async def create_call(
         201 with ``{"call_sid": ..., "bot": ...}``.
 
     Raises:
-        HTTPException: 404/401 (the key), 400 (the body, an unknown bot), 503
-            (draining), 502 (Twilio refused).
+        HTTPException: 404/401 (the key, checked before the body is read), 413/408
+            (a body over ``MAX_API_BODY_BYTES`` or slower than ``HTTP_BODY_TIMEOUT_SECS``),
+            400 (the body, an unknown bot), 503 (draining), 502 (Twilio refused).
     """
     require_api_key(request, settings, "outbound calls")
+    raw = await read_body(request, MAX_API_BODY_BYTES, settings.http_body_timeout_secs)
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError:
         raise HTTPException(400, "the body must be JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("to"), str):

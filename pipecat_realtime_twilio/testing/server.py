@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from pipecat_realtime_twilio.runner.server import server_options
+
 
 class _InProcessServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the process hosting it."""
@@ -25,6 +27,11 @@ class _InProcessServer(uvicorn.Server):
 
 class LocalServer:
     """An ASGI app served by uvicorn on 127.0.0.1, started and stopped in-process.
+
+    It serves as ``pipecat-realtime-twilio serve`` does, with the runner's
+    :func:`~pipecat_realtime_twilio.runner.server.server_options` (bounded
+    websocket messages and request heads, header and idle timeouts, graceful
+    shutdown) at the settings' defaults, unless ``uvicorn_options`` say otherwise.
 
     Example::
 
@@ -39,7 +46,8 @@ class LocalServer:
             app: The ASGI application to serve; may be set later as :attr:`app`, before start.
             host: Interface to bind.
             port: Port to bind; 0 picks a free one.
-            **uvicorn_options: Further ``uvicorn.Config`` options.
+            **uvicorn_options: ``uvicorn.Config`` options, over the runner's (e.g.
+                ``**server_options(settings)`` for a runner's own timeouts).
         """
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +55,7 @@ class LocalServer:
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         self.app = app
-        self._options = {"log_level": "warning", "lifespan": "on", **uvicorn_options}
+        self._options = {**server_options(), "lifespan": "on", **uvicorn_options}
         self._server: _InProcessServer | None = None
         self._task: asyncio.Task | None = None
 
