@@ -277,6 +277,7 @@ def test_the_runner_warns_at_start_about_a_configured_model_with_a_shutdown(tmp_
         _env_file=None,
         openai_api_key="sk-test",
         openai_realtime_model="gpt-realtime",
+        twilio_auth_token="token",
         bots_dir=str(tmp_path),
         database_url=f"sqlite:///{tmp_path}/calls.db",
     )

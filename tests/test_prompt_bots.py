@@ -150,6 +150,7 @@ def test_a_route_to_a_missing_bot_stops_startup(tmp_path):
         _env_file=None,
         bots_dir=str(tmp_path),
         bot_routes={"+1555": "nobody"},
+        twilio_auth_token="token",
         database_url=f"sqlite:///{tmp_path}/calls.db",
     )
     with pytest.raises(SettingsError, match="BOT_ROUTES: \\+1555 goes to bot 'nobody'"):

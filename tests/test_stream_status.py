@@ -70,7 +70,8 @@ async def test_a_stream_error_before_the_stream_frees_the_call_and_answers_the_f
 
         samples = runner.metrics.registry.get_sample_value
         assert samples("prt_call_failures_total", {"stage": "stream", "code": "31920"}) == 1
-        assert samples("prt_calls_total", {"end_reason": "failed: stream: 31920"}) == 1
+        calls = {"end_reason": "failed: stream: 31920", "bot": "test"}
+        assert samples("prt_calls_total", calls) == 1
         assert samples("prt_stream_events_total", {"event": "stream-error"}) == 1
         assert samples("prt_prewarm_total", {"outcome": "dropped"}) == 1
         await runner.records.settle(timeout=5)

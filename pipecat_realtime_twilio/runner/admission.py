@@ -4,22 +4,31 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Admission: who gets a line. Stream tokens, the account, capacity, drain.
+"""Admission: who gets a line. Stream tokens, the account, capacity, replays, drain.
 
 A webhook that Twilio signed reserves a line for its call and gets a one-use
 stream token (:class:`StreamTokens`) to put in the stream's ``<Parameter>``; the
-stream must bring it back in its ``start`` message, from the right account and
-within capacity, before the call may run (:meth:`Admission.check`). Calls
-streaming now are :attr:`Admission.active`; a line held by a webhook is released
-when its stream starts or its token expires.
+token is bound to the CallSid and to every other parameter of the stream (the
+bot, the numbers, the direction), so the stream must bring back exactly what the
+webhook said, from the right account and within capacity, before the call may
+run (:meth:`Admission.check`). Calls streaming now are :attr:`Admission.active`;
+a line held by a webhook is released when its stream starts, when its pre-warmed
+session ends or when its token expires, whichever comes first.
+
+Every call that had its stream is remembered (:meth:`Admission.had_call`, the
+newest :data:`CALLS_REMEMBERED`): a webhook replayed for it gets no new token.
 """
 
 import base64
 import hmac
+import json
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipecat_realtime_twilio.logs import field
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.signatures import account_allowed
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
@@ -28,6 +37,11 @@ from pipecat_realtime_twilio.settings import Settings
 STREAM_TOKEN_TTL_SECS = 60.0
 """How long after the webhook a stream may start with its token."""
 
+CALLS_REMEMBERED = 100_000
+"""Most CallSids remembered as having had their call (for refusing replays)."""
+
+_MAX_TOKEN_CHARS = 128
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -35,7 +49,8 @@ class Refusal:
 
     Parameters:
         reason: What was wrong, for the log.
-        kind: The ``prt_calls_rejected_total`` label: ``token``, ``account`` or ``busy``.
+        kind: The ``prt_calls_rejected_total`` label: ``token``, ``replay``, ``account``
+            or ``busy``.
         close_code: The websocket close code the stream gets.
     """
 
@@ -59,7 +74,8 @@ class Admission:
         self.tokens = StreamTokens.from_settings(settings)
         self.active: dict[str, CallSession] = {}
         self.draining = False
-        self._reserved: dict[str, float] = {}  # CallSid -> when its stream token expires
+        self._reserved: dict[str, float] = {}  # CallSid -> when its line is released
+        self._had_call: OrderedDict[str, None] = OrderedDict()
 
     def capacity_left(self) -> int:
         """Lines free now: ``MAX_CALLS`` minus active and reserved calls."""
@@ -77,14 +93,39 @@ class Admission:
             return f"MAX_CALLS={self._settings.max_calls} reached"
         return None
 
-    def reserve(self, call_sid: str) -> str:
+    def reserve(
+        self, call_sid: str, parameters: Mapping[str, str], hold_secs: float | None = None
+    ) -> str:
         """Hold a line for ``call_sid`` until its stream starts; return its stream token.
 
         Args:
             call_sid: The call the webhook announced.
+            parameters: The stream's ``<Parameter>`` values the token is bound to.
+            hold_secs: Hold the line at most this long (the pre-warmed session's
+                life); at most until the token expires in any case.
         """
-        self._reserved[call_sid] = time.time() + STREAM_TOKEN_TTL_SECS
-        return self.tokens.issue(call_sid)
+        hold = STREAM_TOKEN_TTL_SECS if hold_secs is None else min(hold_secs, STREAM_TOKEN_TTL_SECS)
+        self._reserved[call_sid] = time.time() + hold
+        return self.tokens.issue(call_sid, parameters)
+
+    def had_call(self, call_sid: str) -> None:
+        """Remember that ``call_sid`` had its call (its stream came, or it was answered).
+
+        Args:
+            call_sid: The call.
+        """
+        self._had_call[call_sid] = None
+        self._had_call.move_to_end(call_sid)
+        while len(self._had_call) > CALLS_REMEMBERED:
+            self._had_call.popitem(last=False)
+
+    def seen(self, call_sid: str) -> bool:
+        """Whether ``call_sid`` had its call already (streaming now or over).
+
+        Args:
+            call_sid: The call.
+        """
+        return call_sid in self._had_call or call_sid in self.active
 
     def release(self, call_sid: str) -> None:
         """Free the line held for ``call_sid`` (its stream will not come).
@@ -103,11 +144,13 @@ class Admission:
         Returns:
             None if the call may run (its reserved line is released), else why not.
         """
-        problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid)
+        if self.seen(call.call_sid):
+            return Refusal("this call had its stream already", "replay", 1008)
+        problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid, call.parameters)
         if problem is not None:
             return Refusal(problem, "token", 1008)
         if not account_allowed(call.start.account_sid, self._settings):
-            return Refusal(f"account {call.start.account_sid!r} is not ours", "account", 1008)
+            return Refusal(f"account {field(call.start.account_sid)} is not ours", "account", 1008)
         self._reserved.pop(call.call_sid, None)
         if len(self.active) >= self._settings.max_calls:
             return Refusal("MAX_CALLS reached", "busy", 1013)
@@ -120,6 +163,7 @@ class Admission:
             call: The admitted call.
         """
         self.active[call.call_sid] = call
+        self.had_call(call.call_sid)
         self._metrics.active.set(len(self.active))
 
     def end(self, call: CallSession) -> None:
@@ -133,11 +177,13 @@ class Admission:
 
 
 class StreamTokens:
-    """Per-call media-stream tokens: HMAC-signed, bound to a CallSid, short-lived, one use.
+    """Per-call media-stream tokens: HMAC-signed, bound, short-lived, one use.
 
     The webhook puts a token in the stream's ``<Parameter name="token">``; the
     stream must bring it back in its ``start`` message before any Realtime
     session is opened, so dialling the websocket directly gets nobody anything.
+    A token signs the CallSid, its expiry and the stream's other parameters (bot,
+    numbers, direction): a stream that claims anything else is refused.
 
     Instances that share the secret (derived from ``TWILIO_AUTH_TOKEN``) accept
     each other's tokens; "one use" is enforced per instance.
@@ -166,25 +212,36 @@ class StreamTokens:
         auth_token = settings.twilio_auth_token.get_secret_value().encode()
         return cls(hmac.new(auth_token, b"pipecat-realtime-twilio stream token", "sha256").digest())
 
-    def issue(self, call_sid: str, now: float | None = None) -> str:
-        """A token for ``call_sid``'s stream.
+    def issue(
+        self, call_sid: str, parameters: Mapping[str, str] | None = None, now: float | None = None
+    ) -> str:
+        """A token for ``call_sid``'s stream with ``parameters``.
 
         Args:
             call_sid: The call.
+            parameters: The stream's other ``<Parameter>`` values (a ``token`` among
+                them is left out).
             now: Unix time (for tests).
 
         Returns:
             The token: ``expiry.signature``.
         """
         expiry = int((time.time() if now is None else now) + self._ttl)
-        return f"{expiry}.{self._sign(call_sid, expiry)}"
+        return f"{expiry}.{self._sign(call_sid, expiry, parameters or {})}"
 
-    def redeem(self, token: str | None, call_sid: str, now: float | None = None) -> str | None:
-        """Check a stream's token and use it up.
+    def redeem(
+        self,
+        token: str | None,
+        call_sid: str,
+        parameters: Mapping[str, str] | None = None,
+        now: float | None = None,
+    ) -> str | None:
+        """Check a stream's token against its call and parameters, and use it up.
 
         Args:
             token: The token the stream brought (None if none).
             call_sid: The stream's call.
+            parameters: The stream's ``<Parameter>`` values (its ``token`` included or not).
             now: Unix time (for tests).
 
         Returns:
@@ -197,10 +254,16 @@ class StreamTokens:
         if not token:
             return "no stream token"
         expiry_text, _, signature = token.partition(".")
-        if not expiry_text.isdigit() or not hmac.compare_digest(
-            signature, self._sign(call_sid, int(expiry_text))
+        if (
+            len(token) > _MAX_TOKEN_CHARS
+            or not expiry_text.isascii()
+            or not expiry_text.isdigit()
+            or not hmac.compare_digest(
+                signature.encode(),
+                self._sign(call_sid, int(expiry_text), parameters or {}).encode(),
+            )
         ):
-            return "forged stream token"
+            return "forged stream token (or parameters not the webhook's)"
         if int(expiry_text) < now:
             return "expired stream token"
         if token in self._used:
@@ -208,6 +271,8 @@ class StreamTokens:
         self._used[token] = int(expiry_text)
         return None
 
-    def _sign(self, call_sid: str, expiry: int) -> str:
-        digest = hmac.new(self._secret, f"{call_sid}.{expiry}".encode(), "sha256").digest()
+    def _sign(self, call_sid: str, expiry: int, parameters: Mapping[str, str]) -> str:
+        bound = {k: v for k, v in parameters.items() if k != "token"}
+        message = json.dumps([call_sid, expiry, bound], sort_keys=True, separators=(",", ":"))
+        digest = hmac.new(self._secret, message.encode(), "sha256").digest()
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

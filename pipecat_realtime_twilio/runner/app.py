@@ -16,6 +16,7 @@ bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
 
 import asyncio
 import gc
+import hmac
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,20 +25,25 @@ from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
+from prometheus_client import start_http_server
 
 from pipecat_realtime_twilio.failures import Failure, Stage
+from pipecat_realtime_twilio.logs import Throttled, show_numbers
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.rest import TwilioRest
-from pipecat_realtime_twilio.phone.signatures import verified_form, websocket_signature_valid
-from pipecat_realtime_twilio.phone.stream import StreamRejected
-from pipecat_realtime_twilio.phone.twiml import say_twiml, stream_twiml
+from pipecat_realtime_twilio.phone.signatures import websocket_signature_valid
+from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
+from pipecat_realtime_twilio.runner.incoming import (
+    STREAM_ACTION_PARAMETER,
+    IncomingCalls,
+)
 from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.runner.model_check import log_model_warnings
 from pipecat_realtime_twilio.runner.operator_api import create_call
-from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
+from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
 from pipecat_realtime_twilio.runner.store import CallStore
 from pipecat_realtime_twilio.runner.stream_status import StreamStatus
@@ -49,24 +55,23 @@ from pipecat_realtime_twilio.settings import (
     settings_in_effect,
 )
 
-BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
-"""What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
-
 SHUTDOWN_LINE = "I'm sorry, I have to end the call now. Please call again. Goodbye!"
 """What active calls hear when a draining runner ends them."""
 
-_STREAM_ACTION_PARAMETER = "stream_action"
-_SHUTDOWN_GRACE_SECS = 30.0
+_SHUTDOWN_GRACE_SECS = 10.0
+"""Most seconds at the end of a drain kept for closing lines and records (a third at most)."""
 
 
-class CallRunner(StreamStatus):
+class CallRunner(IncomingCalls, StreamStatus):
     """Answers Twilio calls with bots.
 
     Routes (on :attr:`router`, mountable under a prefix):
 
     - ``POST /incoming``: the voice webhook (signed). Answers TwiML that opens a
-      media stream carrying a one-use token for this call, or, over ``MAX_CALLS``
-      or while draining, a short busy message and a hang-up.
+      media stream carrying a one-use token bound to this call and its parameters,
+      or, over ``MAX_CALLS`` or while draining, a short busy message and a hang-up;
+      a call that had its call already (a replay) gets ``<Hangup/>``
+      (:mod:`~pipecat_realtime_twilio.runner.incoming`).
     - ``WS /media-stream``: one fresh pipeline per call. The upgrade must be
       signed and the ``start`` must bring the call's token, or the stream is
       closed before any Realtime session opens.
@@ -76,7 +81,12 @@ class CallRunner(StreamStatus):
       stream-stopped and stream-error events, counted, logged and kept on the call's
       record; a stream-error before the stream started fails the call at once.
     - ``POST /calls``: place an outbound call (``Authorization: Bearer RUNNER_API_KEY``).
-    - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus).
+    - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus;
+      ``Authorization: Bearer METRICS_TOKEN`` when set; on ``METRICS_HOST:METRICS_PORT``
+      instead when that is set).
+
+    Built with ``TWILIO_VALIDATE_SIGNATURES`` on and no ``TWILIO_AUTH_TOKEN``, it
+    raises :class:`~pipecat_realtime_twilio.errors.SettingsError`.
 
     Every finished call is kept as a :class:`~pipecat_realtime_twilio.runner.records.CallRecord`
     in the store (``DATABASE_URL``) and sent to ``CALL_WEBHOOK_URL``, retried
@@ -102,6 +112,7 @@ class CallRunner(StreamStatus):
             reload_bots: Reload the bots when their files in ``BOTS_DIR`` change
                 (calls in progress keep the bot they started with).
         """
+        require_signing_secret(settings)  # whatever the entry point: serve, create_app, a router
         select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
         for number, name in settings.bot_routes.items():
             if name not in bots:
@@ -111,6 +122,8 @@ class CallRunner(StreamStatus):
                     f"(bots found: {known})"
                 )
         log_model_warnings(settings, bots)  # models with an announced shutdown, and its date
+        show_numbers(settings.log_phone_numbers)
+        self._refused = Throttled()  # refusals a stranger can repeat: a few lines, not a flood
         self.settings = settings
         self.bots = bots
         self.rest = TwilioRest.from_settings(settings)
@@ -131,7 +144,9 @@ class CallRunner(StreamStatus):
         self.router.add_api_route("/calls", self.create_call, methods=["POST"])
         self.router.add_api_route("/healthz", self.healthz, methods=["GET"])
         self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
-        self.router.add_api_route("/metrics", self.metrics_page, methods=["GET"])
+        if settings.metrics_port is None:  # else on its own listener (start())
+            self.router.add_api_route("/metrics", self.metrics_page, methods=["GET"])
+        self._metrics_server: Any = None
         if settings.playground_token is not None:
             from pipecat_realtime_twilio.runner.playground import Playground
 
@@ -183,6 +198,12 @@ class CallRunner(StreamStatus):
     async def start(self) -> None:
         """Start background work: webhook retries, and bot reloads if asked for."""
         self.records.start()
+        if self.settings.metrics_port is not None and self._metrics_server is None:
+            self._metrics_server, _ = start_http_server(
+                self.settings.metrics_port,
+                self.settings.metrics_host,
+                registry=self.metrics.registry,
+            )
         if self.rest is not None:
             self.rest.warm()  # a call's end need not wait for the REST client's imports
         if self._reload_bots and self._reload_task is None:
@@ -195,16 +216,26 @@ class CallRunner(StreamStatus):
         if self._reload_task is not None:
             self._reload_task.cancel()
             self._reload_task = None
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         await self.prewarmed.close()
-        await self.records.close()
+        # After a drain, which settled the records within its timeout, do not wait again.
+        await self.records.close(settle_secs=0.5 if self.draining else 5.0)
         if self.rest is not None:
             await self.rest.close()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls, let active ones finish, then end the rest with a closing line.
 
+        All of it ends within ``timeout``, whatever callers and clients do: active
+        calls go on until its last part (a third, at most ``_SHUTDOWN_GRACE_SECS``),
+        which is kept for their closing line and then for storing and sending their
+        records. A record not stored by the end waits in the outbox for the next start.
+
         Args:
-            timeout: Most seconds active calls may go on; ``DRAIN_TIMEOUT_SECS`` by default.
+            timeout: Most seconds the drain takes; ``DRAIN_TIMEOUT_SECS`` by default.
         """
         timeout = self.settings.drain_timeout_secs if timeout is None else timeout
         self.admission.draining = True
@@ -212,18 +243,23 @@ class CallRunner(StreamStatus):
         logger.info(f"Draining: no new calls; {len(active)} active, {timeout:g} s to finish")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while active and loop.time() < deadline:
+        reserve = min(_SHUTDOWN_GRACE_SECS, timeout / 3)  # closing lines, then records
+        settling = min(1.0, reserve / 5)  # the records' part of it, at least
+        while active and loop.time() < deadline - reserve:
             await asyncio.sleep(0.1)
         if active:
-            logger.info(f"Drain timeout: ending {len(active)} active calls")
-            await asyncio.gather(
-                *(call.shut_down(SHUTDOWN_LINE) for call in list(active.values())),
+            closing = max(deadline - settling - loop.time(), 0.0)
+            logger.info(f"Drain timeout: ending {len(active)} active calls in {closing:.1f} s")
+            ending = asyncio.gather(
+                *(call.shut_down(SHUTDOWN_LINE, timeout=closing) for call in list(active.values())),
                 return_exceptions=True,
             )
-            deadline = loop.time() + _SHUTDOWN_GRACE_SECS
-            while active and loop.time() < deadline:
-                await asyncio.sleep(0.1)
-        await self.records.settle(timeout=10)
+            await asyncio.wait([ending], timeout=closing)
+            while active and loop.time() < deadline - settling:
+                await asyncio.sleep(0.05)
+        await self.records.settle(timeout=max(deadline - loop.time(), 0.0))
+        if active:
+            logger.warning(f"Drained with {len(active)} calls still open: the server closes them")
         logger.info("Drained")
 
     def _use_bots(self, bots: dict[str, Bot]) -> None:
@@ -233,69 +269,6 @@ class CallRunner(StreamStatus):
     #
     # Twilio routes
     #
-
-    async def incoming(self, request: Request) -> Response:
-        """Answer Twilio's voice webhook with TwiML that streams the call to us."""
-        form = await verified_form(request, self.settings)
-        call_sid = form.get("CallSid", "")
-        busy = self.admission.busy_reason()
-        if busy is not None:
-            logger.warning(f"Incoming call {call_sid or '?'} turned away: {busy}")
-            self.metrics.rejected.labels("busy").inc()
-            return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
-        # An outbound call names its bot; an incoming one is routed by the number called.
-        asked = request.query_params.get("bot")
-        routed = self.settings.bot_routes.get(form.get("To", ""))
-        bot = asked if asked in self.bots else routed or self.settings.bot
-        outbound = form.get("Direction", "inbound").startswith("outbound")
-        logger.info(
-            f"{'Outbound' if outbound else 'Incoming'} call {call_sid or '?'} from "
-            f"{form.get('From', '?')} to {form.get('To', '?')}: bot '{bot}'"
-        )
-        stream_token = self.admission.reserve(call_sid)
-        parameters = {
-            "bot": bot,
-            "from": form.get("From", ""),
-            "to": form.get("To", ""),
-            "direction": "outbound" if outbound else "inbound",
-            _STREAM_ACTION_PARAMETER: "1",
-        }
-        if self.settings.prewarm and call_sid:
-            fallback = await self._prewarm(call_sid, form.get("AccountSid", ""), bot, parameters)
-            if fallback is not None:  # the bot failed to build: no stream, help at once
-                self.admission.release(call_sid)
-                return Response(content=fallback, media_type="application/xml")
-        if call_sid:
-            self.expect_stream(call_sid, parameters)
-        # The other routes sit beside this one, wherever the router is mounted.
-        prefix = request.url.path.rsplit("/", 1)[0]
-        twiml = stream_twiml(
-            f"{self.settings.websocket_origin}{prefix}/media-stream",
-            {**parameters, "token": stream_token},
-            action_url=f"{self.settings.public_origin}{prefix}/stream-ended",
-            status_callback_url=f"{self.settings.public_origin}{prefix}/stream-status",
-        )
-        return Response(content=twiml, media_type="application/xml")
-
-    async def _prewarm(
-        self, call_sid: str, account_sid: str, bot: str, parameters: dict[str, str]
-    ) -> str | None:
-        """Build the call's pipeline now and start its Realtime sessions opening.
-
-        Returns:
-            None; or, when the bot fails to build, the fallback TwiML to answer
-            the webhook with (the call is recorded as failed).
-        """
-        call = CallSession.before_stream(
-            call_sid, account_sid=account_sid, parameters=parameters, rest=self.rest
-        )
-        built = await self._build(bot, call)
-        if isinstance(built, Failure):
-            await call.fail(built)
-            self._account(call, bot)
-            return call.ended.next_twiml if call.ended is not None else None
-        self.prewarmed.add(call_sid, PrewarmedCall(call, built, bot))
-        return None
 
     async def _build(self, bot: str, call: CallSession) -> list[FrameProcessor] | Failure:
         """Build ``bot``'s pipeline for ``call``, or say what failed (logged)."""
@@ -310,15 +283,17 @@ class CallRunner(StreamStatus):
     async def media_stream(self, websocket: WebSocket) -> None:
         """Run one call on a Twilio media stream."""
         if not websocket_signature_valid(websocket, self.settings):
-            logger.warning("Refused a media stream upgrade: missing or wrong X-Twilio-Signature")
+            self._refused.warning(
+                "upgrade", "Refused a media stream upgrade: missing or wrong X-Twilio-Signature"
+            )
             self.metrics.rejected.labels("signature").inc()
-            await websocket.close(code=1008)  # before accepting: the upgrade gets 403
+            await refuse_stream(websocket)  # before accepting: the upgrade gets 403
             return
         try:
             call = await CallSession.accept(websocket, rest=self.rest)
         except StreamRejected as e:
-            logger.warning(f"Refused a media stream: {e}")
-            await websocket.close(code=1008)
+            self._refused.warning("start", f"Refused a media stream: {e}")
+            await refuse_stream(websocket)
             return
         await self.admit(call)
 
@@ -331,7 +306,9 @@ class CallRunner(StreamStatus):
         self.stream_came(call.call_sid)
         refusal = self.admission.check(call)
         if refusal is not None:
-            logger.warning(f"Refused the media stream of call {call.call_sid}: {refusal.reason}")
+            self._refused.warning(
+                refusal.kind, f"Refused the media stream of call {call.call_sid}: {refusal.reason}"
+            )
             self.metrics.rejected.labels(refusal.kind).inc()
             await call.close(code=refusal.close_code)
             return
@@ -361,8 +338,13 @@ class CallRunner(StreamStatus):
         }
         return JSONResponse(body, status_code=503 if self.draining else 200)
 
-    async def metrics_page(self) -> Response:
-        """Prometheus metrics."""
+    async def metrics_page(self, request: Request) -> Response:
+        """Prometheus metrics; with ``METRICS_TOKEN``, only for ``Authorization: Bearer`` it."""
+        token = self.settings.metrics_token
+        if token is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+                return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(content=self.metrics.render(), media_type=CONTENT_TYPE)
 
     #
@@ -374,15 +356,16 @@ class CallRunner(StreamStatus):
         """The bots a call can go to."""
         return sorted(self.bots)
 
-    def open_line(self, call_sid: str) -> str | None:
+    def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
         """Hold a line for a call placed from here; its stream token, or None if busy.
 
         Args:
             call_sid: The new call's SID.
+            parameters: The stream's parameters, which the token is bound to.
         """
         if self.admission.busy_reason() is not None:
             return None
-        return self.admission.reserve(call_sid)
+        return self.admission.reserve(call_sid, parameters)
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
         """Whether ``call_sid`` is active, and its transcript so far (None: no such call).
@@ -409,7 +392,7 @@ class CallRunner(StreamStatus):
         if prewarmed is not None:
             prewarmed.call.attach(call.websocket, call.start)
             call = prewarmed.call
-        if call.parameters.get(_STREAM_ACTION_PARAMETER) == "1":
+        if call.parameters.get(STREAM_ACTION_PARAMETER) == "1":
             # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
             call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
         built = prewarmed.processors if prewarmed is not None else await self._build(bot, call)
@@ -437,11 +420,29 @@ class CallRunner(StreamStatus):
     def _account(self, call: CallSession, bot: str) -> None:
         """Record a finished call, count it, log its summary, store and send its record."""
         self.take_early_events(call)
+        self.admission.had_call(call.call_sid)
         record = self.records.record(call, bot)
-        failure = call.ended.failure if call.ended is not None else None
-        self.metrics.count_call(record, call.agent, failure)
+        self.metrics.count_call(record, call.agent, call.ended)
         logger.info(summary_line(record))
         self.records.keep(record)
+
+
+def require_signing_secret(settings: Settings) -> None:
+    """Refuse to run with signature checking on and nothing to check signatures with.
+
+    Args:
+        settings: The runner's settings.
+
+    Raises:
+        SettingsError: ``TWILIO_VALIDATE_SIGNATURES`` is on and ``TWILIO_AUTH_TOKEN``
+            is missing or empty.
+    """
+    token = settings.twilio_auth_token
+    if settings.twilio_validate_signatures and (token is None or not token.get_secret_value()):
+        raise SettingsError(
+            "TWILIO_AUTH_TOKEN is not set: Twilio's request signatures cannot be checked "
+            "(set it, or TWILIO_VALIDATE_SIGNATURES=false for local development only)"
+        )
 
 
 def create_app(

@@ -9,7 +9,7 @@
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pipecat_realtime_twilio.failures import Failure
+from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.seams import CallAgent
 
@@ -21,13 +21,31 @@ STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
 __all__ = ["CONTENT_TYPE", "RunnerMetrics"]
 
 
+def end_label(end: CallEnd | None) -> str:
+    """The ``end_reason`` label of a call's end: one of a few kinds, never free text.
+
+    Args:
+        end: How the call ended (None: ``unknown``).
+    """
+    if end is None:
+        return "unknown"
+    if end.failure is not None:  # bounded: the code as the failure metric has it
+        return f"failed: {end.failure.stage}: {end.failure.metric_code}"
+    if end.kind in (EndKind.ENDED, EndKind.TRANSFERRED, EndKind.FAILED):
+        return end.kind.value  # not the bot's reason, not the number
+    return end.reason
+
+
 class RunnerMetrics:
     """The runner's series, all prefixed ``prt_`` (pipecat-realtime-twilio).
 
     - ``prt_calls_active``: calls streaming now.
-    - ``prt_calls_total{end_reason}``: finished calls, by why they ended.
+    - ``prt_calls_total{end_reason,bot}``: finished calls, by how they ended (a bounded
+      kind: ``caller hung up``, ``stream closed``, ``ended``, ``transferred``,
+      ``runner shutting down``, ``pipeline ended``, ``failed: <stage>: <code>``; never
+      a number or a bot's free text) and by bot.
     - ``prt_calls_rejected_total{reason}``: calls or streams turned away
-      (``busy``, ``signature``, ``token``, ``account``).
+      (``busy``, ``signature``, ``token``, ``replay``, ``account``).
     - ``prt_call_duration_seconds``: stream start to end.
     - ``prt_response_latency_seconds``: the caller stops speaking to the first
       audio of the answer heard on the phone.
@@ -47,6 +65,8 @@ class RunnerMetrics:
       stage that failed (``build``, ``connect``, ``configure``, ``greet``, ``respond``,
       ``reconnect``, ``rotate``, ``task``) and a bounded code (see
       :data:`~pipecat_realtime_twilio.failures.KNOWN_CODES`; others count as ``other``).
+    - ``prt_caller_audio_dropped_seconds_total``: caller audio dropped for arriving
+      faster than real time (a stream flooding the runner; see ``phone/inbound.py``).
     - ``prt_stream_events_total{event}``: Twilio's media stream status callbacks, by
       event: ``stream-started``, ``stream-stopped``, ``stream-error`` (``other`` for
       anything else).
@@ -58,7 +78,7 @@ class RunnerMetrics:
         r = self.registry
         self.active = Gauge("prt_calls_active", "Calls streaming now.", registry=r)
         self.calls = Counter(
-            "prt_calls", "Finished calls, by end reason.", ["end_reason"], registry=r
+            "prt_calls", "Finished calls, by end reason and bot.", ["end_reason", "bot"], registry=r
         )
         self.rejected = Counter(
             "prt_calls_rejected", "Calls or streams turned away.", ["reason"], registry=r
@@ -97,6 +117,11 @@ class RunnerMetrics:
             ["stage", "code"],
             registry=r,
         )
+        self.caller_audio_dropped = Counter(
+            "prt_caller_audio_dropped_seconds",
+            "Caller audio dropped for arriving faster than real time.",
+            registry=r,
+        )
         self.stream_events = Counter(
             "prt_stream_events",
             "Twilio media stream status callbacks, by event.",
@@ -113,21 +138,19 @@ class RunnerMetrics:
         self.stream_events.labels(event if event in STREAM_EVENTS else "other").inc()
 
     def count_call(
-        self, record: CallRecord, agent: CallAgent | None, failure: Failure | None = None
+        self, record: CallRecord, agent: CallAgent | None, end: CallEnd | None = None
     ) -> None:
         """Count a finished call: its end, duration, latencies, barge-ins, tokens and cost.
 
         Args:
             record: The call's record.
             agent: The agent that talked on it, if one started.
-            failure: What failed, if the call was handed to the fallback.
+            end: How it ended (None: unknown).
         """
+        failure = end.failure if end is not None else None
         if failure is not None:
             self.failures.labels(str(failure.stage), failure.metric_code).inc()
-            # Bounded: the code as the failure metric has it.
-            self.calls.labels(f"failed: {failure.stage}: {failure.metric_code}").inc()
-        else:
-            self.calls.labels(record.end_reason).inc()
+        self.calls.labels(end_label(end), record.bot or "-").inc()
         self.duration.observe(record.duration_s or 0.0)
         for ms in record.latency["response_ms"]:
             self.response_latency.observe(ms / 1000)
@@ -138,6 +161,7 @@ class RunnerMetrics:
             self.tokens.labels(kind.removesuffix("_tokens")).inc(count)
         if record.cost_usd is not None:
             self.cost.inc(record.cost_usd)
+        self.caller_audio_dropped.inc(record.caller_audio_dropped_ms / 1000)
 
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""

@@ -15,11 +15,15 @@ The call goes through the same admission (stream token, ``MAX_CALLS``) and
 pipeline as a phone call.
 
 It is off unless ``PLAYGROUND_TOKEN`` is set, and every route wants that token
-(a browser cannot sign like Twilio), so a public runner does not expose it.
+(a browser cannot sign like Twilio), so a public runner does not expose it. The
+token reads the transcripts of the calls the playground placed, no others, and
+the page is given no account data: its stream's account is the runner's own.
 """
 
 import hmac
+import json
 import secrets
+from collections import OrderedDict
 from importlib import resources
 from typing import Any, Protocol
 
@@ -27,8 +31,10 @@ from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 
+from pipecat_realtime_twilio.logs import Throttled
 from pipecat_realtime_twilio.phone.call import CallSession
-from pipecat_realtime_twilio.phone.stream import StreamRejected
+from pipecat_realtime_twilio.phone.requests import read_body
+from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.settings import Settings
 
 
@@ -41,7 +47,7 @@ class Switchboard(Protocol):
     def bot_names(self) -> list[str]:
         """The bots a call can go to."""
 
-    def open_line(self, call_sid: str) -> str | None:
+    def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
         """Hold a line for a new call; its stream token, or None when all lines are busy."""
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
@@ -49,6 +55,16 @@ class Switchboard(Protocol):
 
     async def admit(self, call: CallSession) -> None:
         """Check a started stream like a phone call's, then run it."""
+
+
+PLACED_CALLS_KEPT = 1000
+"""Most playground calls whose transcripts the token can read (the newest)."""
+
+MAX_PLAYGROUND_BODY_BYTES = 4 * 1024
+"""Largest body ``POST /playground/calls`` reads (it names a bot)."""
+
+PLAYGROUND_ACCOUNT = "AC" + "0" * 32
+"""The account SID the page puts in its ``start``; replaced by the runner's own."""
 
 
 class Playground:
@@ -63,6 +79,8 @@ class Playground:
         """
         self.runner = runner
         self._token = token.encode()
+        self._placed: OrderedDict[str, None] = OrderedDict()  # calls placed from the page
+        self._refused = Throttled()
         self.router = APIRouter()
         self.router.add_api_route("/playground", self.page, methods=["GET"])
         self.router.add_api_route("/playground/bots", self.bots, methods=["GET"])
@@ -94,37 +112,32 @@ class Playground:
         """Start a call: a CallSid, a held line and the stream's parameters (with its token)."""
         self._check(request)
         runner = self.runner
+        limit, timeout = MAX_PLAYGROUND_BODY_BYTES, runner.settings.http_body_timeout_secs
         try:
-            body = await request.json()
+            body = json.loads(await read_body(request, limit, timeout) or b"{}")
         except ValueError:
             body = {}
         bot = body.get("bot") if isinstance(body, dict) else None
         if bot not in runner.bot_names:
             bot = runner.settings.bot
         call_sid = "CA" + secrets.token_hex(16)
-        token = runner.open_line(call_sid)
+        parameters = {"bot": bot, "from": "playground", "to": "playground", "direction": "inbound"}
+        token = runner.open_line(call_sid, parameters)
         if token is None:
             raise HTTPException(503, "all lines are busy")
+        self._placed[call_sid] = None
+        while len(self._placed) > PLACED_CALLS_KEPT:
+            self._placed.popitem(last=False)
         logger.info(f"Playground call {call_sid}: bot '{bot}'")
         return JSONResponse(
-            {
-                "call_sid": call_sid,
-                "account_sid": runner.settings.twilio_account_sid or "AC" + "0" * 32,
-                "parameters": {
-                    "bot": bot,
-                    "from": "playground",
-                    "to": "playground",
-                    "direction": "inbound",
-                    "token": token,
-                },
-            },
+            {"call_sid": call_sid, "parameters": {**parameters, "token": token}},
             status_code=201,
         )
 
     async def transcript(self, call_sid: str, request: Request) -> JSONResponse:
-        """The call's transcript so far (or its record's, once it is over)."""
+        """The call's transcript so far (or its record's, once it is over): calls placed here."""
         self._check(request)
-        found = self.runner.transcript_of(call_sid)
+        found = self.runner.transcript_of(call_sid) if call_sid in self._placed else None
         if found is None:
             raise HTTPException(404, "no such call")
         active, turns = found
@@ -133,12 +146,14 @@ class Playground:
     async def stream(self, websocket: WebSocket) -> None:
         """The page's media stream: the playground token, then a phone call's admission."""
         if not self._allowed(websocket.query_params.get("token")):
-            await websocket.close(code=1008)  # before accepting: the upgrade gets 403
+            await refuse_stream(websocket)  # before accepting: the upgrade gets 403
             return
         try:
             call = await CallSession.accept(websocket)
         except StreamRejected as e:
-            logger.warning(f"Refused a playground stream: {e}")
-            await websocket.close(code=1008)
+            self._refused.warning("start", f"Refused a playground stream: {e}")
+            await refuse_stream(websocket)
             return
+        # The page knows no account: the stream is the runner's own (its token says so).
+        call.start.account_sid = self.runner.settings.twilio_account_sid or PLAYGROUND_ACCOUNT
         await self.runner.admit(call)

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.agent.usage import Usage
+from pipecat_realtime_twilio.logs import mask_numbers
 
 
 def _json_safe(value: Any) -> Any:
@@ -102,6 +103,8 @@ class CallRecord:
         revision: 0 for the record made when the call ended, one more each time it
             was amended since (a stream event that came later); of two records of
             one call, the higher revision is the newer.
+        caller_audio_dropped_ms: Caller audio dropped for arriving faster than real
+            time (a stream flooding the runner), in milliseconds.
     """
 
     call_sid: str
@@ -121,6 +124,7 @@ class CallRecord:
     webhook_delivered: bool = False
     stream_events: list[dict[str, Any]] = field(default_factory=list)
     revision: int = 0
+    caller_audio_dropped_ms: float = 0.0
 
     def add_turn(
         self,
@@ -263,6 +267,6 @@ def summary_line(record: CallRecord) -> str:
     cost = f"${record.cost_usd:.4f}" if record.cost_usd is not None else "unknown cost"
     return (
         f"Call {record.call_sid} summary: bot={record.bot} duration={record.duration_s or 0:.1f}s "
-        f"end={record.end_reason!r} turns={len(record.transcript)} cost={cost} "
+        f"end={mask_numbers(record.end_reason or '')!r} turns={len(record.transcript)} cost={cost} "
         f"p50_response={p50_text}"
     )
