@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ from pipecat_realtime_twilio.runner.server import (
     GRACEFUL_SHUTDOWN_SECS,
     MAX_HEADER_BYTES,
     HttpLimits,
+    OncePerInterval,
     http_protocol,
     server_options,
 )
@@ -466,6 +468,28 @@ async def test_refused_requests_write_a_short_rate_limited_log(runner, monkeypat
     assert "Refused POST /incoming (query of 8002 chars): no X-Twilio-Signature" in text
     assert "Refused POST /incoming (query of 8002 chars): wrong X-Twilio-Signature" in text
     assert "headers over" in text
+
+
+@call
+async def test_garbage_requests_write_one_uvicorn_warning_not_one_each(runner, monkeypatch):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    errors = logging.getLogger("uvicorn.error")
+    [limiter] = [f for f in errors.filters if isinstance(f, OncePerInterval)]
+    monkeypatch.setattr(limiter, "_last", {})  # other tests' garbage does not count
+    errors.addHandler(handler)
+    try:
+        for _ in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", runner.port)
+            writer.write(b"\x16\x03\x01 not HTTP at all\r\n\r\n")
+            await writer.drain()
+            assert await status_of(reader) in (0, 400)
+            writer.close()
+    finally:
+        errors.removeHandler(handler)
+    invalid = [r for r in records if "Invalid HTTP request" in r.getMessage()]
+    assert 1 <= len(invalid) <= 2, [r.getMessage() for r in records]
 
 
 #

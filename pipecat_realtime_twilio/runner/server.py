@@ -32,13 +32,19 @@ all use, so tests run the server as production does:
   (:func:`~pipecat_realtime_twilio.phone.requests.read_body`, 408).
 - ``timeout_graceful_shutdown``: once the runner has drained, open connections
   get :data:`GRACEFUL_SHUTDOWN_SECS` to finish, then the process exits.
+- uvicorn's own warning per bad request ("Invalid HTTP request received.") is
+  written at most once per kind every 10 s, with a count of the rest
+  (:class:`OncePerInterval` on the ``uvicorn.error`` logger), so garbage cannot
+  flood the log.
 
 The protocols override parts of uvicorn's (``uvicorn.protocols.http``) that are
 not a public API; ``tests/test_http_limits.py`` fails loudly if they move.
 """
 
 import asyncio
+import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -100,6 +106,54 @@ class HttpLimits:
         )
 
 
+class OncePerInterval(logging.Filter):
+    """A logging filter: each warning (by its text) at most once per interval, counting the rest.
+
+    uvicorn writes a fixed warning for every malformed request it cannot parse;
+    a stranger sending garbage would otherwise write one line per request.
+    """
+
+    def __init__(self, interval_secs: float = 10.0):
+        """Initialize the filter.
+
+        Args:
+            interval_secs: Least seconds between two records of one kind.
+        """
+        super().__init__()
+        self.interval_secs = interval_secs
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let a warning through unless one like it was let through lately.
+
+        Args:
+            record: The log record (its message may get a count of those held back).
+
+        Returns:
+            Whether to log it.
+        """
+        if record.levelno != logging.WARNING:
+            return True
+        kind, now = str(record.msg), time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval_secs:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            record.msg, record.args = f"{record.getMessage()} ({held} more since)", ()
+        return True
+
+
+def limit_uvicorn_warnings() -> None:
+    """Put :class:`OncePerInterval` on uvicorn's ``uvicorn.error`` logger (once)."""
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OncePerInterval) for f in errors.filters):
+        errors.addFilter(OncePerInterval())
+
+
 def server_options(settings: Settings | None = None) -> dict[str, Any]:
     """The ``uvicorn.Config`` options every entry point serves the runner with.
 
@@ -115,6 +169,7 @@ def server_options(settings: Settings | None = None) -> dict[str, Any]:
         Keyword arguments of ``uvicorn.Config``.
     """
     limits = HttpLimits.from_settings(settings)
+    limit_uvicorn_warnings()
     return {
         "http": http_protocol(limits),
         "ws_max_size": MAX_MESSAGE_BYTES,
