@@ -224,14 +224,44 @@ class _AnswerTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
-class _Limits:
-    """What both protocols add to uvicorn's: the head's deadline and bound, lingering closes."""
+class _Limits(asyncio.Protocol):
+    """What both protocols add to uvicorn's: the head's deadline and bound, lingering closes.
+
+    It comes first in each protocol's bases, so ``super()`` here is uvicorn's protocol.
+    """
 
     limits: ClassVar[HttpLimits]
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
     flow: FlowControl
+    timeout_keep_alive: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialize the protocol (uvicorn's arguments)."""
+        super().__init__(*args, **kwargs)
+        self._init_limits()
+        self.timeout_keep_alive = self.limits.idle_timeout_secs  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A connection opened: its first request head is due."""
+        super().connection_made(transport)
+        self._answers = self._answer_transport()
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed."""
+        self._stop_timers()
+        super().connection_lost(exc)
+
+    def _refused_before_parsing(self, data: bytes) -> bool:
+        """Whether ``data`` is dropped (lingering) or refused (a head past the bound) unparsed."""
+        if self._lingering:
+            return True  # dropped: the request was answered
+        if self._awaiting_head and self._head_overflows(data):
+            self._refuse_head()
+            return True
+        return False
 
     def _init_limits(self) -> None:
         self._head_timer: asyncio.TimerHandle | None = None
@@ -348,29 +378,9 @@ class LimitedH11Protocol(_Limits, H11Protocol):
 
     limits: ClassVar[HttpLimits] = HttpLimits(10.0, 5.0)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Initialize the protocol (uvicorn's arguments)."""
-        super().__init__(*args, **kwargs)
-        self._init_limits()
-        self.timeout_keep_alive = self.limits.idle_timeout_secs  # type: ignore[assignment]
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """A connection opened: its first request head is due."""
-        super().connection_made(transport)
-        self._answers = self._answer_transport()
-        self._await_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The connection closed."""
-        self._stop_timers()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         """Bytes came: refuse a head past the bound; one they complete stops its deadline."""
-        if self._lingering:
-            return  # dropped: the request was answered
-        if self._awaiting_head and self._head_overflows(data):
-            self._refuse_head()
+        if self._refused_before_parsing(data):
             return
         cycle = self.cycle
         super().data_received(data)
@@ -413,31 +423,10 @@ else:
 
         limits: ClassVar[HttpLimits] = HttpLimits(10.0, 5.0)
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            """Initialize the protocol (uvicorn's arguments)."""
-            super().__init__(*args, **kwargs)
-            self._init_limits()
-            self.timeout_keep_alive = self.limits.idle_timeout_secs  # type: ignore[assignment]
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            """A connection opened: its first request head is due."""
-            super().connection_made(transport)
-            self._answers = self._answer_transport()
-            self._await_head()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            """The connection closed."""
-            self._stop_timers()
-            super().connection_lost(exc)
-
         def data_received(self, data: bytes) -> None:
             """Bytes came: refuse a head past the bound, else parse them."""
-            if self._lingering:
-                return  # dropped: the request was answered
-            if self._awaiting_head and self._head_overflows(data):
-                self._refuse_head()
-                return
-            super().data_received(data)
+            if not self._refused_before_parsing(data):
+                super().data_received(data)
 
         def on_headers_complete(self) -> None:
             """The head is complete (parser callback): its deadline stops."""
