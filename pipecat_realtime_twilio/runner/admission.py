@@ -162,8 +162,7 @@ class Admission:
         Args:
             call: The admitted call.
         """
-        self.active[call.call_sid] = call
-        self.had_call(call.call_sid)
+        self.active[call.call_sid] = call  # seen() while active; had_call() once recorded
         self._metrics.active.set(len(self.active))
 
     def end(self, call: CallSession) -> None:
