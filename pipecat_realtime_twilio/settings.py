@@ -153,7 +153,11 @@ class Settings(BaseSettings):
         default=None, description="Signs call-record webhooks (X-Call-Record-Signature)."
     )
     runner_api_key: SecretStr | None = Field(
-        default=None, description="Bearer key for POST /calls (outbound calls); off without it."
+        default=None,
+        description=(
+            "Bearer key of the operator's API (POST /calls, /api/calls) and the console "
+            "(/console); all off without it."
+        ),
     )
     playground_token: SecretStr | None = Field(
         default=None,
@@ -180,6 +184,62 @@ class Settings(BaseSettings):
             "The origin Twilio opens media streams at, if not PUBLIC_URL: an address of "
             "this instance when several share PUBLIC_URL."
         ),
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or one JSON object per line (for log pipelines).",
+    )
+    record_calls: bool = Field(
+        default=False,
+        description=(
+            "Keep a two-channel 8 kHz WAV of every call as heard (left the caller, right "
+            "the bot as played). Tell callers: many places require their consent."
+        ),
+    )
+    recordings_dir: str = Field(
+        default="recordings",
+        description="Folder recordings are kept in (when no RECORDINGS_S3_BUCKET is set).",
+    )
+    recordings_s3_bucket: str | None = Field(
+        default=None,
+        description=(
+            "Keep recordings in this S3 (or S3-compatible) bucket instead of RECORDINGS_DIR; "
+            "credentials from AWS's usual environment variables."
+        ),
+    )
+    recordings_s3_prefix: str = Field(
+        default="recordings/", description="Key prefix of recordings in the bucket."
+    )
+    recordings_s3_endpoint_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible service (MinIO, R2...); AWS when unset.",
+    )
+    recordings_s3_region: str | None = Field(
+        default=None, description="Region of the bucket (AWS_DEFAULT_REGION when unset)."
+    )
+    recording_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Recordings older than this many days are deleted; kept forever when unset.",
+    )
+    twilio_record: bool = Field(
+        default=False,
+        description=(
+            "Have Twilio record each call too (its REST API); the recording's URL goes on "
+            "the call record."
+        ),
+    )
+    openai_base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description=(
+            "OpenAI's HTTP API, for post-call analysis (the Responses API); by default "
+            "derived from OPENAI_REALTIME_URL (wss://host/v1/realtime -> https://host/v1)."
+        ),
+    )
+    analysis_model: str = Field(
+        default="gpt-4.1-mini",
+        description="Text model that fills a bot's post-call analysis fields.",
     )
 
     @field_validator("openai_realtime_url")
@@ -241,6 +301,21 @@ class Settings(BaseSettings):
         if self.public_url is None:
             raise SettingsError("PUBLIC_URL is not set")
         return str(self.public_url).rstrip("/")
+
+    @property
+    def openai_http_url(self) -> str:
+        """OpenAI's HTTP API: ``OPENAI_BASE_URL``, else derived from ``OPENAI_REALTIME_URL``.
+
+        ``wss://api.openai.com/v1/realtime`` gives ``https://api.openai.com/v1``; ``ws://``
+        gives ``http://`` (the bundled emulator serves both on one port).
+        """
+        if self.openai_base_url is not None:
+            return str(self.openai_base_url).rstrip("/")
+        scheme, rest = self.openai_realtime_url.split("://", 1)
+        rest = rest.split("?", 1)[0].rstrip("/")
+        if rest.endswith("/realtime"):
+            rest = rest[: -len("/realtime")]
+        return f"{'https' if scheme == 'wss' else 'http'}://{rest}"
 
     @property
     def websocket_origin(self) -> str:

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -232,10 +233,6 @@ class RecordKeeper:
     def amend(self, call_sid: str, event: dict) -> bool:
         """Add a stream event that came late to a finished call's record, and keep it again.
 
-        The amended record (one ``revision`` higher, undelivered) replaces the one in
-        :attr:`finished` and goes the way of every record (:meth:`keep`): the store
-        replaces the stored one and the webhook gets it again.
-
         Args:
             call_sid: The call.
             event: The event, as ``CallRecord.stream_events`` holds them.
@@ -243,10 +240,29 @@ class RecordKeeper:
         Returns:
             Whether the call's record was among :attr:`finished` (else nothing changed).
         """
+        return self.amend_with(call_sid, lambda record: record.add_stream_event(event))
+
+    def amend_with(self, call_sid: str, change: Callable[[CallRecord], None]) -> bool:
+        """Change a finished call's record and keep it again, one ``revision`` higher.
+
+        What came after the record was made (a late stream event, Twilio's recording,
+        the post-call analysis) goes on it this way. The amended record (undelivered)
+        replaces the one in :attr:`finished` and goes the way of every record
+        (:meth:`keep`): the store replaces the stored one and the webhook gets it again.
+
+        Args:
+            call_sid: The call.
+            change: Changes a copy of the record in place.
+
+        Returns:
+            Whether the call's record was among :attr:`finished` (else nothing changed).
+        """
         for index, kept in enumerate(self.finished):
             if kept.call_sid == call_sid:
                 record = CallRecord.from_dict(kept.to_dict())  # the kept one may be in flight
-                record.add_stream_event(event)
+                change(record)
+                record.revision = kept.revision + 1
+                record.webhook_delivered = False
                 self.finished[index] = record
                 self.keep(record)
                 return True

@@ -105,6 +105,27 @@ class CallRecord:
             one call, the higher revision is the newer.
         caller_audio_dropped_ms: Caller audio dropped for arriving faster than real
             time (a stream flooding the runner), in milliseconds.
+        tool_calls: Each tool the model called, in order: ``{"name": str, "call_id":
+            str, "arguments": str (JSON text), "result": str | None, "error": str |
+            None, "at": float (Unix timestamp), "duration_ms": float}``.
+        keypad: Keys the caller pressed, one entry per group sent to the model:
+            ``{"digits": str, "at": float}``.
+        transfers: Transfers of the call: ``{"target": str, "at": float, "kind":
+            "transfer" | "fallback"}``.
+        barge_ins: Each time the caller cut the bot off: ``{"at": float,
+            "heard_ms": float (of the cut answer, as heard), "item_id": str | None}``.
+        turn_latencies: Per answer, ``{"at": float (the caller stopped speaking),
+            "response_ms": float (until the first audio of the answer was heard)}``.
+        recording: The call's recording, if kept: ``{"location": str (a file path or
+            ``s3://bucket/key``), "bytes": int, "duration_s": float, "sample_rate":
+            8000, "channels": 2}``.
+        twilio_recording_url: Twilio's own recording of the call (``TWILIO_RECORD``).
+        cost: ``cost_usd`` split by kind, USD: ``audio_in``, ``cached_audio_in``,
+            ``audio_out``, ``text_in``, ``cached_text_in``, ``text_out`` (Realtime
+            tokens) and ``analysis`` (the post-call analysis); empty without a price.
+        analysis: The post-call analysis, if the bot declares one: ``{"model": str,
+            "fields": dict (the bot's declared fields, ``summary`` first), "error": str |
+            None, "at": float}``.
     """
 
     call_sid: str
@@ -125,6 +146,15 @@ class CallRecord:
     stream_events: list[dict[str, Any]] = field(default_factory=list)
     revision: int = 0
     caller_audio_dropped_ms: float = 0.0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    keypad: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    turn_latencies: list[dict[str, Any]] = field(default_factory=list)
+    recording: dict[str, Any] | None = None
+    twilio_recording_url: str | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+    analysis: dict[str, Any] | None = None
 
     def add_turn(
         self,
@@ -193,6 +223,9 @@ class CallRecord:
         values["webhook_delivered"] = bool(data.get("webhook_delivered", False))
         values["stream_events"] = [dict(e) for e in data.get("stream_events") or []]
         values["revision"] = int(data.get("revision") or 0)
+        for name in ("tool_calls", "keypad", "transfers", "barge_ins", "turn_latencies"):
+            values[name] = [dict(entry) for entry in data.get(name) or []]
+        values["cost"] = dict(data.get("cost") or {})
         return cls(**values)
 
     def add_stream_event(self, event: dict[str, Any]) -> None:
