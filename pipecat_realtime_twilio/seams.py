@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pipecat.frames.frames import OutputAudioRawFrame
     from pipecat.processors.frame_processor import FrameProcessor
 
+    from pipecat_realtime_twilio.agent.events import CallEvents
     from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
     from pipecat_realtime_twilio.agent.usage import Usage
     from pipecat_realtime_twilio.failures import Failure
@@ -92,6 +93,18 @@ class CallAgent(Protocol):
     @property
     def reconnects(self) -> int:
         """Realtime sessions reopened after a drop."""
+
+    @property
+    def call_events(self) -> CallEvents:
+        """What happened, with times: tool calls, keypad groups, barge-ins, turn latency."""
+
+    @property
+    def keypad_groups(self) -> int:
+        """Keypad groups sent to the model."""
+
+    @property
+    def keypad_deferred(self) -> int:
+        """Keypad groups whose response the rate limit held back."""
 
     @property
     def response_latencies_ms(self) -> list[float]:

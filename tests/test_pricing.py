@@ -9,9 +9,11 @@ from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.errors import SettingsError
 from pipecat_realtime_twilio.runner import pricing
 from pipecat_realtime_twilio.runner.pricing import (
+    COST_KINDS,
     PRICES,
     ModelPrice,
     PriceTable,
+    cost_by_kind,
     cost_usd,
     load_prices,
     price_for,
@@ -381,3 +383,32 @@ def test_a_missing_or_unreadable_prices_file(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00{")
     with pytest.raises(SettingsError, match=r"^PRICES_FILE .*prices.bin: the file is not UTF-8"):
         load_prices(binary)
+
+
+def test_the_cost_splits_by_kind_and_adds_up_to_cost_usd():
+    price = PRICES["gpt-realtime-2.1"]
+    split = cost_by_kind(USAGE, price)
+    assert tuple(split) == COST_KINDS  # every kind, in the price's order
+    assert split == {
+        "audio_in": pytest.approx(5_678 * 32 / 1e6),
+        "cached_audio_in": pytest.approx(1_112 * 0.40 / 1e6),
+        "audio_out": pytest.approx(15_161 * 64 / 1e6),
+        "text_in": pytest.approx(1_234 * 4 / 1e6),
+        "cached_text_in": pytest.approx(910 * 0.40 / 1e6),
+        "text_out": pytest.approx(1_314 * 24 / 1e6),
+    }
+    # Exactly the sum, for every priced model and for a table's own prices.
+    for model in PRICES:
+        assert sum(cost_by_kind(USAGE, PRICES[model]).values()) == cost_usd(model, USAGE), model
+    table = PriceTable({"house-model": ModelPrice(1, 2, 3, 4, 5, 6)})
+    house = table.cost_by_kind("house-model-2026-01-01", USAGE)
+    assert house["text_out"] == pytest.approx(1_314 * 6 / 1e6)
+    assert sum(house.values()) == table.cost_usd("house-model", USAGE)
+    # Nothing used: zeros of every kind, still summing to the cost.
+    assert cost_by_kind(Usage(), price) == dict.fromkeys(COST_KINDS, 0.0)
+
+
+def test_no_price_no_split(warnings):
+    assert cost_by_kind(USAGE, None) == {}
+    assert PriceTable().cost_by_kind("gpt-unknown-voice", USAGE) == {}
+    assert cost_usd("gpt-unknown-voice", USAGE) is None

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
 
+from pipecat_realtime_twilio.agent.events import CallEvents
 from pipecat_realtime_twilio.seams import PhoneCall
 
 
@@ -26,6 +27,7 @@ class AgentControls(Protocol):
 
     tool_error_message: str
     caller_speaking: bool
+    call_events: CallEvents
 
     @property
     def call(self) -> PhoneCall | None:

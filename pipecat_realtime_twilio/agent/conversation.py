@@ -32,6 +32,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.realtime import events
 
+from pipecat_realtime_twilio.agent.events import TOOL_FRAMES
 from pipecat_realtime_twilio.agent.ledger import UNRECOGNISED_SPEECH, TranscriptEntry
 from pipecat_realtime_twilio.agent.phone_audio import PhoneAudio
 from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
@@ -286,10 +287,15 @@ class Conversation(PhoneAudio):
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         """Push a frame; a final function call result also asks the model to answer it.
 
+        Function-call frames going downstream are noted in :attr:`call_events` (the
+        tool calls of the call record).
+
         Args:
             frame: The frame to push.
             direction: The direction of frame pushing.
         """
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, TOOL_FRAMES):
+            self.call_events.tool_frame(frame)
         await super().push_frame(frame, direction)
         if (
             direction == FrameDirection.DOWNSTREAM

@@ -9,6 +9,7 @@
 import time
 from collections import deque
 
+from pipecat_realtime_twilio.agent.events import TurnLatency
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 
 _APPENDS_KEPT = 500
@@ -51,8 +52,16 @@ class ResponseLatency:
         """Drop the sample in progress (the caller cut in; no answer is due)."""
         self._speech_ended_at = None
 
-    def heard(self) -> None:
-        """The phone started playing the bot: close the sample in progress, if any."""
-        if self._speech_ended_at is not None:
-            self.samples_ms.append((time.monotonic() - self._speech_ended_at) * 1000)
-            self._speech_ended_at = None
+    def heard(self) -> TurnLatency | None:
+        """The phone started playing the bot: close the sample in progress, if any.
+
+        Returns:
+            The sample closed, with the Unix time the caller stopped speaking; None
+            when no sample was in progress.
+        """
+        if self._speech_ended_at is None:
+            return None
+        waited = time.monotonic() - self._speech_ended_at
+        self._speech_ended_at = None
+        self.samples_ms.append(waited * 1000)
+        return TurnLatency(at=time.time() - waited, response_ms=waited * 1000)

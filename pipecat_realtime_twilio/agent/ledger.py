@@ -98,10 +98,15 @@ class Cut:
     Parameters:
         truncations: The truncates to send, one per item the caller did not hear in full.
         interrupted: Whether any audio went unheard (the bot was interrupted).
+        heard_ms: What the caller heard of the answers cut off (every item of each
+            response not heard in full), in ms.
+        item_id: The first item cut off, if any.
     """
 
     truncations: list[Truncation]
     interrupted: bool
+    heard_ms: float = 0.0
+    item_id: str | None = None
 
 
 @dataclass
@@ -215,7 +220,8 @@ class HeardLedger:
             heard: Item -> bytes of it the caller heard (from clearing the phone).
 
         Returns:
-            The truncates to send and whether anything went unheard.
+            The truncates to send, whether anything went unheard, and how much of
+            the answers cut off was heard.
         """
         if self._response_id is not None:
             self._cut_responses.add(self._response_id)
@@ -229,10 +235,17 @@ class HeardLedger:
             if played < item.received:
                 truncations.append(Truncation(item_id, item.content_index, played // BYTES_PER_MS))
         self._items.clear()
+        heard_bytes = 0
         for response_id, (played, received) in totals.items():
             if played < received:
                 self._cut_response(response_id, played / received)
-        return Cut(truncations=truncations, interrupted=bool(truncations))
+                heard_bytes += played
+        return Cut(
+            truncations=truncations,
+            interrupted=bool(truncations),
+            heard_ms=heard_bytes / BYTES_PER_MS,
+            item_id=truncations[0].item_id if truncations else None,
+        )
 
     def prune(self, confirmed: Callable[[str], int]) -> list[str]:
         """Forget the items the phone has confirmed playing in full.

@@ -30,6 +30,7 @@ from pipecat.frames.frames import InputAudioRawFrame, InterruptionFrame, TTSStar
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import CurrentAudioResponse
 
+from pipecat_realtime_twilio.agent.events import CallEvents
 from pipecat_realtime_twilio.agent.latency import ResponseLatency
 from pipecat_realtime_twilio.agent.ledger import HeardLedger
 from pipecat_realtime_twilio.agent.prewarm import Prewarm
@@ -61,6 +62,7 @@ class PhoneAudio(Prewarm):
         self._ledger = HeardLedger()
         self._latency = ResponseLatency(vad_silence_ms)
         self.barge_ins = 0
+        self.call_events = CallEvents()  # what happened, with times, for the call record
 
     @property
     def phone_idle(self) -> bool:
@@ -93,7 +95,9 @@ class PhoneAudio(Prewarm):
 
     async def _on_heard_start(self, output: Any) -> None:
         """The phone started playing the bot: close the response-latency sample, if any."""
-        self._latency.heard()
+        sample = self._latency.heard()
+        if sample is not None:
+            self.call_events.turn_latency(sample)
 
     #
     # audio: μ-law both ways, no resampling
@@ -207,6 +211,7 @@ class PhoneAudio(Prewarm):
             )
         if cut.interrupted:
             self.barge_ins += 1
+            self.call_events.barge_in(cut.heard_ms, cut.item_id)
             await self.push_frame(InterruptionFrame())
         return cut.interrupted
 

@@ -450,6 +450,7 @@ class RealtimeAgent(Conversation):
             await self.interrupt()
             self._queued_instructions.clear()
         await self._send_message_item(KEYPAD_INPUT + digits, role="user")
+        self.call_events.keypad_sent(digits)
         await self._call_event_handler("on_keypad", digits)
 
 

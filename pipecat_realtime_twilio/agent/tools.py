@@ -189,6 +189,7 @@ def realtime_tool(
 
 
 async def _apologize(params: FunctionCallParams, agent: AgentControls, error: str) -> None:
+    agent.call_events.tool_failed(params.tool_call_id, error)  # the record's error, not a result
     await params.result_callback({"error": error}, properties=_NO_ANSWER)
     await agent.say(agent.tool_error_message)
 
@@ -217,6 +218,7 @@ def end_call(
             await agent.end_call(reason="bot ended the call")
         except CallControlError as e:
             logger.error(f"end_call: {e}")
+            agent.call_events.tool_failed(params.tool_call_id, f"end_call failed: {e}")
 
     return RealtimeTool(name="end_call", schema=schema, handler=handler)
 
@@ -259,6 +261,7 @@ def transfer_call(
             await agent.transfer_call(number)
         except CallControlError as e:
             logger.error(f"transfer_call: {e}")
+            agent.call_events.tool_failed(params.tool_call_id, f"transfer_call failed: {e}")
             await agent.say(agent.tool_error_message)
 
     return RealtimeTool(name="transfer_call", schema=schema, handler=handler)

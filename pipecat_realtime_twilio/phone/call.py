@@ -348,7 +348,8 @@ class CallSession(PhoneCall):
         if self._hung_up.is_set() or (self.ended is not None and self._end_requested.is_set()):
             return  # the caller is gone, or the call is ending already (the first word counts)
         logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
-        end = CallEnd(EndKind.FAILED, next_twiml=fallback_twiml(say, transfer_to), failure=failure)
+        twiml = fallback_twiml(say, transfer_to)
+        end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure, transfer_to=transfer_to)
         if self._websocket is None:
             self._request_end(end)
             return

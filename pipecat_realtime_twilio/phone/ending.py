@@ -6,10 +6,13 @@
 
 """How a call ended, as data: one :class:`CallEnd` for every way a call can end."""
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from pipecat_realtime_twilio.failures import Failure
+from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target
 
 
 class EndKind(Enum):
@@ -50,12 +53,35 @@ class CallEnd:
         next_twiml: The TwiML Twilio runs once the stream is over (``<Dial>``, or a
             spoken line and ``<Hangup/>``); None: the call hangs up.
         failure: What failed (``FAILED``).
+        transfer_to: Where the fallback transfers the caller (``FAILED``), if anywhere.
+        at: When the end was decided, as a Unix timestamp (not compared).
     """
 
     kind: EndKind
     detail: str = ""
     next_twiml: str | None = None
     failure: Failure | None = None
+    transfer_to: str | None = None
+    at: float = field(default_factory=time.time, compare=False)
+
+    def transfer(self) -> dict[str, Any] | None:
+        """The transfer this end makes, as call records keep it (``CallRecord.transfers``).
+
+        Returns:
+            ``{"target", "at", "kind": "transfer"}`` for a transfer by the bot,
+            ``{"target", "at", "kind": "fallback"}`` for a fallback that dials a
+            number (not one whose number cannot be dialled: that says its line);
+            None for any other end.
+        """
+        if self.kind is EndKind.TRANSFERRED:
+            return {"target": self.detail, "at": self.at, "kind": "transfer"}
+        if self.kind is EndKind.FAILED and self.transfer_to:
+            try:
+                target = check_transfer_target(self.transfer_to)
+            except InvalidTransferTarget:
+                return None
+            return {"target": target, "at": self.at, "kind": "fallback"}
+        return None
 
     @property
     def reason(self) -> str:

@@ -207,6 +207,13 @@ class RecordKeeper:
         record.stream_events = [dict(event) for event in call.stream_events]
         record.caller_audio_dropped_ms = call.caller_audio_dropped_ms
         record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
+        if agent is not None:  # what happened, with times, and the cost by kind
+            events = agent.call_events.as_dict()
+            record.tool_calls, record.keypad = events["tool_calls"], events["keypad"]
+            record.barge_ins, record.turn_latencies = events["barge_ins"], events["turn_latencies"]
+            record.cost = self.prices.cost_by_kind(record.model, record.usage)
+        transfer = call.ended.transfer() if call.ended is not None else None
+        record.transfers = [transfer] if transfer is not None else []
         record.finish(call.end_reason or "unknown")
         self.finished.append(record)
         return record

@@ -50,6 +50,10 @@ class RunnerMetrics:
     - ``prt_response_latency_seconds``: the caller stops speaking to the first
       audio of the answer heard on the phone.
     - ``prt_barge_ins_total``: times the caller cut the bot off.
+    - ``prt_tool_calls_total{outcome}``: tools the model called, ``ok`` or ``error``
+      (raised, timed out, cancelled, unfinished).
+    - ``prt_keypad_groups_total``: groups of keys sent to the model;
+      ``prt_keypad_deferred_total``: those whose response the rate limit held back.
     - ``prt_realtime_reconnects_total``: Realtime sessions reopened after a drop.
     - ``prt_realtime_tokens_total{kind}``: Realtime API tokens by kind
       (``input_text``, ``input_audio``, ``cached_text``, ``cached_audio``,
@@ -96,6 +100,15 @@ class RunnerMetrics:
             registry=r,
         )
         self.barge_ins = Counter("prt_barge_ins", "Times the caller cut the bot off.", registry=r)
+        self.tool_calls = Counter(
+            "prt_tool_calls", "Tools the model called, by outcome.", ["outcome"], registry=r
+        )
+        self.keypad_groups = Counter(
+            "prt_keypad_groups", "Groups of keys sent to the model.", registry=r
+        )
+        self.keypad_deferred = Counter(
+            "prt_keypad_deferred", "Keypad groups whose response was held back.", registry=r
+        )
         self.reconnects = Counter(
             "prt_realtime_reconnects", "Realtime sessions reopened after a drop.", registry=r
         )
@@ -140,7 +153,7 @@ class RunnerMetrics:
     def count_call(
         self, record: CallRecord, agent: CallAgent | None, end: CallEnd | None = None
     ) -> None:
-        """Count a finished call: its end, duration, latencies, barge-ins, tokens and cost.
+        """Count a finished call: end, duration, latencies, barge-ins, tools, keys, tokens, cost.
 
         Args:
             record: The call's record.
@@ -157,6 +170,10 @@ class RunnerMetrics:
         if agent is not None:
             self.barge_ins.inc(agent.barge_ins)
             self.reconnects.inc(agent.reconnects)
+            self.keypad_groups.inc(agent.keypad_groups)
+            self.keypad_deferred.inc(agent.keypad_deferred)
+        for call in record.tool_calls:
+            self.tool_calls.labels("error" if call.get("error") else "ok").inc()
         for kind, count in record.usage.as_dict().items():
             self.tokens.labels(kind.removesuffix("_tokens")).inc(count)
         if record.cost_usd is not None:

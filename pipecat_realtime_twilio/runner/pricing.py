@@ -17,6 +17,8 @@ sum with the table `PRICES`::
 
 Cached input tokens are billed at their own (much lower) price; `Usage` keeps them
 apart from the uncached ones (see :mod:`pipecat_realtime_twilio.agent.usage`).
+`cost_by_kind` splits the cost by the six kinds of token (the record's ``cost``);
+`cost_usd` is the sum of that split.
 
 Other prices (a contract, a new model) come from a JSON file, ``PRICES_FILE``,
 that replaces or adds to the table: a `PriceTable` holds the prices in effect
@@ -181,6 +183,39 @@ def price_for(model: str) -> ModelPrice | None:
     return _lookup(PRICES, model)
 
 
+COST_KINDS = ("audio_in", "cached_audio_in", "audio_out", "text_in", "cached_text_in", "text_out")
+"""The kinds of `cost_by_kind`, in order: the fields of `ModelPrice`."""
+
+
+def cost_by_kind(usage: Usage, price: ModelPrice | None) -> dict[str, float]:
+    """Return what ``usage`` cost at ``price``, in USD, by kind of token.
+
+    The kinds are `COST_KINDS`: uncached, cached and output audio, then the same
+    for text. `cost_usd` is the sum of the values, added in that order.
+
+    Args:
+        usage: The tokens used.
+        price: The model's prices; None for a model without a price.
+
+    Returns:
+        USD by kind (every kind, zeros included), or an empty dict without a price.
+    """
+    if price is None:
+        return {}
+    tokens = (
+        usage.input_audio_tokens,
+        usage.cached_audio_tokens,
+        usage.output_audio_tokens,
+        usage.input_text_tokens,
+        usage.cached_text_tokens,
+        usage.output_text_tokens,
+    )
+    return {
+        kind: count * getattr(price, kind) / 1_000_000
+        for kind, count in zip(COST_KINDS, tokens, strict=True)
+    }
+
+
 def cost_usd(model: str, usage: Usage) -> float | None:
     """Return what ``usage`` cost with ``model``, in USD.
 
@@ -272,6 +307,19 @@ class PriceTable:
             warning is logged once per model).
         """
         return _cost(model, self.price_for(model), usage)
+
+    def cost_by_kind(self, model: str, usage: Usage) -> dict[str, float]:
+        """Return what ``usage`` cost with ``model``, in USD by kind (see `cost_by_kind`).
+
+        Args:
+            model: The Realtime model id.
+            usage: The tokens used.
+
+        Returns:
+            USD by kind, summing to `cost_usd`; empty when the table has no price
+            for the model.
+        """
+        return cost_by_kind(usage, self.price_for(model))
 
 
 def load_prices(path: str | Path) -> dict[str, ModelPrice]:
@@ -388,11 +436,4 @@ def _cost(model: str, price: ModelPrice | None, usage: Usage) -> float | None:
             _warned_models.add(model)
             logger.warning(f"No price for Realtime model {model!r}: its calls have no cost")
         return None
-    return (
-        usage.input_audio_tokens * price.audio_in
-        + usage.cached_audio_tokens * price.cached_audio_in
-        + usage.output_audio_tokens * price.audio_out
-        + usage.input_text_tokens * price.text_in
-        + usage.cached_text_tokens * price.cached_text_in
-        + usage.output_text_tokens * price.text_out
-    ) / 1_000_000
+    return sum(cost_by_kind(usage, price).values())  # the same sum as the record's `cost`
