@@ -12,10 +12,15 @@ Several runner processes may share one database: SQLite gets a busy timeout and
 WAL, and no SQL is specific to one engine. Sync methods, and ``a``-prefixed async
 twins that run in a thread.
 
+The schema is migrated in place when a store opens
+(:mod:`~pipecat_realtime_twilio.runner.migrations`, Alembic): the whole record as
+JSON, and real columns for what calls are filtered and summed by
+(:mod:`~pipecat_realtime_twilio.runner.queries`: ``search`` and ``overview``).
+
 A URL that cannot be used (malformed, an asyncio or missing driver, a database
-that cannot be reached) raises `StoreError` when the store opens, with one line
-naming ``DATABASE_URL``; errors after that are SQLAlchemy's (`describe_error`
-makes one line of them).
+that cannot be reached or whose schema a newer version upgraded) raises
+`StoreError` when the store opens, with one line naming ``DATABASE_URL``; errors
+after that are SQLAlchemy's (`describe_error` makes one line of them).
 
 Example::
 
@@ -34,27 +39,22 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Double,
-    Engine,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    inspect,
-    select,
-    update,
-)
-from sqlalchemy.dialects.mysql import LONGTEXT
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from pipecat_realtime_twilio.errors import SettingsError
+from pipecat_realtime_twilio.runner.migrations import SchemaTooNew, upgrade
+from pipecat_realtime_twilio.runner.queries import (
+    CallPage,
+    CallQuery,
+    calls_table,
+    newest_first,
+    overview,
+    row_values,
+    undelivered_first,
+)
 from pipecat_realtime_twilio.runner.records import CallRecord
 
 POSTGRES_HINT = (
@@ -128,21 +128,6 @@ def _check_url(url: str) -> URL:
     return parsed
 
 
-_metadata = MetaData()
-calls_table = Table(
-    "calls",
-    _metadata,
-    Column("call_sid", String(128), primary_key=True),
-    Column("bot", String(200), nullable=False, index=True),
-    Column("started_at", Double, nullable=False, index=True),
-    Column("end_reason", String(200), index=True),
-    Column("webhook_delivered", Boolean, nullable=False, index=True),
-    # MySQL's TEXT holds 64 KiB: too little for the transcript of a long call.
-    Column("record", Text().with_variant(LONGTEXT(), "mysql", "mariadb"), nullable=False),
-)
-"""The ``calls`` table: indexed columns for queries, and the whole record as JSON."""
-
-
 def _create_engine(parsed: URL, busy_timeout_s: float) -> Engine:
     """Return an engine for ``parsed``; SQLite waits for locks and runs in WAL mode."""
     if parsed.get_backend_name() != "sqlite":
@@ -201,7 +186,8 @@ def _use_wal(cursor: sqlite3.Cursor, timeout_s: float) -> None:
 class CallStore:
     """Call records in a SQL database, by SQLAlchemy URL.
 
-    The table ``calls`` is created if missing. Every method is synchronous and
+    The schema is brought to the newest revision when the store opens (a new
+    database gets the table, an older one is upgraded in place). Every method is synchronous and
     thread-safe; the ``a``-prefixed methods run them in a worker thread for use on
     the event loop. Several processes may share one database.
 
@@ -213,7 +199,7 @@ class CallStore:
     """
 
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
-        """Connect to the database and create the ``calls`` table if missing.
+        """Connect to the database and bring its schema to the newest revision.
 
         Args:
             url: SQLAlchemy database URL, e.g. ``sqlite:///calls.db`` or
@@ -222,8 +208,8 @@ class CallStore:
 
         Raises:
             StoreError: If the URL is malformed, its driver is missing or works with
-                asyncio only, or the database cannot be opened; the message names
-                ``DATABASE_URL``.
+                asyncio only, the database cannot be opened or upgraded, or its schema
+                is newer than this version knows; the message names ``DATABASE_URL``.
         """
         self.url = url
         parsed = _check_url(url)
@@ -235,31 +221,15 @@ class CallStore:
                 f"DATABASE_URL: cannot create the folder of {where}: {error.strerror or error}"
             ) from error
         try:
-            self._create_table()
+            upgrade(self._engine)
+        except SchemaTooNew as error:
+            self._engine.dispose()
+            raise StoreError(f"DATABASE_URL: {where}: {error}") from error
         except (SQLAlchemyError, sqlite3.Error) as error:
             self._engine.dispose()
             raise StoreError(
                 f"DATABASE_URL: cannot open the database {where}: {describe_error(error)}"
             ) from error
-
-    def _create_table(self) -> None:
-        try:
-            _metadata.create_all(self._engine, checkfirst=True)
-        except SQLAlchemyError:
-            # Another process may have created it between the check and the CREATE.
-            if not inspect(self._engine).has_table(calls_table.name):
-                raise
-
-    @staticmethod
-    def _values(record: CallRecord) -> dict[str, Any]:
-        # The indexed columns are cut to their length; the JSON keeps every character.
-        return {
-            "bot": (record.bot or "")[:200],
-            "started_at": float(record.started_at),
-            "end_reason": record.end_reason[:200] if record.end_reason else record.end_reason,
-            "webhook_delivered": bool(record.webhook_delivered),
-            "record": record.to_json(),
-        }
 
     @staticmethod
     def _record(row: Any) -> CallRecord | None:
@@ -279,7 +249,7 @@ class CallStore:
         Args:
             record: The record.
         """
-        values = self._values(record)
+        values = row_values(record)
         where = calls_table.c.call_sid == record.call_sid
         for attempt in range(2):
             try:
@@ -322,13 +292,7 @@ class CallStore:
         Returns:
             The records.
         """
-        query = (
-            select(calls_table)
-            .order_by(calls_table.c.started_at.desc(), calls_table.c.call_sid.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return self._records(query)
+        return self._records(newest_first(limit, offset))
 
     def undelivered(self, limit: int = 100) -> builtins.list[CallRecord]:
         """Return records not yet delivered to the webhook, oldest first.
@@ -339,13 +303,39 @@ class CallStore:
         Returns:
             The records.
         """
-        query = (
-            select(calls_table)
-            .where(calls_table.c.webhook_delivered.is_(False))
-            .order_by(calls_table.c.started_at.asc(), calls_table.c.call_sid.asc())
-            .limit(limit)
-        )
-        return self._records(query)
+        return self._records(undelivered_first(limit))
+
+    def search(self, query: CallQuery) -> CallPage:
+        """Return a page of the records the query matches, newest first, and their count.
+
+        Args:
+            query: The filters and the page.
+
+        Returns:
+            The page.
+        """
+        with self._engine.connect() as connection:
+            total = int(connection.execute(query.count()).scalar_one())
+        records = self._records(query.page()) if total > query.offset else []
+        return CallPage(records=records, total=total)
+
+    def overview(self, since: float, until: float) -> dict[str, Any]:
+        """Sum the calls that started in ``[since, until)`` per UTC day, bot and end.
+
+        See :func:`~pipecat_realtime_twilio.runner.queries.overview`.
+
+        Args:
+            since: Start of the range, Unix time (inclusive).
+            until: End of the range, Unix time (exclusive).
+
+        Returns:
+            ``{"days", "by_bot", "end_reasons", "totals"}``, JSON-ready.
+
+        Raises:
+            ValueError: ``until`` not after ``since``, or a range over 400 days.
+        """
+        with self._engine.connect() as connection:
+            return overview(connection, since, until)
 
     def _records(self, query: Any) -> builtins.list[CallRecord]:
         with self._engine.connect() as connection:
@@ -419,6 +409,29 @@ class CallStore:
             The undelivered records, oldest first.
         """
         return await asyncio.to_thread(self.undelivered, limit)
+
+    async def asearch(self, query: CallQuery) -> CallPage:
+        """`search` in a worker thread.
+
+        Args:
+            query: The filters and the page.
+
+        Returns:
+            The page.
+        """
+        return await asyncio.to_thread(self.search, query)
+
+    async def aoverview(self, since: float, until: float) -> dict[str, Any]:
+        """`overview` in a worker thread.
+
+        Args:
+            since: Start of the range, Unix time (inclusive).
+            until: End of the range, Unix time (exclusive).
+
+        Returns:
+            ``{"days", "by_bot", "end_reasons", "totals"}``, JSON-ready.
+        """
+        return await asyncio.to_thread(self.overview, since, until)
 
     async def amark_delivered(self, call_sid: str, revision: int | None = None) -> bool:
         """`mark_delivered` in a worker thread.
