@@ -119,6 +119,36 @@ class TwilioRest:
         )
         return call.sid
 
+    async def start_recording(self, call_sid: str, status_callback: str) -> str:
+        """Have Twilio record a live call, each side on its own channel.
+
+        Twilio POSTs ``status_callback`` (signed) when the recording is ready
+        (``RecordingStatus=completed``, ``RecordingUrl``), after the call ends. Not
+        retried: a retry after a timeout could start a second recording.
+
+        Args:
+            call_sid: The call.
+            status_callback: The URL of the recording's status callbacks.
+
+        Returns:
+            The recording's SID (``RE...``).
+
+        Raises:
+            TwilioRestException: If Twilio refuses (e.g. the call is not in progress).
+            TimeoutError: If Twilio does not answer in time.
+            aiohttp.ClientError: If Twilio cannot be reached.
+        """
+        recording = await asyncio.wait_for(
+            self._calls()(call_sid).recordings.create_async(
+                recording_status_callback=status_callback,
+                recording_status_callback_method="POST",
+                recording_status_callback_event=["completed", "absent"],
+                recording_channels="dual",
+            ),
+            self._timeout + 1,
+        )
+        return recording.sid
+
     async def hang_up(self, call_sid: str) -> None:
         """End a live call.
 

@@ -15,6 +15,12 @@ up calls against it:
 - ``GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` fetches a call.
 - ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` updates a call
   (``Status=completed|canceled``, ``Url`` or ``Twiml`` to redirect it).
+- ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/Recordings.json`` starts
+  recording a call in progress (``201``, status ``in-progress``). When the call ends
+  (an update or `FakeTwilioRest.set_call_status`) its recordings complete, and each
+  one's ``RecordingStatusCallback`` gets Twilio's signed POST (``RecordingStatus=
+  completed``, ``RecordingUrl``...), if its ``RecordingStatusCallbackEvent`` asks for
+  ``completed`` (the default).
 
 A call placed by a `TwilioCaller` can be attached (`FakeTwilioRest.attach`): a
 successful update of it with ``Twiml``, ``Url`` or ``Status=completed`` then ends
@@ -63,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
@@ -72,11 +79,13 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+import aiohttp
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from twilio.request_validator import SIGNATURE_HEADER, RequestValidator
 
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.twiml import TwimlError, parse_twiml
@@ -171,6 +180,9 @@ class FakeTwilioRest:
         on_update: Likewise after each successful update, with the update form plus
             ``CallSid``, ``AccountSid`` and the new ``CallStatus``.
         hook_errors: Exceptions raised by the hooks.
+        recordings: Every recording's JSON representation, by recording SID.
+        recording_callbacks: Each recording status callback sent: ``(form, HTTP status)``,
+            the status None if the request failed.
     """
 
     def __init__(
@@ -203,6 +215,9 @@ class FakeTwilioRest:
         self.call_params: dict[str, dict[str, str]] = {}
         self.requests: list[RecordedRequest] = []
         self.hook_errors: list[BaseException] = []
+        self.recordings: dict[str, dict] = {}
+        self.recording_callbacks: list[tuple[dict[str, str], int | None]] = []
+        self._recording_events: dict[str, tuple[str, list[str]]] = {}  # SID: callback, events
         self._failures: list[int] = []  # statuses for the next requests (fault injection)
         self._hook_tasks: set[asyncio.Task] = set()
         self._callers: dict[str, TwilioCaller] = {}
@@ -351,6 +366,11 @@ class FakeTwilioRest:
             routes=[
                 Route(f"{base}/Calls.json", self._create_call, methods=["POST"]),
                 Route(f"{base}/Calls/{{call_sid}}.json", self._call, methods=["GET", "POST"]),
+                Route(
+                    f"{base}/Calls/{{call_sid}}/Recordings.json",
+                    self._create_recording,
+                    methods=["POST"],
+                ),
                 Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "DELETE"]),
             ]
         )
@@ -523,6 +543,103 @@ class FakeTwilioRest:
             self.hook_errors.append(exc)
 
     # ---------------------------------------------------------------------------------------
+    # Recordings
+    # ---------------------------------------------------------------------------------------
+
+    async def _create_recording(self, request: Request) -> JSONResponse:
+        recorded = await self._record(request)
+        call_sid = request.path_params["call_sid"]
+        form = recorded.form
+        try:
+            self._injected_failure()
+            self._check_auth(request, request.path_params["account_sid"])
+            call = self.calls.get(call_sid)
+            if call is None:
+                raise TwilioApiError(
+                    404, 20404, f"The requested resource {request.url.path} was not found"
+                )
+            if call["status"] != "in-progress":
+                raise TwilioApiError(400, 21220, "Requested resource is not eligible for recording")
+            channels = form.get("RecordingChannels", "mono")
+            if channels not in ("mono", "dual"):
+                raise TwilioApiError(400, 21208, f"Invalid RecordingChannels: {channels}")
+        except TwilioApiError as error:
+            return self._respond(recorded, error.status, error.to_json())
+        now = _now_rfc2822()
+        sid = _sid("RE")
+        recording = {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "call_sid": call_sid,
+            "conference_sid": None,
+            "date_created": now,
+            "date_updated": now,
+            "start_time": now,
+            "duration": "-1",
+            "sid": sid,
+            "price": None,
+            "price_unit": "USD",
+            "status": "in-progress",
+            "channels": 2 if channels == "dual" else 1,
+            "source": "StartCallRecordingAPI",
+            "error_code": None,
+            "encryption_details": None,
+            "track": form.get("RecordingTrack", "both"),
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{call_sid}/Recordings/"
+            f"{sid}.json",
+        }
+        self.recordings[sid] = recording
+        events = [
+            event
+            for key, value in recorded.fields
+            if key == "RecordingStatusCallbackEvent"
+            for event in value.split()
+        ]
+        callback = form.get("RecordingStatusCallback", "")
+        self._recording_events[sid] = (callback, events or ["completed"])
+        return self._respond(recorded, 201, dict(recording))
+
+    def _complete_recordings(self, call_sid: str, now: datetime) -> None:
+        """The call ended: its recordings complete, and their callbacks are sent."""
+        for sid, recording in self.recordings.items():
+            if recording["call_sid"] != call_sid or recording["status"] != "in-progress":
+                continue
+            started = datetime.strptime(recording["start_time"], "%a, %d %b %Y %H:%M:%S %z")
+            recording["status"] = "completed"
+            recording["duration"] = str(max(0, int((now - started).total_seconds())))
+            recording["date_updated"] = format_datetime(now)
+            callback, events = self._recording_events[sid]
+            if callback and "completed" in events:
+                form = {
+                    "AccountSid": self.account_sid,
+                    "CallSid": call_sid,
+                    "RecordingSid": sid,
+                    "RecordingUrl": f"{self.url}/{API_VERSION}/Accounts/{self.account_sid}"
+                    f"/Recordings/{sid}",
+                    "RecordingStatus": "completed",
+                    "RecordingDuration": recording["duration"],
+                    "RecordingChannels": str(recording["channels"]),
+                    "RecordingStartTime": recording["start_time"],
+                    "RecordingSource": recording["source"],
+                    "RecordingTrack": recording["track"],
+                }
+                task = asyncio.create_task(self._run_hook(self._post_recording_status, form))
+                self._hook_tasks.add(task)
+                task.add_done_callback(self._hook_tasks.discard)
+
+    async def _post_recording_status(self, form: dict) -> None:
+        """POST a recording status callback, signed with the auth token as Twilio signs."""
+        callback, _ = self._recording_events[form["RecordingSid"]]
+        signature = RequestValidator(self.auth_token).compute_signature(callback, form)
+        headers = {SIGNATURE_HEADER: signature, "User-Agent": "TwilioProxy/1.1"}
+        status: int | None = None
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with aiohttp.ClientSession() as session:
+                async with session.post(callback, data=form, headers=headers) as response:
+                    status = response.status
+        self.recording_callbacks.append((form, status))
+
+    # ---------------------------------------------------------------------------------------
     # Call representation
     # ---------------------------------------------------------------------------------------
 
@@ -561,9 +678,9 @@ class FakeTwilioRest:
             "uri": f"{uri}.json",
         }
 
-    @staticmethod
-    def _set_status(call: dict, status: str) -> None:
+    def _set_status(self, call: dict, status: str) -> None:
         now = datetime.now(UTC)
+        was_active = call["status"] in ACTIVE_STATUSES
         call["status"] = status
         call["date_updated"] = format_datetime(now)
         if status == "in-progress" and call["start_time"] is None:
@@ -575,6 +692,8 @@ class FakeTwilioRest:
                 call["duration"] = str(max(0, int((now - started).total_seconds())))
             else:
                 call["duration"] = "0"
+            if was_active:
+                self._complete_recordings(call["sid"], now)
 
 
 _SUBRESOURCES = {
