@@ -18,11 +18,10 @@ and 32 hex digits (``CA…``, ``MZ…``, ``AC…``), the sample rate and channel
 are JSON integers in a sane range, ``customParameters`` is an object of at most
 :data:`MAX_PARAMETERS` string entries of at most :data:`MAX_PARAMETER_CHARS`
 characters each. Fields the package does not read (``sequenceNumber``,
-``tracks``, ``chunk``, ``timestamp``...) and fields Twilio may add later are
-ignored.
+``tracks``, ``chunk``...) and fields Twilio may add later are ignored.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -80,9 +79,15 @@ class StartInfo(_Part):
 
 
 class MediaInfo(_Part):
-    """``media.media``: one packet of the caller's audio (base64 μ-law)."""
+    """``media.media``: one packet of the caller's audio (base64 μ-law).
+
+    ``timestamp`` (ms since the stream started, a string from Twilio) is read only by
+    a call's recorder, and leniently: any value is accepted here (the packet's audio
+    must not be lost over it), and one that is not a count of ms is ignored there.
+    """
 
     payload: str
+    timestamp: Any = None
 
 
 class MarkInfo(_Part):

@@ -34,6 +34,7 @@ from pipecat.transports.websocket.fastapi import (
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
 from pipecat_realtime_twilio.phone.playback import PlaybackClock
+from pipecat_realtime_twilio.phone.recording import CallRecorder
 from pipecat_realtime_twilio.phone.serializer import (
     clear_message,
     mark_message,
@@ -117,6 +118,7 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         self._speaking_frame_at = 0.0
         self._warned_overdue = False
         self.clears_sent = 0
+        self.recorder: CallRecorder | None = None  # told what the phone was sent and played
         self._register_event_handler("on_bot_started_speaking")
         self._register_event_handler("on_bot_stopped_speaking")
 
@@ -274,10 +276,14 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             self._queue.popleft()
         self._queued_bytes -= size
         messages = []
-        if self.clock.idle:
-            messages.append(mark_message(self._stream_sid, self.clock.start_mark(now)))
+        start = self.clock.start_mark(now) if self.clock.idle else None
+        if start is not None:
+            messages.append(mark_message(self._stream_sid, start))
         messages.append(media_message(self._stream_sid, base64.b64encode(chunk).decode("ascii")))
-        messages.append(mark_message(self._stream_sid, self.clock.sent(size, item, now)))
+        mark = self.clock.sent(size, item, now)
+        messages.append(mark_message(self._stream_sid, mark))
+        if self.recorder is not None:  # as the clock counts it: before a clear can come
+            self.recorder.bot_sent(chunk, mark, now, start_mark=start)
         async with self._send_lock:
             for message in messages:
                 await self._client.send(message)
@@ -302,6 +308,8 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         now = self._now()
         if not self.clock.echoed(name, now):
             return
+        if self.recorder is not None:
+            self.recorder.bot_echoed(name, now)
         self._wake.set()
         self._progress.set()
         if not self._speaking and not self.clock.idle:
@@ -326,6 +334,9 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         """
         now = self._now()
         needs_clear = not self.clock.idle
+        if needs_clear and self.recorder is not None:
+            unplayed = round(self.clock.lead_ms(self.clock.clear_lands(now)) * BYTES_PER_MS)
+            self.recorder.bot_cleared(unplayed, now)
         heard = self.clock.clear(now)
         for _, item in self._queue:
             if item is not None and item not in heard:

@@ -168,7 +168,7 @@ class PlaybackClock:
         Returns:
             For every item that had audio pending, the bytes of it the caller heard.
         """
-        arrives = now + (self.round_trip_secs or 0.0) / 2
+        arrives = self.clear_lands(now)
         heard = {
             chunk.item: self.heard_bytes(chunk.item, arrives)
             for chunk in self._pending
@@ -181,6 +181,14 @@ class PlaybackClock:
         self._acked = self._sent
         self._anchor = None
         return heard
+
+    def clear_lands(self, now: float) -> float:
+        """When a ``clear`` sent at ``now`` reaches the phone: half a measured round trip later.
+
+        Args:
+            now: When the clear is sent.
+        """
+        return now + (self.round_trip_secs or 0.0) / 2
 
     # -- reading ---------------------------------------------------------------------
 

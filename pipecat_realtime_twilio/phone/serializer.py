@@ -6,9 +6,11 @@
 
 """Twilio Media Streams serializer that passes μ-law through and survives bad packets."""
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from loguru import logger
 from pipecat.audio.dtmf.types import KeypadEntry
@@ -35,6 +37,7 @@ from pipecat_realtime_twilio.phone.messages import (
     describe_error,
     parse_message,
 )
+from pipecat_realtime_twilio.phone.recording import CallRecorder
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest Media Streams message accepted; a media packet is about 300 bytes."""
@@ -75,6 +78,8 @@ class TwilioSerializer(TwilioFrameSerializer):
     - Caller audio is let through at most a little faster than real time
       (:class:`~pipecat_realtime_twilio.phone.inbound.InboundBudget`); the excess
       is dropped before it goes anywhere, counted, and logged once per call.
+    - With a :attr:`recorder`, every packet of caller audio is noted there as received
+      (see :mod:`~pipecat_realtime_twilio.phone.recording`).
     - ``mark`` echoes go to ``on_mark`` (the phone output's playback clock)
       without a trip through the pipeline, and ``stop`` calls ``on_stop``, so
       the call can end at once when the caller hangs up.
@@ -111,6 +116,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         # Set by a RealtimeAgent right after the input transport: caller audio goes
         # to it as Twilio's base64 μ-law (the API's own format), not through the pipeline.
         self.caller_audio: Callable[[str, int], Awaitable[None]] | None = None
+        self.recorder: CallRecorder | None = None  # the call is recorded (set before it runs)
         self._inbound = inbound or InboundBudget()
         self._dropped = 0
         self._stopped = False
@@ -193,7 +199,7 @@ class TwilioSerializer(TwilioFrameSerializer):
             return None
 
         if isinstance(message, Media):
-            return await self._media(message.media.payload, data)
+            return await self._media(message.media.payload, data, message.media.timestamp)
         if isinstance(message, Dtmf):
             digit = message.dtmf.digit
             try:
@@ -220,7 +226,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         )
         return None
 
-    async def _media(self, payload: str, data: str | bytes) -> Frame | None:
+    async def _media(self, payload: str, data: str | bytes, timestamp: Any = None) -> Frame | None:
         try:
             ulaw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -228,6 +234,9 @@ class TwilioSerializer(TwilioFrameSerializer):
             return None
         if not ulaw:
             return None
+        if self.recorder is not None:  # what the caller sent, whatever the budget lets through
+            now = asyncio.get_running_loop().time()
+            self.recorder.caller_audio(ulaw, _milliseconds(timestamp), now)
         if not self._inbound.take(len(ulaw)):
             if self._inbound.dropped_packets == 1:
                 self._first_audio_drop()
@@ -259,3 +268,12 @@ class TwilioSerializer(TwilioFrameSerializer):
                 f"Dropped a Twilio message on stream {field(self._stream_sid)} ({reason}; "
                 f"{self._dropped} dropped so far): {len(data)} {unit}, '{field(preview, 120)}'"
             )
+
+
+def _milliseconds(value: Any) -> int | None:
+    """A ``media`` timestamp as a count of ms (Twilio sends a string), or None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

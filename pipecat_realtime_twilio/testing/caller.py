@@ -134,7 +134,8 @@ class TwilioCaller(TwilioSide):
     - ``playback``: one ``(time, bytes_played, offset_in_heard)`` per playback tick,
       where ``time`` is the tick's slot on the drift-free ``frame_ms`` grid. A tick
       plays (up to a frame of) the audio that had arrived by its time, over
-      ``[time, time + bytes_played / 8 ms)``.
+      ``[time, time + bytes_played / 8 ms)``. :meth:`played_runs` gives the same on
+      the stream's clock (samples since ``started_at``, as ``media`` timestamps count).
     - ``received``: every message from the server as ``(time, message)``; messages
       that are not JSON objects are recorded as ``{"_raw": ..., "_error": ...}``.
     - ``marks_received``/``marks_echoed``: ``(time, name)`` pairs.
@@ -684,6 +685,31 @@ class TwilioCaller(TwilioSide):
             elif seen_audio and silent_since is None:
                 silent_since = when
         return found
+
+    def played_runs(self) -> list[tuple[int, bytes]]:
+        """What the phone played, on the stream's clock, as runs of unbroken sound.
+
+        The stream's clock is the one of the ``media`` timestamps: 8 kHz samples since
+        the stream started (playback ticks on the same grid as the media packets).
+
+        Returns:
+            ``(sample, ulaw)`` per run: where it started and what was played, in order.
+        """
+        if self.started_at is None:
+            return []
+        runs: list[tuple[int, bytearray]] = []
+        end: int | None = None
+        for when, played, start in self.playback:
+            if not played:
+                continue
+            sample = round((when - self.started_at) * 1000 * BYTES_PER_MS)
+            audio = self.heard[start : start + played]
+            if runs and sample == end:
+                runs[-1][1].extend(audio)
+            else:
+                runs.append((sample, bytearray(audio)))
+            end = sample + played
+        return [(sample, bytes(audio)) for sample, audio in runs]
 
     def play_time_of(self, offset: int) -> float | None:
         """The loop time at which byte ``offset`` of `heard` was played.
