@@ -4,10 +4,22 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Bots: a bot builds a call's pipeline, fresh for every call."""
+"""Bots: a bot builds a call's pipeline, fresh for every call.
+
+A Python bot (``NAME.py``) defines ``pipeline(call)``; it may declare a post-call
+analysis as ``ANALYSIS``, the mapping a prompt bot's front matter has under
+``analysis`` (or an :class:`~pipecat_realtime_twilio.runner.analysis_spec.AnalysisSpec`)::
+
+    ANALYSIS = {
+        "fields": {
+            "booked": {"type": "boolean", "description": "Whether an appointment was booked."},
+        },
+    }
+"""
 
 import asyncio
 import inspect
+import re
 import sys
 import traceback
 import types
@@ -21,6 +33,11 @@ from pydantic import SecretStr
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
 from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.runner.analysis_spec import (
+    AnalysisDeclarationError,
+    AnalysisSpec,
+    check_analysis,
+)
 from pipecat_realtime_twilio.runner.prompt_bot import load_prompt_bot
 from pipecat_realtime_twilio.settings import Settings, settings_in_effect
 
@@ -36,12 +53,14 @@ class Bot:
         description: One line about the bot (its module docstring's first line).
         builder: Builds the call's pipeline from the :class:`CallSession`.
         path: The file the bot was loaded from, if any.
+        analysis: Its post-call analysis, if it declares one.
     """
 
     name: str
     description: str
     builder: PipelineBuilder
     path: Path | None = None
+    analysis: AnalysisSpec | None = None
 
     async def build(self, call: CallSession) -> list[FrameProcessor]:
         """Build a fresh pipeline for one call.
@@ -124,7 +143,8 @@ def load_bot_file(path: Path) -> Bot:
         The bot.
 
     Raises:
-        BotError: If the file cannot be imported or defines no ``pipeline``.
+        BotError: If the file cannot be imported, defines no ``pipeline``, or
+            declares an ``ANALYSIS`` with mistakes (a line for each).
     """
     name = path.stem
     module_name = f"pipecat_realtime_twilio_bots.{name}"
@@ -133,7 +153,8 @@ def load_bot_file(path: Path) -> Bot:
     try:
         # Compiled from the source every time (no bytecode cache), so a file edited
         # again within the same second still reloads what is on disk.
-        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
+        source = path.read_text(encoding="utf-8")
+        code = compile(source, str(path), "exec")
         sys.modules[module_name] = module
         exec(code, module.__dict__)
     except Exception as e:
@@ -143,7 +164,16 @@ def load_bot_file(path: Path) -> Bot:
     if not callable(builder):
         raise BotError(f"{path}: defines no pipeline(call) function")
     doc = (module.__doc__ or "").strip().splitlines()
-    return Bot(name=name, description=doc[0] if doc else "", builder=builder, path=path)
+    bot = Bot(name=name, description=doc[0] if doc else "", builder=builder, path=path)
+    declared = getattr(module, "ANALYSIS", None)
+    if declared is not None:
+        try:
+            bot.analysis = check_analysis(declared)
+        except AnalysisDeclarationError as e:
+            found = re.search(r"^ANALYSIS\b", source, re.MULTILINE)
+            line = source.count("\n", 0, found.start()) + 1 if found else 1
+            raise BotError(e.lines("ANALYSIS", lambda _: f"{path}:{line}")) from None
+    return bot
 
 
 def load_markdown_bot(path: Path) -> Bot:
@@ -164,6 +194,7 @@ def load_markdown_bot(path: Path) -> Bot:
         description=prompt_bot.spec.description,
         builder=prompt_bot.pipeline,
         path=path,
+        analysis=prompt_bot.spec.analysis,
     )
 
 

@@ -23,6 +23,10 @@ Example ``bots/receptionist.md``::
     noise_reduction: near_field
     transcription:
       language: en
+    analysis:
+      fields:
+        outcome: {type: string, enum: [message_taken, transferred], description: ...}
+        callback_requested: {type: boolean, description: ...}
     ---
     You are the receptionist of Acme...
 
@@ -38,8 +42,11 @@ default, with ``threshold``, ``prefix_padding_ms``, ``silence_duration_ms``,
 ``idle_timeout_ms``, ``create_response``, ``interrupt_response``; or
 ``semantic_vad`` with ``eagerness``, ``create_response``, ``interrupt_response``),
 ``noise_reduction`` (``near_field`` or ``far_field``), ``transcription``
-(``model``, ``language``; ``false``: no transcript of the caller). Any mistake is a
-:class:`BotError` naming the file and line (of the nested key, for a nested one).
+(``model``, ``language``; ``false``: no transcript of the caller), ``analysis``
+(the post-call analysis: ``fields``, ``instructions``, ``model``; see
+:mod:`~pipecat_realtime_twilio.runner.analysis_spec`). Any mistake is a
+:class:`BotError` naming the file and line (of the nested key, for a nested one);
+each mistake in ``analysis`` gets a line of its own.
 """
 
 import re
@@ -58,6 +65,11 @@ from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
 from pipecat_realtime_twilio.errors import BotError
 from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.runner.analysis_spec import (
+    AnalysisDeclarationError,
+    AnalysisSpec,
+    check_analysis,
+)
 from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target
 
 Voice = Literal[
@@ -137,6 +149,7 @@ class PromptBotSpec(BaseModel):
             (the default ``type``) or ``SemanticVad``; unset: server VAD, the API's defaults.
         noise_reduction: ``near_field`` or ``far_field`` noise reduction of the caller.
         transcription: The caller's transcription (``model``, ``language``); False: none.
+        analysis: The post-call analysis (the fields a text model fills after the call).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -158,6 +171,7 @@ class PromptBotSpec(BaseModel):
     turn_detection: Annotated[ServerVad | SemanticVad, Field(discriminator="type")] | None = None
     noise_reduction: NoiseReductionType | None = None
     transcription: _Transcription | Literal[False] | None = None
+    analysis: AnalysisSpec | None = None
 
     @field_validator("transfer_number", "fallback_number", mode="before")
     @classmethod
@@ -323,6 +337,15 @@ def load_prompt_bot(path: Path) -> PromptBot:
         raise BotError(f"{path}:{line}: bad front matter: {problem}") from None
     if not isinstance(data, dict):
         raise BotError(f"{path}:2: the front matter must be 'key: value' lines")
+    if data.get("analysis") is not None:
+        try:
+            data["analysis"] = check_analysis(data["analysis"])
+        except AnalysisDeclarationError as e:
+
+            def where(key: tuple[str | int, ...]) -> str:
+                return f"{path}:{_node_line(front, ('analysis', *key))}"
+
+            raise BotError(e.lines("analysis", where)) from None
     try:
         spec = PromptBotSpec.model_validate(data)
     except ValidationError as e:
@@ -362,6 +385,30 @@ def _line_of(front: list[str], key: str) -> int:
         elif inside and name == nested[-1]:
             return number
     return found
+
+
+def _node_line(front: str, keys: tuple[str | int, ...]) -> int:
+    """The file line of a nested key (or list item) of the front matter, found by YAML.
+
+    The nearest parent that is there gives its line when the key is not.
+    """
+    try:
+        node = yaml.compose(front)
+    except yaml.YAMLError:
+        return 2
+    line = 2  # the front matter starts on line 2
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if str(k.value) == str(key)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 2, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 2
+        else:
+            break
+    return line
 
 
 def _key_path(error: ErrorDetails) -> str:

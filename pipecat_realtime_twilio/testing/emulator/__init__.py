@@ -70,6 +70,14 @@ What it emulates:
   pushed ``error`` events and raw messages (``EmulatedSession.send_error``,
   ``send_raw``).
 
+- The Responses API's ``POST /v1/responses`` on the same port (``emulator.http_url``
+  is the ``base_url`` of an ``openai`` client; ``emulator.responses_api`` is a
+  ``ResponsesApi``): requests checked against ``ResponseCreateParamsNonStreaming``
+  (unknown parameters and non-strict "strict" schemas refused with OpenAI's 400),
+  a ``Response`` whose output text is JSON matching the request's ``json_schema``
+  (deterministic values, or ``responses_api.outputs`` scripted), and faults:
+  ``fail_next`` (401, 429 with ``Retry-After``, 5xx) and ``stall_next``.
+
 Every server event the emulator sends is validated against ``RealtimeServerEvent``;
 failures land in ``RealtimeEmulator.server_event_errors`` (tests assert it stays empty).
 
@@ -103,8 +111,10 @@ model responses), ``faults`` (what the knobs arm, and OpenAI-shaped error
 bodies), ``session_faults`` (the faults played inside a session, the session cap),
 ``config`` (the default session and ``session.update``), ``validation`` (client
 and server events against the ``openai`` models), ``usage`` (token counts),
-``records`` (replies and what the emulator records) and ``audio`` (the Realtime
-audio formats and synthetic speech).
+``records`` (replies and what the emulator records), ``audio`` (the Realtime
+audio formats and synthetic speech), ``responses_api`` (``POST /v1/responses``),
+``responses_checks`` (its requests checked as the real API checks them) and
+``plain_http`` (plain HTTP requests on the websocket port).
 """
 
 from ...audio import ALAW_SILENCE, alaw_to_pcm16, pcm16_to_alaw
@@ -124,6 +134,7 @@ from .records import (
     ServerEventError,
     Truncation,
 )
+from .responses_api import RESPONSES_PATH, ResponsesApi, ResponsesCall
 from .server import REALTIME_PATH, RealtimeEmulator, ReplySource
 from .session import EmulatedSession
 from .validation import validate_client_event, validate_server_event
@@ -142,10 +153,13 @@ __all__ = [
     "HungHandshake",
     "PCM_RATE",
     "REALTIME_PATH",
+    "RESPONSES_PATH",
     "RealtimeEmulator",
     "RejectedHandshake",
     "Reply",
     "ReplySource",
+    "ResponsesApi",
+    "ResponsesCall",
     "ServerEvent",
     "ServerEventError",
     "Truncation",

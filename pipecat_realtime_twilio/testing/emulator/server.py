@@ -33,7 +33,9 @@ from .faults import (
     retired_model,
     unknown_path,
 )
+from .plain_http import tracked_connection
 from .records import ClientEventError, HungHandshake, RejectedHandshake, Reply, ServerEventError
+from .responses_api import ResponsesApi
 from .session import EmulatedSession, requested_model
 from .validation import prepare_validators
 
@@ -78,6 +80,9 @@ class RealtimeEmulator:
             rejected as a whole. Empty unless set; may be changed at any time.
         azure: Whether it stands in for Azure OpenAI's v1 endpoint (see ``__init__``).
         faults: What the fault methods have armed (``FaultPlan``).
+        responses_api: The Responses API's ``POST /v1/responses`` on the same port
+            (``ResponsesApi``: its requests, scripted outputs and faults), for
+            clients of ``http://HOST:PORT/v1`` (``http_url``).
 
     Faults, each armed for the next ``n`` occasions across all sessions (arming one
     again replaces what is left of it; ``n=0`` disarms it):
@@ -205,6 +210,7 @@ class RealtimeEmulator:
         self.retired_models: set[str] = set(retired_models)
         self.azure = azure
         self.faults = FaultPlan()
+        self.responses_api = ResponsesApi(self)
 
         self.sessions: list[EmulatedSession] = []
         self.validation_errors: list[ClientEventError] = []
@@ -231,6 +237,15 @@ class RealtimeEmulator:
         if self._server is None:
             raise RuntimeError("RealtimeEmulator is not started")
         return f"ws://{self.host}:{self.port}{self.path}"
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the emulator's HTTP API: ``http://HOST:PORT/v1``.
+
+        With ``azure``, ``.../openai/v1``. What ``OPENAI_BASE_URL`` (or the ``openai``
+        client's ``base_url``) would be.
+        """
+        return self.url.replace("ws://", "http://", 1).removesuffix("/realtime")
 
     @property
     def path(self) -> str:
@@ -565,19 +580,12 @@ class RealtimeEmulator:
         return f"(caller speech, {int(round(audio_ms))} ms)"
 
     def _connection_class(self) -> type[ServerConnection]:
-        """Return a ``ServerConnection`` that keeps ``_connections`` up to date."""
-        connections = self._connections
+        """Return a ``ServerConnection`` that keeps ``_connections`` up to date.
 
-        class TrackedConnection(ServerConnection):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                super().connection_made(transport)
-                connections.add(self)
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                connections.discard(self)
-                super().connection_lost(exc)
-
-        return TrackedConnection
+        A connection that starts with another method than ``GET`` is plain HTTP, for
+        the Responses API (``plain_http``): the websocket side never sees it.
+        """
+        return tracked_connection(self._connections, self.responses_api.answer)
 
     async def _process_request(
         self, connection: ServerConnection, request: Request
