@@ -8,7 +8,6 @@
 
 import argparse
 import asyncio
-import datetime
 import json
 import signal
 import sys
@@ -20,7 +19,7 @@ import uvicorn
 from loguru import logger
 
 from pipecat_realtime_twilio.errors import BotError, SettingsError
-from pipecat_realtime_twilio.logs import patch_record
+from pipecat_realtime_twilio.logs import json_line, patch_record
 from pipecat_realtime_twilio.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -32,16 +31,25 @@ _LOG_FORMAT = (
 )
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Log to stderr at ``level``, each line tagged with its call's SID.
 
     Every message stays on one line (control characters escaped) and phone
     numbers in it are masked unless ``LOG_PHONE_NUMBERS=true``
-    (:func:`~pipecat_realtime_twilio.logs.patch_record`).
+    (:func:`~pipecat_realtime_twilio.logs.patch_record`). With ``log_format``
+    ``"json"`` (``LOG_FORMAT=json``) each line is one JSON object
+    (:func:`~pipecat_realtime_twilio.logs.json_line`).
     """
     logger.remove()
     logger.configure(extra={"call_sid": "-"}, patcher=patch_record)
-    logger.add(sys.stderr, level=level, format=_LOG_FORMAT)
+    if log_format == "json":
+        logger.add(_json_sink, level=level, format="{message}")
+    else:
+        logger.add(sys.stderr, level=level, format=_LOG_FORMAT)
+
+
+def _json_sink(message) -> None:
+    sys.stderr.write(json_line(message.record) + "\n")
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
@@ -55,7 +63,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.require_for_serving()
     from pipecat_realtime_twilio.runner.app import create_app
     from pipecat_realtime_twilio.runner.server import server_options
@@ -116,7 +124,7 @@ class _DrainingServer(uvicorn.Server):
 
 def _simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    configure_logging(args.log_level or "WARNING")
+    configure_logging(args.log_level or "WARNING", settings.log_format)
     from pipecat_realtime_twilio.simulate import print_result, simulate_call
 
     result = asyncio.run(
@@ -152,8 +160,17 @@ def _call(args: argparse.Namespace) -> int:
 def _calls(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
+    from pipecat_realtime_twilio.runner.call_listing import record_lines, row
+    from pipecat_realtime_twilio.runner.queries import CallQuery
     from pipecat_realtime_twilio.runner.store import CallStore
+    from pipecat_realtime_twilio.runner.timespec import parse_time
 
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as e:
+        print(f"pipecat-realtime-twilio: {e}", file=sys.stderr)
+        return 2
     with CallStore(settings.database_url) as store:
         if args.call_sid:
             record = store.get(args.call_sid)
@@ -165,48 +182,30 @@ def _calls(args: argparse.Namespace) -> int:
             if args.json:
                 print(record.to_json())
             else:
-                _print_record(record)
+                configured = settings.call_webhook_url is not None
+                print("\n".join(record_lines(record, webhook_configured=configured)))
             return 0
-        records = store.list(limit=args.limit)
+        query = CallQuery(
+            bot=args.bot,
+            since=since,
+            until=until,
+            end_reason=args.reason,
+            direction=args.direction,
+            number=args.number,
+            search=args.search,
+            limit=args.limit,
+        )
+        page = store.search(query)
     if args.json:
-        print(json.dumps([r.to_dict() for r in records]))
+        print(json.dumps([r.to_dict() for r in page.records]))
         return 0
-    if not records:
-        print("no calls recorded")
-    for r in records:
-        cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"
-        print(
-            f"{r.call_sid}  {_when(r.started_at)}  {r.direction:<8}  {r.bot:<12}  "
-            f"{r.duration_s or 0:6.1f}s  {cost:>9}  {r.end_reason}"
-        )
+    if not page.records:
+        print("no calls recorded" if query == CallQuery(limit=args.limit) else "no calls match")
+    for record in page.records:
+        print(row(record))
+    if page.total > len(page.records):
+        print(f"({len(page.records)} of {page.total} calls; --limit shows more)")
     return 0
-
-
-def _when(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_record(r) -> None:
-    print(f"Call {r.call_sid} ({r.direction}) to bot '{r.bot}', {r.from_number} -> {r.to_number}")
-    print(f"  started {_when(r.started_at)}, {r.duration_s or 0:.1f} s, ended: {r.end_reason}")
-    usage = ", ".join(f"{k.removesuffix('_tokens')} {v}" for k, v in r.usage.as_dict().items())
-    cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "unknown (no price for the model)"
-    print(f"  model {r.model}; tokens: {usage}; cost {cost}")
-    p50 = r.latency.get("p50_ms")
-    if p50 is not None:
-        print(f"  response latency p50 {p50:.0f} ms over {len(r.latency['response_ms'])} answers")
-    print(f"  webhook delivered: {'yes' if r.webhook_delivered else 'no'}")
-    if r.stream_events:
-        print("  media stream (Twilio's status callbacks):")
-    for event in r.stream_events:
-        error = f": {event['error']}" if event.get("error") else ""
-        print(
-            f"    [{event.get('at', r.started_at) - r.started_at:5.1f} s] {event['event']}{error}"
-        )
-    print("  transcript:")
-    for turn in r.transcript:
-        cut = " (interrupted)" if turn.get("interrupted") else ""
-        print(f"    [{turn['at'] - r.started_at:5.1f} s] {turn['role']:>6}: {turn['text']}{cut}")
 
 
 def _bots(args: argparse.Namespace) -> int:
@@ -288,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     calls = commands.add_parser("calls", help="list call records, or show one")
     calls.add_argument("call_sid", nargs="?", help="show this call's record")
     calls.add_argument("--limit", type=int, default=50, help="how many calls to list")
+    calls.add_argument("--bot", help="only calls to this bot")
+    calls.add_argument(
+        "--since", help="only calls that started since: 2026-11-30, 2026-11-30T14:00, 7d, 12h"
+    )
+    calls.add_argument("--until", help="only calls that started before this time")
+    calls.add_argument(
+        "--reason", help="only calls that ended so: caller_hung_up, transferred, failed..."
+    )
+    calls.add_argument("--direction", choices=["inbound", "outbound"], help="only these calls")
+    calls.add_argument("--number", help="only calls from or to this number")
+    calls.add_argument("--search", help="only calls whose transcript has this text")
     calls.add_argument("--json", action="store_true", help="print JSON")
     calls.set_defaults(run=_calls)
 

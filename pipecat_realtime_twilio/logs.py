@@ -18,8 +18,11 @@
   (:func:`mask_numbers`) unless shown.
 """
 
+import json
 import re
 import time
+import traceback
+from datetime import UTC
 from typing import Any
 
 from loguru import logger
@@ -162,3 +165,33 @@ def patch_record(record: Any) -> None:
     call_sid = record["extra"].get("call_sid")
     if isinstance(call_sid, str):
         record["extra"]["call_sid"] = field(call_sid, 40)
+
+
+def json_line(record: Any) -> str:
+    """One log line as a JSON object, for log pipelines (``LOG_FORMAT=json``).
+
+    ``{"time": ISO 8601 in UTC, "level", "message", "call_sid", "logger", "function",
+    "line"}``, and ``"exception"`` (the traceback's text) when there is one. The
+    message is the patched one (:func:`patch_record`): one line, numbers masked.
+
+    Args:
+        record: loguru's record.
+
+    Returns:
+        The JSON text, on one line.
+    """
+    entry: dict[str, Any] = {
+        "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
+        "level": record["level"].name,
+        "message": record["message"],
+        "call_sid": record["extra"].get("call_sid", "-"),
+        "logger": record["name"],
+        "function": record["function"],
+        "line": record["line"],
+    }
+    exception = record["exception"]
+    if exception is not None and exception.type is not None:
+        entry["exception"] = "".join(
+            traceback.format_exception(exception.type, exception.value, exception.traceback)
+        )
+    return json.dumps(entry, ensure_ascii=False, default=str)
