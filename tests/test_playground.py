@@ -5,15 +5,12 @@ DevTools protocol (a websocket), so no browser or driver is downloaded.
 """
 
 import asyncio
-import json
-import os
-import shutil
 import wave
 
 import aiohttp
 import pytest
-import websockets
-from conftest import AUTH_TOKEN, ROOT, free_port, runner_settings
+from conftest import AUTH_TOKEN, ROOT, runner_settings
+from devtools import chromium, needs_chromium, screenshot_dir
 
 from pipecat_realtime_twilio.audio import ulaw_to_pcm16
 from pipecat_realtime_twilio.runner.app import create_app
@@ -23,51 +20,9 @@ from pipecat_realtime_twilio.testing.model import say_as_asked
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.call,
-    pytest.mark.skipif(
-        CHROMIUM is None and not os.environ.get("REQUIRE_CHROMIUM"),
-        reason="Debian's chromium is not installed (.ci/run installs it)",
-    ),
-]
+pytestmark = pytest.mark.call
 
-
-class DevTools:
-    """The smallest DevTools protocol client: evaluate JavaScript in a page."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, **params):
-        self.next_id += 1
-        await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(await self.ws.recv())
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(message["error"])
-                return message["result"]
-
-    async def evaluate(self, expression: str):
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    async def wait_for(self, expression: str, timeout: float = 20.0):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            await asyncio.sleep(0.1)
-        state = await self.evaluate("JSON.stringify(window.playground || null)")
-        raise TimeoutError(f"{expression} never became true; page state: {state}")
+API_KEY = "console-key"
 
 
 def microphone_wav(path) -> None:
@@ -80,25 +35,8 @@ def microphone_wav(path) -> None:
         out.writeframes(pcm)
 
 
-async def devtools_page(port: int, process) -> str:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if process.returncode is not None:
-                raise RuntimeError(f"chromium exited with {process.returncode}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
-                    targets = await response.json()
-            except aiohttp.ClientError:
-                targets = []  # not listening yet
-            pages = [t for t in targets if t["type"] == "page"]
-            if pages:
-                return pages[0]["webSocketDebuggerUrl"]
-            await asyncio.sleep(0.1)
-    raise TimeoutError("chromium's DevTools did not come up")
-
-
+@needs_chromium
 async def test_a_whole_call_from_the_browser_softphone(tmp_path):
-    assert CHROMIUM, "chromium is required (REQUIRE_CHROMIUM is set)"
     mic = tmp_path / "mic.wav"
     microphone_wav(mic)
     replies = say_as_asked(Reply(text="I hear you loud and clear."))
@@ -107,7 +45,11 @@ async def test_a_whole_call_from_the_browser_softphone(tmp_path):
     ) as emulator:
         server = LocalServer()
         settings = runner_settings(
-            emulator, server.url, bots_dir=str(ROOT / "bots"), playground_token="pg-secret"
+            emulator,
+            server.url,
+            bots_dir=str(ROOT / "bots"),
+            playground_token="pg-secret",
+            runner_api_key=API_KEY,
         )
         server.app = create_app(settings, load_bots(settings.bots_dir))
         runner = server.app.state.runner
@@ -116,65 +58,86 @@ async def test_a_whole_call_from_the_browser_softphone(tmp_path):
                 async with http.get(f"{server.url}/playground") as refused:
                     assert refused.status == 403  # the page wants the token
 
-            port = free_port()
-            process = await asyncio.create_subprocess_exec(
-                CHROMIUM,
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
+            async with chromium(
+                tmp_path / "profile",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={mic}",
                 "--autoplay-policy=no-user-gesture-required",
-                f"--remote-debugging-port={port}",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "about:blank",
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            try:
-                async with websockets.connect(
-                    await devtools_page(port, process), max_size=None
-                ) as ws:
-                    page = DevTools(ws)
-                    await page.call("Page.enable")
-                    await page.call("Page.navigate", url=f"{server.url}/playground?token=pg-secret")
-                    await page.wait_for("document.querySelectorAll('#bot option').length > 0")
-                    await page.evaluate("document.getElementById('call').click()")
-
-                    # The greeting plays in the page, marks echoed as it plays.
-                    await page.wait_for("window.playground.playedMs > 1000", timeout=20)
-                    session = emulator.sessions[0]
-                    greeting = session.responses[0]
-                    assert greeting.reply.text.startswith("Hello! Thanks for calling")
-                    assert await page.evaluate("window.playground.marksEchoed") > 0
-
-                    # The page's microphone reaches the emulator: its speech gets an answer.
-                    await page.wait_for(
-                        "document.querySelectorAll('#transcript li.caller').length > 0 && "
-                        "document.querySelectorAll('#transcript li.bot').length > 1",
-                        timeout=30,
+                state="window.playground || null",
+                size=(1000, 900),
+            ) as page:
+                await page.navigate(f"{server.url}/playground?token=pg-secret")
+                await page.wait_for("document.querySelectorAll('#bot option').length > 0")
+                # The console's look: its style sheet, inlined.
+                assert (
+                    await page.evaluate(
+                        "getComputedStyle(document.querySelector('.topbar')).display"
                     )
-                    assert any(r.trigger == "vad" for r in session.responses)
-                    shown = await page.evaluate(
-                        "[...document.querySelectorAll('#transcript li')].map(li => li.textContent)"
-                    )
-                    assert "caller: Hello from the browser." in shown
-                    assert "bot: I hear you loud and clear." in shown
-                    assert session.config["audio"]["input"]["format"]["type"] == "audio/pcmu"
+                    == "flex"
+                )
+                await page.evaluate("document.getElementById('call').click()")
 
-                    # Hang up ends the call.
-                    await page.evaluate("document.getElementById('hangup').click()")
-                    loop = asyncio.get_running_loop()
-                    deadline = loop.time() + 10
-                    while not runner.finished and loop.time() < deadline:
-                        await asyncio.sleep(0.05)
-                    assert runner.finished[0].end_reason == "caller hung up"
-                    assert runner.active == {}
-                    assert emulator.validation_errors == []
-            finally:
-                process.kill()
-                await process.wait()
+                # The greeting plays in the page, marks echoed as it plays.
+                await page.wait_for("window.playground.playedMs > 1000", timeout=20)
+                session = emulator.sessions[0]
+                greeting = session.responses[0]
+                assert greeting.reply.text.startswith("Hello! Thanks for calling")
+                assert await page.evaluate("window.playground.marksEchoed") > 0
+                # The level meter moves with the microphone's tone.
+                await page.wait_for("window.playground.level > 0.3")
+                assert await page.evaluate("document.getElementById('level').style.width") != "0%"
+
+                # The page's microphone reaches the emulator: its speech gets an answer.
+                await page.wait_for(
+                    "document.querySelectorAll('#transcript li.caller').length > 0 && "
+                    "document.querySelectorAll('#transcript li.bot').length > 1",
+                    timeout=30,
+                )
+                assert any(r.trigger == "vad" for r in session.responses)
+                shown = await page.evaluate(
+                    "[...document.querySelectorAll('#transcript li')].map(li => li.textContent)"
+                )
+                assert "caller: Hello from the browser." in shown
+                assert "bot: I hear you loud and clear." in shown
+                assert session.config["audio"]["input"]["format"]["type"] == "audio/pcmu"
+
+                # The live response latency: the runner's measure of the answer.
+                await page.wait_for("window.playground.latencyMs.length > 0")
+                call_sid = await page.evaluate("window.playground.callSid")
+                measured = runner.active[call_sid].agent.response_latencies_ms
+                shown_ms = await page.evaluate("window.playground.latencyMs")
+                assert shown_ms == measured[: len(shown_ms)] and shown_ms[0] > 0
+                latency = await page.evaluate("document.getElementById('latency').textContent")
+                assert latency == f"{round(shown_ms[-1])} ms"
+                await page.screenshot(screenshot_dir(tmp_path) / "playground.png")
+
+                # Hang up ends the call, and the page links to the call's page in the console.
+                assert await page.evaluate("document.getElementById('call-link').hidden")
+                await page.evaluate("document.getElementById('hangup').click()")
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while not runner.finished and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert runner.finished[0].end_reason == "caller hung up"
+                assert runner.active == {}
+                assert emulator.validation_errors == []
+                link = await page.evaluate("window.playground.consoleLink")
+                assert link == f"{server.url}/console#/calls/{call_sid}"
+                assert not await page.evaluate("document.getElementById('call-link').hidden")
+
+                # The link opens the call's page (the key is asked once per tab).
+                await runner.records.settle(timeout=10)
+                await page.evaluate(f"sessionStorage.setItem('prt-console-key', '{API_KEY}')")
+                await page.click("#call-link")
+                await page.wait_for(
+                    f"window.consoleState && window.consoleState.call && "
+                    f"window.consoleState.call.call_sid === '{call_sid}'"
+                )
+                lines = await page.evaluate(
+                    "[...document.querySelectorAll('#transcript li .text')].map(e => e.textContent)"
+                )
+                assert "Hello from the browser." in lines
 
 
 async def test_playground_is_off_without_its_token(runner):

@@ -34,8 +34,10 @@ from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
+from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
+from pipecat_realtime_twilio.runner.console import Console
 from pipecat_realtime_twilio.runner.incoming import (
     STREAM_ACTION_PARAMETER,
     IncomingCalls,
@@ -44,9 +46,11 @@ from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.runner.model_check import log_model_warnings
 from pipecat_realtime_twilio.runner.operator_api import create_call
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
+from pipecat_realtime_twilio.runner.recordings import RecordingKeeper, recording_store
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
 from pipecat_realtime_twilio.runner.store import CallStore
 from pipecat_realtime_twilio.runner.stream_status import StreamStatus
+from pipecat_realtime_twilio.runner.twilio_recording import STATUS_PATH, TwilioRecording
 from pipecat_realtime_twilio.runner.webhook import WebhookSender
 from pipecat_realtime_twilio.settings import (
     Settings,
@@ -129,10 +133,14 @@ class CallRunner(IncomingCalls, StreamStatus):
         self.rest = TwilioRest.from_settings(settings)
         self.metrics = RunnerMetrics()
         self.admission = Admission(settings, self.metrics)
+        self.recordings = recording_store(settings)  # RECORDINGS_DIR or RECORDINGS_S3_BUCKET
         self.records = RecordKeeper(
             settings, store=store, webhook_retry_secs=webhook_retry_secs, metrics=self.metrics
         )
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
+        self.recorders = RecordingKeeper(settings, self.recordings, self.records)
+        self.analyses = PostCallAnalysis(settings, self.records, self.metrics)
+        self.twilio_recording = TwilioRecording(settings, self.rest, self.records)
         self._init_stream_status()
         self._reload_bots = reload_bots
         self._reload_task: asyncio.Task | None = None
@@ -141,6 +149,8 @@ class CallRunner(IncomingCalls, StreamStatus):
         self.router.add_api_websocket_route("/media-stream", self.media_stream)
         self.router.add_api_route("/stream-ended", self.stream_ended, methods=["POST"])
         self.router.add_api_route("/stream-status", self.stream_status, methods=["POST"])
+        recording_status = self.twilio_recording.status_callback
+        self.router.add_api_route(STATUS_PATH, recording_status, methods=["POST"])
         self.router.add_api_route("/calls", self.create_call, methods=["POST"])
         self.router.add_api_route("/healthz", self.healthz, methods=["GET"])
         self.router.add_api_route("/readyz", self.readyz, methods=["GET"])
@@ -152,6 +162,7 @@ class CallRunner(IncomingCalls, StreamStatus):
 
             playground = Playground(self, settings.playground_token.get_secret_value())
             self.router.include_router(playground.router)
+        self.router.include_router(Console(self).router)  # /api/calls..., /console
 
     #
     # the parts, as the runner's users know them
@@ -198,6 +209,7 @@ class CallRunner(IncomingCalls, StreamStatus):
     async def start(self) -> None:
         """Start background work: webhook retries, and bot reloads if asked for."""
         self.records.start()
+        await self.recorders.start()  # uploads left pending, RECORDING_RETENTION_DAYS
         if self.settings.metrics_port is not None and self._metrics_server is None:
             self._metrics_server, _ = start_http_server(
                 self.settings.metrics_port,
@@ -221,6 +233,9 @@ class CallRunner(IncomingCalls, StreamStatus):
             self._metrics_server.server_close()
             self._metrics_server = None
         await self.prewarmed.close()
+        await self.recorders.close()  # recordings being written
+        await self.twilio_recording.close()
+        await self.analyses.close(settle_secs=0.5 if self.draining else 2.0)
         # After a drain, which settled the records within its timeout, do not wait again.
         await self.records.close(settle_secs=0.5 if self.draining else 5.0)
         if self.rest is not None:
@@ -257,6 +272,7 @@ class CallRunner(IncomingCalls, StreamStatus):
             await asyncio.wait([ending], timeout=closing)
             while active and loop.time() < deadline - settling:
                 await asyncio.sleep(0.05)
+        await self.analyses.settle(timeout=deadline - settling - loop.time())  # or abandoned
         await self.records.settle(timeout=max(deadline - loop.time(), 0.0))
         if active:
             logger.warning(f"Drained with {len(active)} calls still open: the server closes them")
@@ -402,6 +418,8 @@ class CallRunner(IncomingCalls, StreamStatus):
             return
         self.take_early_events(call)
         self.admission.begin(call)
+        self.recorders.attach(call)  # RECORD_CALLS
+        self.twilio_recording.start(call)  # TWILIO_RECORD
         logger.info(f"Call {call.call_sid} streaming to bot '{bot}'")
         try:
             await call.run(built)
@@ -422,9 +440,12 @@ class CallRunner(IncomingCalls, StreamStatus):
         self.take_early_events(call)
         self.admission.had_call(call.call_sid)
         record = self.records.record(call, bot)
+        self.recorders.finish(call, record)  # its recording, if it was recorded
+        self.twilio_recording.fill(record)  # a Twilio recording URL that came first
         self.metrics.count_call(record, call.agent, call.ended)
         logger.info(summary_line(record))
         self.records.keep(record)
+        self.analyses.start(record, self.bots[bot].analysis if bot in self.bots else None)
 
 
 def require_signing_secret(settings: Settings) -> None:

@@ -4,7 +4,11 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""The operator's HTTP API: ``Authorization: Bearer RUNNER_API_KEY``, and placing calls."""
+"""The operator's HTTP API: ``Authorization: Bearer RUNNER_API_KEY``, and placing calls.
+
+The key guards ``POST /calls`` here and the read API and console of
+:mod:`~pipecat_realtime_twilio.runner.console`.
+"""
 
 import hmac
 import json
@@ -38,7 +42,7 @@ def require_api_key(request: Request, settings: Settings, what: str) -> None:
         raise HTTPException(404, f"{what} are off: set RUNNER_API_KEY")
     given = request.headers.get("authorization", "").encode()
     if not hmac.compare_digest(given, f"Bearer {key.get_secret_value()}".encode()):
-        raise HTTPException(401, "wrong or missing API key")
+        raise HTTPException(401, "wrong or missing API key", {"WWW-Authenticate": "Bearer"})
 
 
 async def create_call(

@@ -12,7 +12,10 @@ runner exactly as Twilio does (``connected``, ``start`` with the call's stream
 token, ``media``, ``dtmf``, ``stop``); it plays the bot's audio, echoes marks
 as it plays them and honours ``clear``, shows the live transcript and hangs up.
 The call goes through the same admission (stream token, ``MAX_CALLS``) and
-pipeline as a phone call.
+pipeline as a phone call. The page has the console's look (its style sheet,
+inlined), a microphone level meter, the response latency as the runner measures
+it, and when the call ends, with ``RUNNER_API_KEY`` set, a link to the call's
+page in the console (``/console#/calls/<CallSid>``).
 
 It is off unless ``PLAYGROUND_TOKEN`` is set, and every route wants that token
 (a browser cannot sign like Twilio), so a public runner does not expose it. The
@@ -24,6 +27,7 @@ import hmac
 import json
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
@@ -35,6 +39,7 @@ from pipecat_realtime_twilio.logs import Throttled
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.requests import read_body
 from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
+from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings
 
 
@@ -52,6 +57,14 @@ class Switchboard(Protocol):
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
         """Whether the call is active, and its transcript so far (None: no such call)."""
+
+    @property
+    def active(self) -> Mapping[str, CallSession]:
+        """Calls streaming now, by CallSid."""
+
+    @property
+    def finished(self) -> Iterable[CallRecord]:
+        """Records of the newest finished calls."""
 
     async def admit(self, call: CallSession) -> None:
         """Check a started stream like a phone call's, then run it."""
@@ -81,6 +94,10 @@ class Playground:
         self._token = token.encode()
         self._placed: OrderedDict[str, None] = OrderedDict()  # calls placed from the page
         self._refused = Throttled()
+        assets = resources.files("pipecat_realtime_twilio").joinpath("assets")
+        page = assets.joinpath("playground.html").read_text(encoding="utf-8")
+        style = assets.joinpath("console.css").read_text(encoding="utf-8")  # the console's look
+        self._page = page.replace("/* console.css */", style)
         self.router = APIRouter()
         self.router.add_api_route("/playground", self.page, methods=["GET"])
         self.router.add_api_route("/playground/bots", self.bots, methods=["GET"])
@@ -100,13 +117,19 @@ class Playground:
     async def page(self, request: Request) -> HTMLResponse:
         """The softphone page."""
         self._check(request)
-        html = resources.files("pipecat_realtime_twilio").joinpath("assets/playground.html")
-        return HTMLResponse(html.read_text(encoding="utf-8"))
+        return HTMLResponse(self._page)
 
     async def bots(self, request: Request) -> JSONResponse:
         """The bots the page can call."""
         self._check(request)
-        return JSONResponse({"bots": self.runner.bot_names, "default": self.runner.settings.bot})
+        settings = self.runner.settings
+        return JSONResponse(
+            {
+                "bots": self.runner.bot_names,
+                "default": settings.bot,
+                "console": settings.runner_api_key is not None,  # a call's page to link to
+            }
+        )
 
     async def create_call(self, request: Request) -> JSONResponse:
         """Start a call: a CallSid, a held line and the stream's parameters (with its token)."""
@@ -135,13 +158,31 @@ class Playground:
         )
 
     async def transcript(self, call_sid: str, request: Request) -> JSONResponse:
-        """The call's transcript so far (or its record's, once it is over): calls placed here."""
+        """The call's transcript and response latencies so far: calls placed here.
+
+        Answers ``{"call_sid", "active", "transcript", "latency_ms"}``: the record's,
+        once the call is over.
+        """
         self._check(request)
         found = self.runner.transcript_of(call_sid) if call_sid in self._placed else None
         if found is None:
             raise HTTPException(404, "no such call")
         active, turns = found
-        return JSONResponse({"call_sid": call_sid, "active": active, "transcript": turns})
+        body = {
+            "call_sid": call_sid,
+            "active": active,
+            "transcript": turns,
+            "latency_ms": self._latencies(call_sid),
+        }
+        return JSONResponse(body)
+
+    def _latencies(self, call_sid: str) -> list[float]:
+        """Per answer so far, ms from the caller's last word to the answer heard."""
+        call = self.runner.active.get(call_sid)
+        if call is not None and call.agent is not None:
+            return list(call.agent.response_latencies_ms)
+        record = next((r for r in self.runner.finished if r.call_sid == call_sid), None)
+        return list(record.latency.get("response_ms") or []) if record is not None else []
 
     async def stream(self, websocket: WebSocket) -> None:
         """The page's media stream: the playground token, then a phone call's admission."""
