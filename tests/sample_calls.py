@@ -135,7 +135,13 @@ def showcase_record(started: float, location: str | None) -> CallRecord:
             "channels": 2,
         }
     for role, offset, text in SHOWCASE_LINES:
-        record.add_turn(role, text, at=started + offset, interrupted=offset == 7.5)
+        record.add_turn(
+            role,
+            text,
+            at=started + offset + 1.5,
+            started_at=started + offset,
+            interrupted=offset == 7.5,
+        )
     record.finish("transferred", ended_at=started + SHOWCASE_SECONDS)
     return record
 

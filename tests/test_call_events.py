@@ -331,6 +331,16 @@ async def test_the_record_has_the_calls_tools_keys_barge_in_transfer_and_latency
             assert within_call(turn["at"]) and turn["response_ms"] > 0, turn
         assert record.turn_latencies[-1]["at"] > cut["at"]  # the last: after the barge-in
 
+        # Every utterance knows when it began (a recording plays a line from there): the
+        # caller's when speech was detected, before its answer's latency sample; the bot's
+        # with the answer's first audio, before the utterance was complete.
+        for turn in record.transcript:
+            assert within_call(turn["started_at"]) and turn["started_at"] < turn["at"], turn
+        caller_starts = [t["started_at"] for t in record.transcript if t["role"] == "caller"]
+        assert len(caller_starts) >= 3
+        for began, answered in zip(caller_starts, record.turn_latencies, strict=False):
+            assert began < answered["at"]
+
         # The cost, by kind, adds up to cost_usd.
         assert record.cost_usd is not None and record.cost_usd > 0
         assert set(record.cost) == {

@@ -103,6 +103,11 @@ async def test_the_console_in_a_browser(tmp_path):
                 " && document.getElementById('player').readyState >= 1"
             )
             assert await page.evaluate("location.hash") == f"#/calls/{SHOWCASE}"
+            facts = await page.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('#call-facts dt')].map(dt =>"
+                " [dt.textContent, dt.nextElementSibling.textContent]))"
+            )
+            assert facts["Webhook"] == "no webhook configured"  # none is set in this runner
             showcase = calls[SHOWCASE]
             lines = await page.evaluate(
                 "[...document.querySelectorAll('#transcript li')].map(li =>"

@@ -119,7 +119,13 @@ async def stored(runner, records: list[CallRecord]) -> None:
 @pytest.mark.call
 async def test_the_api_and_the_console_are_off_without_a_key(runner):
     async with aiohttp.ClientSession() as http:
-        for path in ("/api/calls", f"/api/calls/{SHOWCASE}", "/api/overview", "/console"):
+        for path in (
+            "/api/calls",
+            f"/api/calls/{SHOWCASE}",
+            "/api/overview",
+            "/api/info",
+            "/console",
+        ):
             async with http.get(f"{runner.url}{path}", headers=AUTH) as response:
                 assert response.status == 404, path
                 assert "RUNNER_API_KEY" in (await response.json())["detail"]
@@ -144,6 +150,7 @@ async def test_the_key_is_checked_before_the_store_is_read(monkeypatch):
             f"/api/calls/{SHOWCASE}",
             f"/api/calls/{SHOWCASE}/recording",
             "/api/overview",
+            "/api/info",
         ]
         async with aiohttp.ClientSession() as http:
             for path in paths:
@@ -352,3 +359,22 @@ async def test_console_assets_have_their_types_and_are_cached():
             for missing in ("playground.html", "..%2Fsettings.py", "caller.wav"):
                 async with http.get(f"{base}/assets/{missing}") as response:
                     assert response.status == 404
+
+
+@pytest.mark.call
+async def test_info_says_what_the_runner_keeps(tmp_path):
+    settings = {
+        "runner_api_key": KEY,
+        "call_webhook_url": "http://127.0.0.1:9/calls",
+        "record_calls": True,
+        "recordings_dir": str(tmp_path),
+    }
+    async with phone_call(settings=settings) as (_, runner, caller):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{caller.server_url}/api/info", headers=AUTH) as response:
+                assert response.status == 200
+                assert await response.json() == {
+                    "webhook_configured": True,
+                    "record_calls": True,
+                    "twilio_record": False,
+                }

@@ -24,6 +24,7 @@
 """
 
 import asyncio
+import time
 from typing import Any
 
 from loguru import logger
@@ -38,6 +39,9 @@ from pipecat_realtime_twilio.agent.phone_audio import PhoneAudio
 from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
 from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.failures import Failure, Stage
+
+_SPEECH_STARTS_KEPT = 16
+"""Caller turns whose start is kept while their transcription is awaited."""
 
 SAY_INSTRUCTION = "Now say exactly this to the caller, word for word, and nothing else: "
 """Appended to the instructions, with the words, for a response that says given words."""
@@ -66,6 +70,7 @@ class Conversation(PhoneAudio):
         self._queued_instructions: list[str | None] = []
         self._response_done = asyncio.Event()
         self.transcript: list[TranscriptEntry] = []
+        self._speech_started_at: dict[str, float] = {}  # caller items not yet transcribed
         self.usage = Usage()
         # No context aggregators: the agent keeps its own (empty) context, so
         # Pipecat's function calling and response bookkeeping have one.
@@ -233,7 +238,12 @@ class Conversation(PhoneAudio):
             f"{self} the caller's turn {evt.item_id} could not be transcribed "
             f"({error.code or error.type}: {error.message}); the model heard the audio itself"
         )
-        entry = TranscriptEntry(role="caller", text=UNRECOGNISED_SPEECH, unrecognised=True)
+        entry = TranscriptEntry(
+            role="caller",
+            text=UNRECOGNISED_SPEECH,
+            unrecognised=True,
+            started_at=self._speech_started_at.pop(evt.item_id, None),
+        )
         await self._add_transcript(entry)
 
     async def wait_heard(self, timeout: float = 60.0) -> bool:
@@ -277,8 +287,17 @@ class Conversation(PhoneAudio):
         """
         await super().handle_evt_input_audio_transcription_completed(evt)
         text = (evt.transcript or "").strip()
+        started_at = self._speech_started_at.pop(evt.item_id, None)
         if text:
-            await self._add_transcript(TranscriptEntry(role="caller", text=text))
+            entry = TranscriptEntry(role="caller", text=text, started_at=started_at)
+            await self._add_transcript(entry)
+
+    def _caller_began(self, item_id: str | None) -> None:
+        """The caller's turn ``item_id`` began now (speech detected): its entry's start."""
+        if item_id:
+            if len(self._speech_started_at) >= _SPEECH_STARTS_KEPT:  # never transcribed
+                self._speech_started_at.pop(next(iter(self._speech_started_at)))
+            self._speech_started_at[item_id] = time.time()
 
     async def _add_transcript(self, entry: TranscriptEntry) -> None:
         self.transcript.append(entry)

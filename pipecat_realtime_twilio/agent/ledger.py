@@ -48,6 +48,9 @@ class TranscriptEntry:
         role: ``"caller"`` or ``"bot"``.
         text: What was said.
         at: Unix time the utterance was complete.
+        started_at: Unix time it began, when known: the caller's speech detected, or
+            the first audio of the bot's answer arriving (a recording is played from
+            there).
         interrupted: The caller cut the bot off; ``text`` is cut to about what was heard.
         unrecognised: The caller spoke but their words could not be transcribed;
             ``text`` is :data:`UNRECOGNISED_SPEECH`.
@@ -58,15 +61,18 @@ class TranscriptEntry:
     at: float = field(default_factory=time.time)
     interrupted: bool = False
     unrecognised: bool = False
+    started_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The entry as call records keep it (``unrecognised`` only when set)."""
+        """The entry as call records keep it (``started_at`` and ``unrecognised`` when set)."""
         turn: dict[str, Any] = {
             "role": self.role,
             "text": self.text,
             "at": self.at,
             "interrupted": self.interrupted,
         }
+        if self.started_at is not None:
+            turn["started_at"] = self.started_at
         if self.unrecognised:
             turn["unrecognised"] = True
         return turn
@@ -132,6 +138,7 @@ class HeardLedger:
         self._texts: dict[str, list[str]] = {}
         self._heard_shares: dict[str, float] = {}
         self._entries: OrderedDict[str, TranscriptEntry] = OrderedDict()
+        self._first_audio_at: dict[str, float] = {}  # per response in progress
 
     #
     # what the model sends
@@ -163,6 +170,8 @@ class HeardLedger:
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = _Item(content_index, response_id)
+            if response_id not in self._first_audio_at:
+                self._first_audio_at[response_id] = time.time()
         item.received += size
         return True
 
@@ -189,9 +198,10 @@ class HeardLedger:
         self._cut_responses.discard(response_id)
         text = "".join(self._texts.pop(response_id, [])).strip()
         share = self._heard_shares.pop(response_id, None)
+        started_at = self._first_audio_at.pop(response_id, None)
         if not text:
             return None
-        entry = TranscriptEntry(role="bot", text=text)
+        entry = TranscriptEntry(role="bot", text=text, started_at=started_at)
         if share is not None:
             entry.text, entry.interrupted = cut_words(text, share), True
         self._entries[response_id] = entry
@@ -269,6 +279,7 @@ class HeardLedger:
         """The session is gone, and its items and response in progress with it."""
         self._items.clear()
         self._response_id = None
+        self._first_audio_at.clear()
 
     def _cut_response(self, response_id: str, share: float) -> None:
         entry = self._entries.get(response_id)

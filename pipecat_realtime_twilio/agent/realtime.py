@@ -377,6 +377,7 @@ class RealtimeAgent(Conversation):
             # the same event-loop turn as this event is handled.
             await self._barge_in()
         self.caller_speaking = True
+        self._caller_began(evt.item_id)
         self._first_byte_came()  # nothing is owed while the caller talks
         if self._limits:
             self._limits.caller_spoke()

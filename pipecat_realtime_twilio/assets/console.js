@@ -10,6 +10,7 @@
   const $ = (id) => document.getElementById(id);
   const state = window.consoleState = {
     view: null, calls: [], total: 0, call: null, audio: null, charts: {}, error: null, loads: 0,
+    info: null,
   };
   const charts = window.consoleCharts = {};
   let audioUrl = null, timelineCursor = null, timelineX = null;
@@ -201,6 +202,7 @@
     let record;
     try {
       record = await api(`api/calls/${sid}`);
+      if (!state.info) state.info = await api("api/info");
     } catch (e) {
       if (!(e instanceof Refused)) show("call-error", e.message);
       return;
@@ -237,7 +239,9 @@
     if (num(r.caller_audio_dropped_ms) && r.caller_audio_dropped_ms > 0) {
       fact(list, "Caller audio dropped", ms(r.caller_audio_dropped_ms));
     }
-    fact(list, "Webhook", r.webhook_delivered ? "delivered" : "not delivered");
+    const hook = !(state.info && state.info.webhook_configured) ? "no webhook configured"
+      : r.webhook_delivered ? "delivered" : "not delivered yet";
+    fact(list, "Webhook", hook);
     if (r.twilio_recording_url) fact(list, "Twilio's recording", safeLink(r.twilio_recording_url, "open"));
     const events = (r.stream_events || []).map((e) => e.event + (e.error ? ` (${e.error})` : ""));
     if (events.length) fact(list, "Stream events", events.join(", "));
@@ -286,11 +290,14 @@
     }
   }
 
+  // A line plays from when it began: the caller's speech detected, the answer's first audio.
+  const began = (turn) => num(turn.started_at) ? turn.started_at : turn.at;
+
   function transcript(r, offsetOf) {
     const list = $("transcript");
     const playable = !!(r.recording && r.recording.location);
     for (const turn of r.transcript || []) {
-      const offset = offsetOf(turn.at);
+      const offset = offsetOf(began(turn));
       const li = el("li", null, `${turn.role === "bot" ? "bot" : "caller"}${turn.interrupted ? " interrupted" : ""}`);
       li.dataset.offset = String(offset);
       li.appendChild(el("span", clock(offset), "at"));
@@ -387,9 +394,9 @@
       g.addEventListener("click", () => seek(from));
     };
     for (const t of r.transcript || []) {
-      const at = offsetOf(t.at);
+      const from = offsetOf(began(t)), to = Math.max(offsetOf(t.at), from);
       const lane = t.role === "bot" ? "Bot" : "Caller";
-      mark(lane, at, at, t.role === "bot" ? "bot" : "caller", `${clock(at)} ${t.role}: ${t.text}`);
+      mark(lane, from, to, t.role === "bot" ? "bot" : "caller", `${clock(from)} ${t.role}: ${t.text}`);
     }
     for (const l of r.turn_latencies || []) {
       const at = offsetOf(l.at);

@@ -273,6 +273,7 @@ class Console:
         route("/api/calls/{call_sid}", self.call, methods=["GET"])
         route("/api/calls/{call_sid}/recording", self.recording, methods=["GET"])
         route("/api/overview", self.overview, methods=["GET"])
+        route("/api/info", self.info, methods=["GET"])
         route("/console", self.page, methods=["GET"])
         route("/console/assets/{name}", self.asset, methods=["GET"])
 
@@ -360,6 +361,16 @@ class Console:
         except Exception as e:
             raise self._unavailable("summarize", e) from None
         return JSONResponse({**body, "since": since, "until": until}, headers=_NO_STORE)
+
+    async def info(self, request: Request) -> JSONResponse:
+        """What the runner keeps: whether a webhook gets records, whether calls are recorded."""
+        require_api_key(request, self.settings, "the call API")
+        body = {
+            "webhook_configured": self.settings.call_webhook_url is not None,
+            "record_calls": self.settings.record_calls,
+            "twilio_record": self.settings.twilio_record,
+        }
+        return JSONResponse(body, headers=_NO_STORE)
 
     async def page(self) -> HTMLResponse:
         """The console's page (it asks for the key itself)."""

@@ -90,8 +90,10 @@ class CallRecord:
         duration_s: Length of the call in seconds.
         end_reason: Why the call ended (e.g. ``"caller_hung_up"``, ``"end_call"``).
         transcript: Turns in order, each ``{"role": "caller" | "bot", "text": str,
-            "at": float (Unix timestamp), "interrupted": bool}``, and ``"unrecognised":
-            true`` on a caller turn that could not be transcribed.
+            "at": float (Unix timestamp: the utterance complete), "interrupted": bool}``,
+            ``"started_at": float`` when its start is known (the caller's speech
+            detected, the answer's first audio), and ``"unrecognised": true`` on a
+            caller turn that could not be transcribed.
         usage: Realtime tokens used by the call.
         cost_usd: What the tokens cost, or None for a model without a price.
         latency: Response latency, as `latency_summary` returns it.
@@ -164,6 +166,7 @@ class CallRecord:
         interrupted: bool = False,
         *,
         unrecognised: bool = False,
+        started_at: float | None = None,
     ) -> None:
         """Append a turn to the transcript.
 
@@ -174,6 +177,7 @@ class CallRecord:
             interrupted: Whether the caller cut the bot off.
             unrecognised: The caller spoke but could not be transcribed (the turn is
                 kept with ``"unrecognised": true``).
+            started_at: When the utterance began, as a Unix timestamp, if known.
         """
         entry = TranscriptEntry(
             role=cast(Any, role),  # kept as given
@@ -181,6 +185,7 @@ class CallRecord:
             at=time.time() if at is None else at,
             interrupted=interrupted,
             unrecognised=unrecognised,
+            started_at=started_at,
         )
         self.transcript.append(entry.as_dict())
 
