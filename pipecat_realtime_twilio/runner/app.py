@@ -36,7 +36,7 @@ from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
-from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, select_bot, watch_bots
+from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, watch_bots
 from pipecat_realtime_twilio.runner.console import Console
 from pipecat_realtime_twilio.runner.incoming import (
     STREAM_ACTION_PARAMETER,
@@ -45,6 +45,7 @@ from pipecat_realtime_twilio.runner.incoming import (
 from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
 from pipecat_realtime_twilio.runner.model_check import log_model_warnings
 from pipecat_realtime_twilio.runner.operator_api import create_call
+from pipecat_realtime_twilio.runner.preflight import check_runner
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
 from pipecat_realtime_twilio.runner.recordings import RecordingKeeper, recording_store
 from pipecat_realtime_twilio.runner.records import CallRecord, summary_line
@@ -54,7 +55,6 @@ from pipecat_realtime_twilio.runner.twilio_recording import STATUS_PATH, TwilioR
 from pipecat_realtime_twilio.runner.webhook import WebhookSender
 from pipecat_realtime_twilio.settings import (
     Settings,
-    SettingsError,
     load_settings,
     settings_in_effect,
 )
@@ -116,16 +116,7 @@ class CallRunner(IncomingCalls, StreamStatus):
             reload_bots: Reload the bots when their files in ``BOTS_DIR`` change
                 (calls in progress keep the bot they started with).
         """
-        require_signing_secret(settings)  # whatever the entry point: serve, create_app, a router
-        select_bot(bots, settings.bot)  # fail at startup, naming BOT, if it is missing
-        for number, name in settings.bot_routes.items():
-            if name not in bots:
-                known = ", ".join(sorted(bots))
-                raise SettingsError(
-                    f"BOT_ROUTES: {number} goes to bot '{name}', which does not exist "
-                    f"(bots found: {known})"
-                )
-        log_model_warnings(settings, bots)  # models with an announced shutdown, and its date
+        check_runner(settings, bots)  # whatever the entry point: serve, create_app, a router
         show_numbers(settings.log_phone_numbers)
         self._refused = Throttled()  # refusals a stranger can repeat: a few lines, not a flood
         self.settings = settings
@@ -446,24 +437,6 @@ class CallRunner(IncomingCalls, StreamStatus):
         logger.info(summary_line(record))
         self.records.keep(record)
         self.analyses.start(record, self.bots[bot].analysis if bot in self.bots else None)
-
-
-def require_signing_secret(settings: Settings) -> None:
-    """Refuse to run with signature checking on and nothing to check signatures with.
-
-    Args:
-        settings: The runner's settings.
-
-    Raises:
-        SettingsError: ``TWILIO_VALIDATE_SIGNATURES`` is on and ``TWILIO_AUTH_TOKEN``
-            is missing or empty.
-    """
-    token = settings.twilio_auth_token
-    if settings.twilio_validate_signatures and (token is None or not token.get_secret_value()):
-        raise SettingsError(
-            "TWILIO_AUTH_TOKEN is not set: Twilio's request signatures cannot be checked "
-            "(set it, or TWILIO_VALIDATE_SIGNATURES=false for local development only)"
-        )
 
 
 def create_app(
