@@ -300,3 +300,51 @@ async def test_a_recording_waits_on_disk_while_the_bucket_fails_then_goes_up(tmp
     assert stored["Body"].read() == wav
     assert await store.read(location) == wav
     await store.close()
+
+
+@pytest.mark.call
+async def test_a_recorded_call_goes_to_the_bucket_is_served_and_expires(tmp_path, s3):
+    """The runner with RECORD_CALLS and a bucket: the WAV in S3, served by the read API,
+    and RECORDING_RETENTION_DAYS removing what is older than it (and only that)."""
+    import aiohttp
+    from conftest import phone_call
+
+    client = await asyncio.to_thread(bucket, s3, "calls")
+    key = "recordings-api-key"
+    values = {
+        "record_calls": True,
+        "recordings_dir": str(tmp_path / "recordings"),
+        "recordings_s3_bucket": "calls",
+        "recordings_s3_endpoint_url": s3,
+        "recording_retention_days": 3 / 86400,  # three seconds
+        "runner_api_key": key,
+    }
+    async with phone_call(settings=values) as (_, runner, caller):
+        await caller.call()
+        await caller.say(b"\xff" * 8000)
+        await caller.hangup()
+        await caller.wait_until(lambda: runner.finished, timeout=10)
+        record = runner.finished[0]
+        assert record.recording is not None
+        location = record.recording["location"]
+        assert location.startswith("s3://calls/recordings/")
+        wav = await runner.recordings.read(location)  # waits for the upload
+        assert wav is not None and len(wav) == record.recording["bytes"]
+        objects = await asyncio.to_thread(client.list_objects_v2, Bucket="calls")
+        [stored] = objects["Contents"]
+        assert f"s3://calls/{stored['Key']}" == location
+        url = f"{caller.server_url}/api/calls/{caller.call_sid}/recording"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as response:
+                assert response.status == 200 and response.content_type == "audio/wav"
+                assert await response.read() == wav
+            async with http.get(url) as response:
+                assert response.status == 401
+
+        # Retention: a recording saved later is kept while the call's expires.
+        await asyncio.sleep(2.0)
+        newer = await runner.recordings.save(sid(), b"newer", time.time())
+        await asyncio.sleep(1.5)  # the call's recording is now older than three seconds
+        assert await runner.recorders.prune() == 1
+        assert await runner.recordings.read(location) is None
+        assert await runner.recordings.read(newer) == b"newer"
