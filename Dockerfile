@@ -43,7 +43,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     BOTS_DIR=/app/bots \
     DATABASE_URL=sqlite:////data/calls.db \
-    OUTBOX_DIR=/data/outbox
+    OUTBOX_DIR=/data/outbox \
+    RECORDINGS_DIR=/data/recordings
 
 # A fixed numeric UID/GID, so orchestrators can check runAsNonRoot and volumes can be
 # chowned to it on the host. /data must be owned by it before VOLUME declares it.

@@ -221,7 +221,8 @@ def _bots(args: argparse.Namespace) -> int:
                 asyncio.run(check_bot(bot, settings))  # builds its pipeline, offline
             except BotError as e:
                 problems += 1
-                print(f"error: {e}")
+                for line in str(e).splitlines():  # one mistake per line, each marked
+                    print(f"error: {line}")
             else:
                 print(f"ok: {bot.name} ({path})")
         return 1 if problems else 0

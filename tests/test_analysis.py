@@ -180,7 +180,7 @@ async def test_bots_check_rejects_bad_declarations_with_clear_lines(tmp_path):
     code, out = await bots_check(tmp_path)
     assert code == 1
     assert f"error: {path}:7: analysis.fields.outcome.enum[0]: True is not text" in out
-    assert f"\n{path}:15: analysis.colour: unknown key" in out
+    assert f"\nerror: {path}:15: analysis.colour: unknown key" in out
     assert "ok: default" in out
 
 

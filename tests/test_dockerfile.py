@@ -29,6 +29,7 @@ RUNTIME_ENV = {
     "PYTHONUNBUFFERED": "1",
     "DATABASE_URL": "sqlite:////data/calls.db",
     "OUTBOX_DIR": "/data/outbox",
+    "RECORDINGS_DIR": "/data/recordings",
 }
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "clang", "make", "cmake", "pkg-config"}
 
@@ -383,7 +384,7 @@ FROM python:3.11-slim AS builder
 RUN python -m venv /opt/venv
 FROM python:3.11-slim
 ENV HOST=0.0.0.0 PORT=8080 BOTS_DIR=/app/bots PYTHONUNBUFFERED=1 \\
-    DATABASE_URL=sqlite:////data/calls.db OUTBOX_DIR=/data/outbox
+    DATABASE_URL=sqlite:////data/calls.db OUTBOX_DIR=/data/outbox RECORDINGS_DIR=/data/recordings
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 COPY bots/ /app/bots/
