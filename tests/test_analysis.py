@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
-from conftest import ROOT, LocalServer, bots_check
+from conftest import ROOT, LocalServer, bots_check, runner_settings
 from fastapi import FastAPI, Request, Response
 from openai.types.responses import ResponseUsage
 
@@ -15,6 +15,7 @@ from pipecat_realtime_twilio.errors import BotError
 from pipecat_realtime_twilio.runner.analysis import (
     ABANDONED,
     TEXT_PRICES,
+    PostCallAnalysis,
     analysis_cost_usd,
     call_text,
 )
@@ -24,7 +25,9 @@ from pipecat_realtime_twilio.runner.analysis_spec import (
     check_analysis,
     output_model,
 )
+from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
 from pipecat_realtime_twilio.runner.bots import load_bot_file, load_markdown_bot
+from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
 from pipecat_realtime_twilio.testing.emulator.responses_checks import strict_schema_problem
@@ -416,12 +419,22 @@ async def test_a_call_to_the_example_bot_gets_its_declared_fields_in_store_and_w
     ],
 )
 async def test_a_failing_responses_api_leaves_an_error_and_the_record_stored(
-    fault, error, statuses
+    fault, error, statuses, tmp_path
 ):
-    async with Scenario("receptionist", bots_dir=BOTS) as call:
-        api = call.emulator.responses_api
-        runner = call.runner
-        runner.analyses.timeout_secs = 0.5
+    """The analysis of a kept record against a failing API (no phone call: the call's part is
+    the test above); the record, amended with the error, is stored all the same."""
+    spec = load_markdown_bot(BOTS / "receptionist.md").analysis
+    async with RealtimeEmulator() as emulator:
+        settings = runner_settings(
+            emulator,
+            "https://bot.example.com",
+            database_url=f"sqlite:///{tmp_path}/calls.db",
+        )
+        metrics = RunnerMetrics()
+        records = RecordKeeper(settings, metrics=metrics)
+        records.start()
+        analyses = PostCallAnalysis(settings, records, metrics, timeout_secs=0.5)
+        api = emulator.responses_api
         if fault == "500":
             api.fail_next(3, 500)
         elif fault == "429 then ok":
@@ -434,25 +447,38 @@ async def test_a_failing_responses_api_leaves_an_error_and_the_record_stored(
             api.outputs.append('{"summary": "cut sh')
         else:
             api.outputs.append(lambda body: {"summary": "s", "outcome": "booked"})
-        await leave_a_message(call)
-        await call.caller.wait_until(lambda: answered(call.record), timeout=20)
-        record = call.record
-        assert record is not None and record.analysis is not None
-        assert [c.status for c in api.calls] == statuses
-        if error is None:
-            assert record.analysis["error"] is None
-            assert record.analysis["fields"]["outcome"] == "message_taken"  # the enum's first
-            assert analyses(runner, "ok") == 1
-        else:
-            assert record.analysis["fields"] is None
-            assert record.analysis["error"].startswith(error)
-            assert "\n" not in record.analysis["error"]
-            assert record.analysis["model"] == "gpt-4.1-mini"
-            assert "analysis" not in record.cost
-            assert analyses(runner, "failed") == 1
-        await runner.records.settle(timeout=5)
-        stored = runner.store.get(record.call_sid)
-        assert stored.end_reason == "bot ended the call" and stored.analysis == record.analysis
+        kept = CallRecord(call_sid="CA" + "7" * 32, bot="receptionist", model="gpt-realtime")
+        kept.add_turn("bot", "Acme Plumbing, how can I help?")
+        kept.add_turn("caller", "I'd like to leave a message, please call me back.")
+        kept.finish("bot ended the call")
+        records.finished.append(kept)
+        records.keep(kept)
+        try:
+            analyses.start(kept, spec)
+            await analyses.settle(timeout=20)
+            [record] = records.finished
+            assert record.analysis is not None and record.revision == kept.revision + 1
+            assert [c.status for c in api.calls] == statuses
+            count = metrics.registry.get_sample_value(
+                "prt_call_analyses_total",
+                {"bot": "receptionist", "result": "ok" if error is None else "failed"},
+            )
+            assert count == 1
+            if error is None:
+                assert record.analysis["error"] is None
+                assert record.analysis["fields"]["outcome"] == "message_taken"  # the enum's first
+            else:
+                assert record.analysis["fields"] is None
+                assert record.analysis["error"].startswith(error)
+                assert "\n" not in record.analysis["error"]
+                assert record.analysis["model"] == "gpt-4.1-mini"
+                assert "analysis" not in record.cost
+            await records.settle(timeout=5)
+            stored = records.store.get(record.call_sid)
+            assert stored.end_reason == "bot ended the call" and stored.analysis == record.analysis
+        finally:
+            await analyses.close(settle_secs=0)
+            await records.close()
 
 
 @pytest.mark.call
