@@ -145,6 +145,28 @@ def test_the_bot_channel_is_placed_by_the_mark_echoes_with_gaps_and_a_cut():
     assert recorder.duration_s == 3.0
 
 
+def test_a_run_that_starts_within_a_packet_of_the_last_one_follows_it_on():
+    """Two runs whose echoes put them a few samples apart (or overlapping) were one stretch
+    on the phone, which plays whole 20 ms packets: no hole, no overlap between them."""
+    recorder = CallRecorder()
+    caller = stream_caller(recorder, 50)  # 1 s
+    phone = Phone(recorder)
+    first, second, third, fourth = (noise(40, seed) for seed in range(4))
+    phone.run([first], sent=0.100, plays=[0.160])  # played 0.120 to 0.160
+    phone.run([second], sent=0.150, plays=[0.2004])  # echoes say from 0.1604: 3 samples on
+    phone.run([third], sent=0.190, plays=[0.2396])  # from 0.1996: 3 samples too early
+    phone.run([fourth], sent=0.290, plays=[0.340])  # 60 ms of silence before it: real
+    assert recorder.placements() == [
+        Placement(120 * MS, 0, 320),
+        Placement(160 * MS, 320, 640),
+        Placement(200 * MS, 640, 960),
+        Placement(300 * MS, 960, 1280),
+    ]
+    _, right = recorder.channels()
+    assert right[120 * MS : 340 * MS] == first + second + third + SILENT * (60 * MS) + fourth
+    assert len(right) == len(caller)
+
+
 def test_echoes_read_late_with_the_caller_audio_are_placed_where_they_played():
     # From 1 s on, everything the runner reads comes 100 ms late (a busy loop, a slower
     # route): the caller's packets tell, and the echoes read then are placed as played.

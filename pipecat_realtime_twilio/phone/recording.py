@@ -287,7 +287,9 @@ class CallRecorder:
                 at = offset + start
                 if at < 0:  # before the stream started: not heard on it
                     start, at = start - at, 0
-                at = max(at, free)
+                # Less than a packet after the previous piece is the clocks' jitter, not
+                # silence: phones play whole 20 ms packets, so the piece follows on.
+                at = free if placed and at < free + GAP_MS * BYTES_PER_MS else at
                 if start < stop:
                     placed.append(Placement(at, start, stop))
                     free = at + stop - start
