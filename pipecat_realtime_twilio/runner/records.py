@@ -109,7 +109,9 @@ class CallRecord:
             time (a stream flooding the runner), in milliseconds.
         tool_calls: Each tool the model called, in order: ``{"name": str, "call_id":
             str, "arguments": str (JSON text), "result": str | None, "error": str |
-            None, "at": float (Unix timestamp), "duration_ms": float}``.
+            None, "at": float (Unix timestamp), "duration_ms": float}``; ``result`` is
+            None when ``error`` is set, and text over 2000 characters is cut with a mark.
+            Each of these lists is capped per call (200 tool calls, 1000 of the others).
         keypad: Keys the caller pressed, one entry per group sent to the model:
             ``{"digits": str, "at": float}``.
         transfers: Transfers of the call: ``{"target": str, "at": float, "kind":
