@@ -31,6 +31,7 @@ one run.
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -210,6 +211,8 @@ async def run_level(record: bool, calls: int, args) -> dict:
         "rss_idle_mb": rss_idle / 2**20,
         "onset_in_p99_ms": compare._pct(figures.onset_in_ms, 99),
         "onset_out_p99_ms": compare._pct(figures.onset_out_ms, 99),
+        "onset_in_ms": figures.onset_in_ms,  # the samples, for --json
+        "onset_out_ms": figures.onset_out_ms,
         "bit_exact": bool(figures.bit_exact) and all(figures.bit_exact),
         "problems": sorted(set(figures.problems))[:3],
         "recordings": checked,
@@ -419,13 +422,19 @@ def hour(args) -> dict:
         Its figures.
     """
     events, counts = hour_script(args.hour_secs)
+    # The script is this benchmark's, not the recorder's: out of the collector's way (as
+    # the runner freezes its start-up objects), or every collection the recorder's own
+    # objects trigger walks its 300,000 tuples and is charged to the hooks.
+    gc.collect()
+    gc.freeze()
     hooks, bare = [], []
     recorder = None
     for _ in range(args.repeat):  # interleaved, so both see the same machine
         bare.append(feed_bare(events))
         recorder = CallRecorder()
         hooks.append(feed(recorder, events))
-    per_hook = per_hook_ns(events)
+    passes = [per_hook_ns(events) for _ in range(args.repeat)]
+    per_hook = {name: statistics.median(p[name] for p in passes) for name in passes[0]}
     builds = []
     wav = b""
     for _ in range(args.repeat):
@@ -474,18 +483,30 @@ def _ratio(on, off) -> str:
     return f"{on / off:.2f}x"
 
 
+def _median(levels: list[dict], key: str):
+    values = [level[key] for level in levels if level[key] is not None]
+    if key == "failed":
+        return sum(values)
+    return statistics.median(values) if values else None
+
+
 def print_levels(levels: dict) -> None:
     """The on-the-wire table, and on/off per level (Markdown).
 
     Args:
-        levels: ``{(record, calls): figures}``.
+        levels: ``{(record, calls): [figures of each round]}``.
     """
     fmt = compare._fmt
+    rounds = max(len(runs) for runs in levels.values())
     print()
-    print("Runner, RECORD_CALLS off (baseline) and on, each level on a fresh process:")
+    print(
+        "Runner, RECORD_CALLS off (baseline) and on, each level on a fresh process"
+        + (f", {rounds} rounds of off then on:" if rounds > 1 else ":")
+    )
     print()
     compare._row(
         "calls",
+        "round",
         "RECORD_CALLS",
         "failed",
         "CPU s per call-s",
@@ -495,45 +516,51 @@ def print_levels(levels: dict) -> None:
         "bit-exact",
         "WAVs checked",
     )
-    compare._row("---:", "---", "---:", "---:", "---:", "---:", "---:", "---", "---")
+    compare._row("---:", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---", "---")
     notes = []
     for calls in sorted({c for _, c in levels}):
-        for record in (False, True):
-            level = levels.get((record, calls))
-            if level is None:
-                continue
-            checked = level["recordings"]
-            wavs = "-"
-            if checked is not None:
-                wavs = (
-                    f"{checked['valid']}/{checked['expected']} 2 ch 8 kHz, "
-                    f"{checked['on_record']} on their record, {checked['seconds']:.0f} s"
+        for index in range(rounds):
+            for record in (False, True):
+                runs = levels.get((record, calls), [])
+                if index >= len(runs):
+                    continue
+                level = runs[index]
+                checked = level["recordings"]
+                wavs = "-"
+                if checked is not None:
+                    wavs = (
+                        f"{checked['valid']}/{checked['expected']} 2 ch 8 kHz, "
+                        f"{checked['on_record']} on their record, {checked['seconds']:.0f} s"
+                    )
+                    notes += [f"on at {calls}: {p}" for p in checked["problems"][:3]]
+                name = "on" if record else "off"
+                compare._row(
+                    calls,
+                    index + 1,
+                    name,
+                    level["failed"],
+                    fmt(level["cpu_s_per_call_s"], "", 4),
+                    fmt(level["rss_mb_per_call"], "", 2),
+                    fmt(level["rss_idle_mb"], "", 1),
+                    f"{fmt(level['onset_in_p99_ms'])} / {fmt(level['onset_out_p99_ms'])}",
+                    fmt(level["bit_exact"]),
+                    wavs,
                 )
-                notes += [f"on at {calls}: {p}" for p in checked["problems"][:3]]
-            name = "on" if record else "off"
-            compare._row(
-                calls,
-                name,
-                level["failed"],
-                fmt(level["cpu_s_per_call_s"], "", 4),
-                fmt(level["rss_mb_per_call"], "", 2),
-                fmt(level["rss_idle_mb"], "", 1),
-                f"{fmt(level['onset_in_p99_ms'])} / {fmt(level['onset_out_p99_ms'])}",
-                fmt(level["bit_exact"]),
-                wavs,
-            )
-            notes += [f"{name} at {calls}: {e}" for e in level["errors"]]
-            notes += [f"{name} at {calls}: {p}" for p in level["problems"]]
+                notes += [f"{name} at {calls}: {e}" for e in level["errors"]]
+                notes += [f"{name} at {calls}: {p}" for p in level["problems"]]
     for note in notes:
         print(f"- {note}")
     print()
-    print("On / off:")
+    print(
+        "On / off"
+        + (f" (median of the {rounds} rounds; failed: all rounds):" if rounds > 1 else ":")
+    )
     print()
     compare._row("figure", "off", "on", "on/off")
     compare._row("---", "---:", "---:", "---:")
     for calls in sorted({c for _, c in levels}):
         off, on = levels.get((False, calls)), levels.get((True, calls))
-        if off is None or on is None:
+        if not off or not on:
             continue
         for key, label, digits in (
             ("cpu_s_per_call_s", "CPU s per call-second", 4),
@@ -542,11 +569,12 @@ def print_levels(levels: dict) -> None:
             ("onset_out_p99_ms", "onset OpenAI->caller p99 ms", 1),
             ("failed", "failed calls", 0),
         ):
+            a, b = _median(off, key), _median(on, key)
             compare._row(
                 f"{label}, {calls} calls",
-                fmt(off[key], "", digits),
-                fmt(on[key], "", digits),
-                _ratio(on[key], off[key]) if key != "failed" else "",
+                fmt(a, "", digits),
+                fmt(b, "", digits),
+                _ratio(b, a) if key != "failed" else "",
             )
 
 
@@ -560,7 +588,7 @@ def print_hour(h: dict) -> None:
     packets = c[CALLER]
     print()
     print(
-        f"CallRecorder, {h['secs'] / 3600:g} h of call in this process: {packets} caller "
+        f"CallRecorder, {h['secs'] / 60:g} min of call in this process: {packets} caller "
         f"packets, {c[SENT]} bot chunks in {c['runs']} answers ({c['bot_secs']:.0f} s played), "
         f"{c[ECHO]} mark echoes, {c[CLEAR]} clears; times the median of the passes."
     )
@@ -634,13 +662,19 @@ async def main_async(args) -> dict:
         args: The options.
 
     Returns:
-        ``{(record, calls): figures}``.
+        ``{(record, calls): [figures of each round]}``.
     """
-    levels = {}
+    levels: dict[tuple[bool, int], list[dict]] = {}
     for calls in args.levels:
-        for record in (False, True):
-            print(f"  RECORD_CALLS={record}: {calls} calls...", file=sys.stderr, flush=True)
-            levels[(record, calls)] = await run_level(record, calls, args)
+        for index in range(args.rounds):
+            for record in (False, True):
+                print(
+                    f"  RECORD_CALLS={record}: {calls} calls, round {index + 1}...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                level = await run_level(record, calls, args)
+                levels.setdefault((record, calls), []).append(level)
     return levels
 
 
@@ -659,6 +693,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--send-rate", type=float, default=4.0, help="emulator audio pace, x real time"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="off-then-on rounds per level (medians shown)"
     )
     parser.add_argument(
         "--hour-secs", type=float, default=3600.0, help="length of the in-process call"
@@ -681,7 +718,7 @@ def main() -> None:
     print_hour(h)
     if args.json:
         out = {
-            "levels": {f"{'on' if r else 'off'}/{c}": lv for (r, c), lv in levels.items()},
+            "levels": {f"{'on' if r else 'off'}/{c}": lvs for (r, c), lvs in levels.items()},
             "hour": h,
         }
         args.json.write_text(json.dumps(out, indent=1, default=str))
