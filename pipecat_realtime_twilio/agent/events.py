@@ -6,8 +6,8 @@
 
 """What happened on a call, as events with their times: tools, keys, barge-ins, latency.
 
-The agent keeps one :class:`CallEvents` per call (``agent.events``) and appends a small
-entry per event, never anything per audio packet:
+The agent keeps one :class:`CallEvents` per call (``agent.call_events``) and appends a
+small entry per event, never anything per audio packet:
 
 - :class:`ToolCall`: each tool the model called, from Pipecat's function-call frames
   (:meth:`CallEvents.tool_frame`), with its result or error and how long it ran; a
@@ -18,12 +18,12 @@ entry per event, never anything per audio packet:
 - :class:`TurnLatency`: per answer, when the caller stopped speaking and how long
   until the first audio of the answer was heard.
 
-Every entry's ``as_dict()`` is the shape the call record keeps
+:meth:`CallEvents.as_dict` gives all four as the call record keeps them
 (:class:`~pipecat_realtime_twilio.runner.records.CallRecord`: ``tool_calls``,
-``keypad``, ``barge_ins``, ``turn_latencies``); :meth:`CallEvents.as_dict` gives
-all four. Times are Unix timestamps, like the transcript's ``at``. Each kind keeps
-at most a bounded number of entries (a caller pressing keys for an hour does not
-grow the record without end): the rest are counted, and logged once.
+``keypad``, ``barge_ins``, ``turn_latencies``), each entry the dict of its fields.
+Times are Unix timestamps, like the transcript's ``at``. Each kind keeps at most a
+bounded number of entries (a caller pressing keys for an hour does not grow the
+record without end): the rest are counted, and logged once.
 """
 
 import json
@@ -83,10 +83,6 @@ class ToolCall:
     error: str | None = None
     duration_ms: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        """The call as records keep it (``CallRecord.tool_calls``)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class KeypadGroup:
@@ -99,10 +95,6 @@ class KeypadGroup:
 
     digits: str
     at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The group as records keep it (``CallRecord.keypad``)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -119,10 +111,6 @@ class BargeIn:
     heard_ms: float
     item_id: str | None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The barge-in as records keep it (``CallRecord.barge_ins``)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class TurnLatency:
@@ -135,10 +123,6 @@ class TurnLatency:
 
     at: float
     response_ms: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The sample as records keep it (``CallRecord.turn_latencies``)."""
-        return asdict(self)
 
 
 @dataclass
@@ -300,10 +284,10 @@ class CallEvents:
             "turn_latencies": [...]}``.
         """
         return {
-            "tool_calls": [call.as_dict() for call in self.tool_calls],
-            "keypad": [group.as_dict() for group in self.keypad],
-            "barge_ins": [cut.as_dict() for cut in self.barge_ins],
-            "turn_latencies": [sample.as_dict() for sample in self.turn_latencies],
+            "tool_calls": [asdict(call) for call in self.tool_calls],
+            "keypad": [asdict(group) for group in self.keypad],
+            "barge_ins": [asdict(cut) for cut in self.barge_ins],
+            "turn_latencies": [asdict(sample) for sample in self.turn_latencies],
         }
 
     def _keep(self, kind: str, count: int, limit: int) -> bool:

@@ -64,12 +64,18 @@ from dataclasses import dataclass
 import numpy as np
 from loguru import logger
 
-from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, ULAW_SILENCE, ulaw_to_pcm16
+from pipecat_realtime_twilio.audio import (
+    BYTES_PER_MS,
+    FRAME_MS,
+    SAMPLE_RATE,
+    ULAW_SILENCE,
+    ulaw_to_pcm16,
+)
 
 MAX_RECORDING_SECS = 2 * 3600
 """The most of a call a recording holds, in seconds."""
 
-GAP_MS = 20
+GAP_MS = FRAME_MS
 """A chunk's echo this much later than its run so far: the phone ran dry before it."""
 
 MAX_TIMESTAMP_LEAD_SECS = 5.0

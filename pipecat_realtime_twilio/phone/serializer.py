@@ -226,7 +226,7 @@ class TwilioSerializer(TwilioFrameSerializer):
         )
         return None
 
-    async def _media(self, payload: str, data: str | bytes, timestamp: Any = None) -> Frame | None:
+    async def _media(self, payload: str, data: str | bytes, timestamp: Any) -> Frame | None:
         try:
             ulaw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):

@@ -206,8 +206,8 @@ class RecordKeeper:
             record.transcript.append(entry.as_dict())
         record.stream_events = [dict(event) for event in call.stream_events]
         record.caller_audio_dropped_ms = call.caller_audio_dropped_ms
-        record.cost_usd = self.prices.cost_usd(record.model, record.usage) if agent else None
-        if agent is not None:  # what happened, with times, and the cost by kind
+        if agent is not None:  # what happened, with times, and the cost (by kind)
+            record.cost_usd = self.prices.cost_usd(record.model, record.usage)
             events = agent.call_events.as_dict()
             record.tool_calls, record.keypad = events["tool_calls"], events["keypad"]
             record.barge_ins, record.turn_latencies = events["barge_ins"], events["turn_latencies"]

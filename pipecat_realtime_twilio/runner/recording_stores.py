@@ -338,7 +338,7 @@ class S3RecordingStore(RecordingStore):
                 "and the upload is retried in the background"
             )
             self._wake.set()
-        return f"s3://{self.bucket}/{self.prefix}{name}"
+        return self.location(call_sid, started_at)
 
     async def _upload(self, path: Path, name: str) -> bool:
         """Upload a pending WAV and remove it here; whether that worked."""

@@ -148,7 +148,9 @@ class RecordingKeeper:
         if error is None:
             logger.debug(f"Call {call_sid}: recording saved at {location}")
             return
-        logger.error(f"Call {call_sid}: its recording could not be saved at {location}: {error}")
+        logger.error(
+            f"Call {call_sid}: its recording could not be saved at {location}: {field(error, 200)}"
+        )
         self._records.amend_with(call_sid, lambda record: setattr(record, "recording", None))
 
     async def start(self) -> None:
