@@ -165,9 +165,17 @@ def _calls(args: argparse.Namespace) -> int:
     from pipecat_realtime_twilio.runner.store import CallStore
     from pipecat_realtime_twilio.runner.timespec import parse_time
 
-    try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
+    try:  # a bad time or --limit is named in one line, before the store opens
+        query = CallQuery(
+            bot=args.bot,
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+            end_reason=args.reason,
+            direction=args.direction,
+            number=args.number,
+            search=args.search,
+            limit=args.limit,
+        )
     except ValueError as e:
         print(f"pipecat-realtime-twilio: {e}", file=sys.stderr)
         return 2
@@ -185,16 +193,6 @@ def _calls(args: argparse.Namespace) -> int:
                 configured = settings.call_webhook_url is not None
                 print("\n".join(record_lines(record, webhook_configured=configured)))
             return 0
-        query = CallQuery(
-            bot=args.bot,
-            since=since,
-            until=until,
-            end_reason=args.reason,
-            direction=args.direction,
-            number=args.number,
-            search=args.search,
-            limit=args.limit,
-        )
         page = store.search(query)
     if args.json:
         print(json.dumps([r.to_dict() for r in page.records]))

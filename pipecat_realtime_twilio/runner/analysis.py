@@ -43,6 +43,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from pipecat_realtime_twilio.agent.configuration import is_azure_url
+from pipecat_realtime_twilio.logs import field
 from pipecat_realtime_twilio.runner.analysis_spec import AnalysisSpec, output_model
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings
@@ -365,7 +366,7 @@ class PostCallAnalysis:
         if not self.records.amend_with(call_sid, change):
             logger.warning(
                 f"Call {call_sid}: its record is no longer in memory; its post-call analysis "
-                f"is lost: {analysis}"
+                f"is lost: {field(analysis, 2000)}"
             )
         self._count(bot, result)
 

@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 
 from pipecat_realtime_twilio.runner.operator_api import require_api_key
-from pipecat_realtime_twilio.runner.queries import CallQuery
+from pipecat_realtime_twilio.runner.queries import MAX_LIMIT, CallQuery
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.runner.store import CallStore, describe_error
 from pipecat_realtime_twilio.runner.timespec import parse_time
@@ -50,9 +50,6 @@ from pipecat_realtime_twilio.settings import Settings
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 """The form of a Twilio CallSid; anything else is refused before the store is asked."""
-
-MAX_LIMIT = 500
-"""Most calls one page of ``GET /api/calls`` holds."""
 
 DEFAULT_LIMIT = 50
 """Calls per page when ``limit`` is not given."""

@@ -351,10 +351,10 @@ def load_prompt_bot(path: Path) -> PromptBot:
     except ValidationError as e:
         error = e.errors()[0]
         key = _key_path(error)
-        line = _line_of(lines[1:end], key)
+        line = _node_line(front, tuple(key.split(".")))
         raise BotError(f"{path}:{line}: {key}: {_explain(error)}") from None
     if "transfer_call" in spec.tools and not spec.transfer_number:
-        line = _line_of(lines[1:end], "tools")
+        line = _node_line(front, ("tools",))
         raise BotError(f"{path}:{line}: tools: transfer_call needs a transfer_number")
     prompt = "\n".join(lines[end + 1 :]).strip()
     if not prompt:
@@ -362,35 +362,11 @@ def load_prompt_bot(path: Path) -> PromptBot:
     return PromptBot(path, spec, prompt)
 
 
-def _line_of(front: list[str], key: str) -> int:
-    """The file line of ``key`` in the front matter: top-level, or ``parent.child``.
-
-    A nested key is looked for in the indented lines under its parent; if it is not
-    there (absent, or in a flow mapping ``{...}``), the parent's line is given. A key
-    not found at all gives the front matter's first line.
-    """
-    parent, *nested = key.split(".")
-    found = 2
-    inside = False
-    for number, line in enumerate(front, start=2):  # the front matter starts on line 2
-        indented = line.startswith((" ", "\t"))
-        name = line.split(":", 1)[0].strip()
-        if not indented and line.strip() and not line.lstrip().startswith("#"):
-            if inside:
-                break  # the next top-level key: the nested one is not there
-            if name == parent:
-                if not nested:
-                    return number
-                found, inside = number, True
-        elif inside and name == nested[-1]:
-            return number
-    return found
-
-
 def _node_line(front: str, keys: tuple[str | int, ...]) -> int:
-    """The file line of a nested key (or list item) of the front matter, found by YAML.
+    """The file line of a key of the front matter (nested, or a list item), found by YAML.
 
-    The nearest parent that is there gives its line when the key is not.
+    The nearest parent that is there gives its line when the key is not (absent, or
+    past a list); a key not found at all gives the front matter's first line.
     """
     try:
         node = yaml.compose(front)

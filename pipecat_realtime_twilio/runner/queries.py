@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipecat_realtime_twilio.runner.records import CallRecord
+from pipecat_realtime_twilio.runner.records import CallRecord, _percentile
 
 MAX_LIMIT = 500
 """Most records one page of a search holds (a larger ``limit`` is cut to this)."""
@@ -91,6 +91,8 @@ calls_table = Table(
 ``has_recording`` says the runner kept its own recording of the call (``recording``);
 ``response_ms`` is the JSON list of the call's response latency samples.
 """
+
+_NEWEST_FIRST = (calls_table.c.started_at.desc(), calls_table.c.call_sid.desc())
 
 
 def transcript_text(record: CallRecord) -> str:
@@ -238,7 +240,7 @@ class CallQuery:
         return (
             select(calls_table)
             .where(*self.conditions())
-            .order_by(calls_table.c.started_at.desc(), calls_table.c.call_sid.desc())
+            .order_by(*_NEWEST_FIRST)
             .limit(min(self.limit, MAX_LIMIT))
             .offset(self.offset)
         )
@@ -255,8 +257,7 @@ def newest_first(limit: int, offset: int = 0) -> Select:
         limit: At most this many.
         offset: Skip this many newest ones first.
     """
-    order = (calls_table.c.started_at.desc(), calls_table.c.call_sid.desc())
-    return select(calls_table).order_by(*order).limit(limit).offset(offset)
+    return select(calls_table).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
 
 
 def undelivered_first(limit: int) -> Select:
@@ -292,14 +293,6 @@ def _day(at: float) -> date:
     # Whole seconds: fromtimestamp rounds to microseconds, and would put the float just
     # before a midnight (an exclusive `until`) on the next day.
     return datetime.fromtimestamp(math.floor(at), UTC).date()
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    """A percentile of sorted samples, interpolating between the closest ranks."""
-    position = (len(ordered) - 1) * fraction
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _samples(text: str | None) -> list[float]:
@@ -394,7 +387,7 @@ def overview(connection: Connection, since: float, until: float) -> dict[str, An
         reasons[reason] = reasons.get(reason, 0) + 1
     if day is not None:
         latency[day] = _latency(samples)
-    empty = {"response_p50_ms": None, "response_p95_ms": None}
+    empty = _latency(())
     return {
         "days": [
             {"day": d.isoformat(), **sums.as_dict(), **latency.get(d, empty)}

@@ -152,7 +152,9 @@ class TwilioRecording:
                 "RecordingUrl; dropped"
             )
         elif self._records.amend_with(call_sid, lambda r: _set_url(r, url)):
-            logger.info(f"Call {call_sid}: Twilio's recording {recording} is on its record")
+            logger.info(
+                f"Call {field(call_sid, 40)}: Twilio's recording {recording} is on its record"
+            )
         else:
             self._early[call_sid] = url
             self._early.move_to_end(call_sid)

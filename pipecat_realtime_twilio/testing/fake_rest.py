@@ -528,8 +528,10 @@ class FakeTwilioRest:
     async def _start_hook(self, hook: CallHook | None, info: dict) -> None:
         # Runs once the response is sent; the hook itself gets its own task so that a
         # long hook (a whole simulated call) does not hold the HTTP request open.
-        if hook is None:
-            return
+        if hook is not None:
+            self._spawn_hook(hook, info)
+
+    def _spawn_hook(self, hook: CallHook, info: dict) -> None:
         task = asyncio.create_task(self._run_hook(hook, info))
         self._hook_tasks.add(task)
         task.add_done_callback(self._hook_tasks.discard)
@@ -623,9 +625,7 @@ class FakeTwilioRest:
                     "RecordingSource": recording["source"],
                     "RecordingTrack": recording["track"],
                 }
-                task = asyncio.create_task(self._run_hook(self._post_recording_status, form))
-                self._hook_tasks.add(task)
-                task.add_done_callback(self._hook_tasks.discard)
+                self._spawn_hook(self._post_recording_status, form)
 
     async def _post_recording_status(self, form: dict) -> None:
         """POST a recording status callback, signed with the auth token as Twilio signs."""

@@ -23,12 +23,12 @@ wait for it, then find the head; on SQLite the transaction is ``BEGIN IMMEDIATE`
 (the write lock, waited for within the store's busy timeout). Other engines get no
 lock.
 
-A new revision (say ``0003``)::
+A new revision (say ``0004``)::
 
     from alembic import command
     from pipecat_realtime_twilio.runner.migrations import alembic_config
 
-    command.revision(alembic_config(), "what it changes", rev_id="0003")
+    command.revision(alembic_config(), "what it changes", rev_id="0004")
 
 then write its ``upgrade()`` and ``downgrade()`` with ``alembic.op`` (portable SQL,
 batches for data), and change ``queries.calls_table`` to match.

@@ -123,12 +123,12 @@ class PlainHttp:
                 elif isinstance(event, h11.Data):
                     self._body += event.data
                     if len(self._body) > MAX_BODY_BYTES:
-                        self._send(_error(413, "The request body is too large."))
+                        self._send(error_answer(413, "The request body is too large."))
                         return
                 elif isinstance(event, h11.EndOfMessage):
                     self._task = asyncio.ensure_future(self._answer())
         except h11.RemoteProtocolError as error:
-            self._send(_error(400, f"Malformed HTTP request: {error}."))
+            self._send(error_answer(400, f"Malformed HTTP request: {error}."))
 
     def lost(self) -> None:
         """The connection is gone: stop answering."""
@@ -152,7 +152,7 @@ class PlainHttp:
             raise
         except Exception:
             logger.exception("Realtime emulator: answering a plain HTTP request failed")
-            answer = _error(500, "The emulator failed to answer.")
+            answer = error_answer(500, "The emulator failed to answer.")
         self._send(answer)
 
     def _send(self, answer: HttpAnswer) -> None:
@@ -175,8 +175,18 @@ class PlainHttp:
         self._transport.close()
 
 
-def _error(status: int, message: str) -> HttpAnswer:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+def error_answer(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> HttpAnswer:
+    """An answer with OpenAI's body of a refused request (``invalid_request_error``).
+
+    Args:
+        status: The HTTP status.
+        message: The ``error.message``.
+        code: The ``error.code``.
+        param: The ``error.param``: the parameter at fault.
+    """
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     return json_answer(status, {"error": error})
 
 

@@ -41,7 +41,7 @@ from openai.types.responses import Response
 from pydantic import ValidationError
 
 from .faults import Countdown, api_error, azure_key_refusal, bearer_refusal, check_secs
-from .plain_http import HttpAnswer, HttpRequest, json_answer
+from .plain_http import HttpAnswer, HttpRequest, error_answer, json_answer
 from .responses_checks import check_request
 
 RESPONSES_PATH = "/v1/responses"
@@ -230,8 +230,7 @@ class ResponsesApi:
         param: str | None = None,
     ) -> HttpAnswer:
         call.error = code or message
-        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
-        return json_answer(status, {"error": error})
+        return error_answer(status, message, code, param)
 
     def _fail(self, call: ResponsesCall, failure: HttpFailure) -> HttpAnswer:
         error = api_error(failure.status, failure.code, failure.message)
