@@ -8,6 +8,7 @@
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -24,6 +25,9 @@ from pipecat_realtime_twilio.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipecat_realtime_twilio.runner.app import CallRunner
+    from pipecat_realtime_twilio.runner.queries import CallQuery
+    from pipecat_realtime_twilio.runner.records import CallRecord
+    from pipecat_realtime_twilio.runner.store import CallStore
 
 _LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
@@ -193,17 +197,35 @@ def _calls(args: argparse.Namespace) -> int:
                 configured = settings.call_webhook_url is not None
                 print("\n".join(record_lines(record, webhook_configured=configured)))
             return 0
-        page = store.search(query)
+        records, total = _search_all(store, query, args.limit)
     if args.json:
-        print(json.dumps([r.to_dict() for r in page.records]))
+        print(json.dumps([r.to_dict() for r in records]))
         return 0
-    if not page.records:
+    if not records:
         print("no calls recorded" if query == CallQuery(limit=args.limit) else "no calls match")
-    for record in page.records:
+    for record in records:
         print(row(record))
-    if page.total > len(page.records):
-        print(f"({len(page.records)} of {page.total} calls; --limit shows more)")
+    if total > len(records):
+        print(f"({len(records)} of {total} calls; --limit shows more)")
     return 0
+
+
+def _search_all(
+    store: "CallStore", query: "CallQuery", limit: int
+) -> tuple[list["CallRecord"], int]:
+    """Up to ``limit`` matching records, a page (at most ``MAX_LIMIT``) at a time; the total."""
+    from pipecat_realtime_twilio.runner.queries import MAX_LIMIT
+
+    records: list[CallRecord] = []
+    total = 0
+    while len(records) < limit:
+        size = min(limit - len(records), MAX_LIMIT)
+        page = store.search(dataclasses.replace(query, limit=size, offset=len(records)))
+        records.extend(page.records)
+        total = page.total
+        if len(page.records) < size:
+            break
+    return records, total
 
 
 def _bots(args: argparse.Namespace) -> int:

@@ -193,3 +193,25 @@ def test_json_logs_are_one_object_per_line(capsys):
     assert first["message"] == "caller +1********67 said\\nhi"  # masked, one line
     assert first["time"].endswith("+00:00")
     assert second["level"] == "ERROR" and "RuntimeError: boom" in second["exception"]
+
+
+def test_a_limit_over_a_page_lists_them_all(calls, tmp_path):
+    with CallStore(f"sqlite:///{tmp_path}/calls.db") as store:
+        for n in range(600):
+            store.save(
+                record(
+                    f"CA{n:032x}",
+                    bot="bulk",
+                    started=NOW - 7 * DAY + n,
+                    reason="end_call",
+                    said="Hello.",
+                )
+            )
+    code, lines = calls("--bot", "bulk", "--limit", "1000")
+    assert code == 0
+    assert len(sids(lines)) == 600 and lines[-1].startswith("CA")  # all, no "of N" line
+    code, lines = calls("--bot", "bulk", "--limit", "550")
+    assert len([line for line in lines if line.startswith("CA")]) == 550
+    assert lines[-1] == "(550 of 600 calls; --limit shows more)"
+    code, lines = calls("--limit", "0")
+    assert code == 2 and "limit" in lines[0]
