@@ -334,10 +334,7 @@ def feed_bare(events: list[tuple]) -> float:
             caller += a
         elif kind == SENT:
             bot += a
-        elif kind == ECHO:
-            pass
-        else:
-            pass
+        # Echoes and clears: nothing to keep.
     return time.perf_counter() - began
 
 
