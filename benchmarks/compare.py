@@ -510,23 +510,7 @@ async def run_level(system: System, calls: int, args) -> dict:
             finally:
                 process.terminate()
                 await process.wait()
-        figures = Figures()
-        by_pitch = {}
-        for session in em.sessions:
-            pitch = session_pitch(session)
-            if pitch is not None:
-                by_pitch[round(pitch)] = session
-        for run in runs:
-            session = by_pitch.get(round(run.pitch))
-            if session is None:
-                if run.ok:
-                    run.ok, run.error = False, "no Realtime session heard this caller"
-                continue
-            if run.ok:
-                try:
-                    measure(run, session, figures)
-                except Exception as e:  # an odd call is noted, not fatal to the run
-                    figures.problems.append(f"could not measure a call: {type(e).__name__}: {e}")
+        figures = measure_runs(em.sessions, runs)
         validation_errors = len(em.validation_errors)
     call_secs = sum(r.duration_s for r in runs)
     return {
@@ -543,6 +527,39 @@ async def run_level(system: System, calls: int, args) -> dict:
         "harness_lag_p99_ms": _pct(lags, 99),
         "figures": figures,
     }
+
+
+def measure_runs(sessions, runs: list[CallRun]) -> Figures:
+    """Measure each call against the Realtime session that heard its caller (by pitch).
+
+    A call no session heard is marked failed; a call that cannot be measured is noted in
+    the figures' problems, not fatal to the run.
+
+    Args:
+        sessions: The emulator's sessions of the level.
+        runs: The level's calls.
+
+    Returns:
+        The level's figures.
+    """
+    figures = Figures()
+    by_pitch = {}
+    for session in sessions:
+        pitch = session_pitch(session)
+        if pitch is not None:
+            by_pitch[round(pitch)] = session
+    for run in runs:
+        session = by_pitch.get(round(run.pitch))
+        if session is None:
+            if run.ok:
+                run.ok, run.error = False, "no Realtime session heard this caller"
+            continue
+        if run.ok:
+            try:
+                measure(run, session, figures)
+            except Exception as e:  # an odd call is noted, not fatal to the run
+                figures.problems.append(f"could not measure a call: {type(e).__name__}: {e}")
+    return figures
 
 
 # ------------------------------------------------------------------------------------------

@@ -181,23 +181,7 @@ async def run_level(record: bool, calls: int, args) -> dict:
                 process.terminate()
                 await process.wait()
             checked = check_recordings(folder, Path(tmp) / "calls.db", runs) if record else None
-        figures = compare.Figures()
-        by_pitch = {}
-        for session in em.sessions:
-            pitch = compare.session_pitch(session)
-            if pitch is not None:
-                by_pitch[round(pitch)] = session
-        for run in runs:
-            session = by_pitch.get(round(run.pitch))
-            if session is None:
-                if run.ok:
-                    run.ok, run.error = False, "no Realtime session heard this caller"
-                continue
-            if run.ok:
-                try:
-                    compare.measure(run, session, figures)
-                except Exception as e:  # an odd call is noted, not fatal to the run
-                    figures.problems.append(f"could not measure a call: {type(e).__name__}: {e}")
+        figures = compare.measure_runs(em.sessions, runs)
     call_secs = sum(r.duration_s for r in runs)
     return {
         "record": record,
