@@ -247,7 +247,7 @@ class RecordKeeper:
         Returns:
             Whether the call's record was among :attr:`finished` (else nothing changed).
         """
-        return self.amend_with(call_sid, lambda record: record.add_stream_event(event))
+        return self.amend_with(call_sid, lambda record: record.stream_events.append(dict(event)))
 
     def amend_with(self, call_sid: str, change: Callable[[CallRecord], None]) -> bool:
         """Change a finished call's record and keep it again, one ``revision`` higher.
