@@ -63,7 +63,8 @@ class RunnerMetrics:
       them: ``used`` (the call's stream took it), ``expired`` (no stream came within
       ``PREWARM_TIMEOUT_SECS``; closed), ``failed`` (it could not open; the call
       connects when its stream starts), ``dropped`` (closed unused for another
-      reason: the webhook asked again, another bot, the runner stopping).
+      reason: the webhook asked again, another bot, the runner stopping), ``elsewhere``
+      (its stream started on another instance, which said so through Redis; closed at once).
     - ``prt_records_pending``: call records waiting in the outbox for the database.
     - ``prt_call_failures_total{stage,code}``: calls handed to the fallback, by the
       stage that failed (``build``, ``connect``, ``configure``, ``greet``, ``respond``,
@@ -74,6 +75,17 @@ class RunnerMetrics:
     - ``prt_stream_events_total{event}``: Twilio's media stream status callbacks, by
       event: ``stream-started``, ``stream-stopped``, ``stream-error`` (``other`` for
       anything else).
+    - ``prt_shared_state_errors_total{operation}``: Redis operations that failed
+      (``REDIS_URL``); the instance went on with what it knows itself.
+    - ``prt_account_calls``: lines in use across every instance, as last read
+      (what ``MAX_CALLS_TOTAL`` counts); ``prt_instances``: instances alive in the registry.
+    - ``prt_campaign_dials_total{result}``: campaign calls asked of Twilio: ``placed``,
+      ``refused`` (Twilio said no), ``error`` (no answer from Twilio).
+    - ``prt_campaign_outcomes_total{outcome}``: campaign numbers finished, by their one
+      outcome (``answered``, ``voicemail``, ``machine``, ``busy``, ``no_answer``,
+      ``failed``, ``canceled``, ``hung_up``, ``invalid``, ``expired``).
+    - ``prt_campaign_amd_total{answered_by}``: Twilio's answering-machine detection
+      results (``human``, ``machine_end_beep``, ``machine_start``, ``fax``, ``unknown``...).
     """
 
     def __init__(self) -> None:
@@ -139,6 +151,42 @@ class RunnerMetrics:
             "prt_stream_events",
             "Twilio media stream status callbacks, by event.",
             ["event"],
+            registry=r,
+        )
+
+        # Several instances (REDIS_URL): runner.shared_state.
+        self.shared_state_errors = Counter(
+            "prt_shared_state_errors",
+            "Shared-state (Redis) operations that failed, by operation; the instance fell "
+            "back on what it knows itself.",
+            ["operation"],
+            registry=r,
+        )
+        self.account_calls = Gauge(
+            "prt_account_calls",
+            "Lines in use across every instance (MAX_CALLS_TOTAL's count), as last read.",
+            registry=r,
+        )
+        self.instances = Gauge(
+            "prt_instances", "Instances alive in the registry, as last read.", registry=r
+        )
+        # Outbound campaigns: runner.dialer.
+        self.campaign_dials = Counter(
+            "prt_campaign_dials",
+            "Campaign calls asked of Twilio, by result (placed, refused, error).",
+            ["result"],
+            registry=r,
+        )
+        self.campaign_outcomes = Counter(
+            "prt_campaign_outcomes",
+            "Campaign numbers finished, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.campaign_amd = Counter(
+            "prt_campaign_amd",
+            "Answering-machine detection results (Twilio's AnsweredBy).",
+            ["answered_by"],
             registry=r,
         )
 
