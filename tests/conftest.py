@@ -392,3 +392,130 @@ def postgres_url(postgres):
     yield postgres.url(name)
     with contextlib.suppress(Exception):  # a test may leave the server stopped or broken
         postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- a private Redis server -------------------------------------------------------------------
+#
+# Several instances share state through Redis (REDIS_URL). Tests that need it get Debian's
+# `redis-server`: one per xdist worker (session scope), on a free port of 127.0.0.1, in its own
+# temporary folder, without persistence; each test gets its own key prefix and database
+# (`redis_url`, `redis_prefix`), flushed after it. Without redis-server they are skipped, unless
+# REQUIRE_REDIS=1 (.ci/run) makes that a failure.
+
+
+class RedisServer:
+    """A redis-server in a temporary folder; `stop()` and `start()` for outages."""
+
+    DATABASES = 16
+
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="prt-redis-"))
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self._next_db = 0
+
+    def url(self, db: int = 0) -> str:
+        """The URL of database ``db`` of this server."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING."""
+        import time
+
+        import redis
+
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+            "--databases",
+            str(self.DATABASES),
+        ]
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the process keeps it)
+        self.process = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=log)
+        log.close()
+        client = redis.Redis.from_url(self.url(), socket_connect_timeout=0.5)
+        try:
+            for _ in range(100):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited ({self.process.returncode})")
+                with contextlib.suppress(redis.ConnectionError):
+                    if client.ping():
+                        return
+                time.sleep(0.05)
+            raise RuntimeError("redis-server did not answer within 5 s")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server at once (open connections are cut)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def next_db(self) -> int:
+        """A database number for the next test (they are reused, flushed in between)."""
+        db = self._next_db
+        self._next_db = (db + 1) % self.DATABASES
+        return db
+
+    def close(self) -> None:
+        """Stop the server and remove its folder."""
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A Redis server of this xdist worker, for the session."""
+    import shutil
+
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if binary is None:
+        problem = "Redis is not installed (apt install redis-server)"
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(f"{problem}, and REQUIRE_REDIS=1", pytrace=False)
+        pytest.skip(problem)
+    server = RedisServer(binary)
+    try:
+        for attempt in range(3):
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                server.stop()
+                if attempt == 2:
+                    raise
+                server.port = free_port()  # another process took the port meanwhile
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The URL of a database of the worker's Redis server, empty, flushed after the test."""
+    import redis
+
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test before this one stopped it
+    url = redis_server.url(redis_server.next_db())
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    client.flushdb()
+    yield url
+    with contextlib.suppress(Exception):  # a test may leave the server stopped
+        client.flushdb()
+    client.close()

@@ -373,8 +373,13 @@ async def test_info_says_what_the_runner_keeps(tmp_path):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{caller.server_url}/api/info", headers=AUTH) as response:
                 assert response.status == 200
-                assert await response.json() == {
+                info = await response.json()
+                instances = info.pop("instances")
+                assert info == {
                     "webhook_configured": True,
                     "record_calls": True,
                     "twilio_record": False,
                 }
+                # Without REDIS_URL the registry is this instance alone.
+                assert [i["id"] for i in instances] == [runner.admission.shared.instance_id]
+                assert instances[0]["draining"] is False and instances[0]["max_calls"] > 0

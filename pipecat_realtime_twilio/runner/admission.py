@@ -15,8 +15,13 @@ run (:meth:`Admission.check`). Calls streaming now are :attr:`Admission.active`;
 a line held by a webhook is released when its stream starts, when its pre-warmed
 session ends or when its token expires, whichever comes first.
 
-Every call that had its stream is remembered (:meth:`Admission.had_call`, the
-newest :data:`CALLS_REMEMBERED`): a webhook replayed for it gets no new token.
+Two caps apply: ``MAX_CALLS`` (this instance's lines, reserved and streaming) and
+``MAX_CALLS_TOTAL`` (the account's, across every instance sharing ``REDIS_URL``:
+leases in :class:`~pipecat_realtime_twilio.runner.shared_state.SharedState`). A
+token is used up in the shared state too, so it is good once across instances;
+every call that had its stream is remembered there (:meth:`Admission.had_call`):
+a webhook replayed for it, on any instance, gets no new token. The methods that
+may ask Redis are coroutines.
 """
 
 import base64
@@ -24,7 +29,6 @@ import hmac
 import json
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,13 +36,11 @@ from pipecat_realtime_twilio.logs import field
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.signatures import account_allowed
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
+from pipecat_realtime_twilio.runner.shared_state import SharedState
 from pipecat_realtime_twilio.settings import Settings
 
 STREAM_TOKEN_TTL_SECS = 60.0
 """How long after the webhook a stream may start with its token."""
-
-CALLS_REMEMBERED = 100_000
-"""Most CallSids remembered as having had their call (for refusing replays)."""
 
 _MAX_TOKEN_CHARS = 128
 
@@ -60,42 +62,57 @@ class Refusal:
 
 
 class Admission:
-    """The runner's lines: reserved by webhooks, taken by streams, counted against ``MAX_CALLS``."""
+    """The runner's lines: reserved by webhooks, taken by streams, within both caps."""
 
-    def __init__(self, settings: Settings, metrics: RunnerMetrics):
+    def __init__(
+        self, settings: Settings, metrics: RunnerMetrics, shared: SharedState | None = None
+    ):
         """Initialize the lines, all free.
 
         Args:
             settings: The runner's settings (``MAX_CALLS``, the auth token, the account).
             metrics: Where active calls and refusals are counted.
+            shared: What the instances share; built from ``settings`` when None.
         """
         self._settings = settings
         self._metrics = metrics
+        self.shared = shared if shared is not None else SharedState(settings, metrics)
         self.tokens = StreamTokens.from_settings(settings)
         self.active: dict[str, CallSession] = {}
         self.draining = False
         self._reserved: dict[str, float] = {}  # CallSid -> when its line is released
-        self._had_call: OrderedDict[str, None] = OrderedDict()
 
     def capacity_left(self) -> int:
-        """Lines free now: ``MAX_CALLS`` minus active and reserved calls."""
+        """Lines free on this instance now: ``MAX_CALLS`` minus active and reserved calls."""
         now = time.time()
         for call_sid, expiry in list(self._reserved.items()):
             if expiry < now:
                 del self._reserved[call_sid]
         return self._settings.max_calls - len(self.active) - len(self._reserved)
 
-    def busy_reason(self) -> str | None:
-        """Why a new call would be turned away now (draining, or full), or None."""
+    def describe(self) -> dict[str, int | bool]:
+        """This instance's lines, for the registry: active, reserved, max_calls, draining."""
+        self.capacity_left()  # expired reservations out
+        return {
+            "active": len(self.active),
+            "reserved": len(self._reserved),
+            "max_calls": self._settings.max_calls,
+            "draining": self.draining,
+        }
+
+    async def busy_reason(self) -> str | None:
+        """Why a new call would be turned away now (draining, or full here or account-wide)."""
         if self.draining:
             return "draining"
         if self.capacity_left() <= 0:
             return f"MAX_CALLS={self._settings.max_calls} reached"
+        if await self.shared.account_full():
+            return f"MAX_CALLS_TOTAL={self._settings.max_calls_total} reached"
         return None
 
-    def reserve(
+    async def reserve(
         self, call_sid: str, parameters: Mapping[str, str], hold_secs: float | None = None
-    ) -> str:
+    ) -> str | None:
         """Hold a line for ``call_sid`` until its stream starts; return its stream token.
 
         Args:
@@ -103,8 +120,14 @@ class Admission:
             parameters: The stream's ``<Parameter>`` values the token is bound to.
             hold_secs: Hold the line at most this long (the pre-warmed session's
                 life); at most until the token expires in any case.
+
+        Returns:
+            The token, or None when the account's lines (``MAX_CALLS_TOTAL``) are all
+            in use.
         """
         hold = STREAM_TOKEN_TTL_SECS if hold_secs is None else min(hold_secs, STREAM_TOKEN_TTL_SECS)
+        if not await self.shared.take_line(call_sid, hold):
+            return None
         self._reserved[call_sid] = time.time() + hold
         return self.tokens.issue(call_sid, parameters)
 
@@ -114,18 +137,15 @@ class Admission:
         Args:
             call_sid: The call.
         """
-        self._had_call[call_sid] = None
-        self._had_call.move_to_end(call_sid)
-        while len(self._had_call) > CALLS_REMEMBERED:
-            self._had_call.popitem(last=False)
+        self.shared.remember_call(call_sid)
 
-    def seen(self, call_sid: str) -> bool:
-        """Whether ``call_sid`` had its call already (streaming now or over).
+    async def seen(self, call_sid: str) -> bool:
+        """Whether ``call_sid`` had its call already (streaming now or over, on any instance).
 
         Args:
             call_sid: The call.
         """
-        return call_sid in self._had_call or call_sid in self.active
+        return call_sid in self.active or await self.shared.call_seen(call_sid)
 
     def release(self, call_sid: str) -> None:
         """Free the line held for ``call_sid`` (its stream will not come).
@@ -134,26 +154,46 @@ class Admission:
             call_sid: The call.
         """
         self._reserved.pop(call_sid, None)
+        if call_sid not in self.active:
+            self.shared.free_line(call_sid)
 
-    def check(self, call: CallSession) -> Refusal | None:
-        """Check a started stream: its token (used up here), its account, capacity.
+    def handed_over(self, call_sid: str) -> None:
+        """Forget the line held here for ``call_sid``: another instance took it over.
+
+        Its stream started there.
+
+        Args:
+            call_sid: The call.
+        """
+        if call_sid not in self.active and self._reserved.pop(call_sid, None) is not None:
+            self.shared.forget_line(call_sid)
+
+    async def check(self, call: CallSession) -> Refusal | None:
+        """Check a started stream: its token (used up, on every instance), its account, capacity.
 
         Args:
             call: The call, its ``start`` read.
 
         Returns:
-            None if the call may run (its reserved line is released), else why not.
+            None if the call may run (its reserved line is now its line), else why not.
         """
-        if self.seen(call.call_sid):
+        if await self.seen(call.call_sid):
             return Refusal("this call had its stream already", "replay", 1008)
-        problem = self.tokens.redeem(call.parameters.get("token"), call.call_sid, call.parameters)
+        token = call.parameters.get("token")
+        problem = self.tokens.verify(token, call.call_sid, call.parameters)
         if problem is not None:
             return Refusal(problem, "token", 1008)
+        expiry, signature = StreamTokens.parts(token or "")
+        if not await self.shared.use_token(signature, expiry):
+            return Refusal("stream token already used", "token", 1008)
         if not account_allowed(call.start.account_sid, self._settings):
             return Refusal(f"account {field(call.start.account_sid)} is not ours", "account", 1008)
         self._reserved.pop(call.call_sid, None)
         if len(self.active) >= self._settings.max_calls:
+            self.shared.free_line(call.call_sid)
             return Refusal("MAX_CALLS reached", "busy", 1013)
+        if not await self.shared.take_line(call.call_sid):  # renewed while it streams
+            return Refusal("MAX_CALLS_TOTAL reached", "busy", 1013)
         return None
 
     def begin(self, call: CallSession) -> None:
@@ -166,13 +206,14 @@ class Admission:
         self._metrics.active.set(len(self.active))
 
     def end(self, call: CallSession) -> None:
-        """A call is over: its line is free.
+        """A call is over (or never ran): its line is free.
 
         Args:
             call: The call.
         """
         self.active.pop(call.call_sid, None)
         self._metrics.active.set(len(self.active))
+        self.shared.free_line(call.call_sid)
 
 
 class StreamTokens:
@@ -185,7 +226,9 @@ class StreamTokens:
     numbers, direction): a stream that claims anything else is refused.
 
     Instances that share the secret (derived from ``TWILIO_AUTH_TOKEN``) accept
-    each other's tokens; "one use" is enforced per instance.
+    each other's tokens. :meth:`verify` checks a token without using it up (the
+    runner's admission then uses it up in the shared state, once across every
+    instance); :meth:`redeem` checks it and uses it up in this object.
     """
 
     def __init__(self, secret: bytes, ttl_secs: float = STREAM_TOKEN_TTL_SECS):
@@ -228,14 +271,14 @@ class StreamTokens:
         expiry = int((time.time() if now is None else now) + self._ttl)
         return f"{expiry}.{self._sign(call_sid, expiry, parameters or {})}"
 
-    def redeem(
+    def verify(
         self,
         token: str | None,
         call_sid: str,
         parameters: Mapping[str, str] | None = None,
         now: float | None = None,
     ) -> str | None:
-        """Check a stream's token against its call and parameters, and use it up.
+        """Check a stream's token against its call and parameters, without using it up.
 
         Args:
             token: The token the stream brought (None if none).
@@ -247,9 +290,6 @@ class StreamTokens:
             None if the token is good, otherwise why it is refused.
         """
         now = time.time() if now is None else now
-        for used, expiry in list(self._used.items()):
-            if expiry < now:
-                del self._used[used]
         if not token:
             return "no stream token"
         expiry_text, _, signature = token.partition(".")
@@ -265,10 +305,47 @@ class StreamTokens:
             return "forged stream token (or parameters not the webhook's)"
         if int(expiry_text) < now:
             return "expired stream token"
+        return None
+
+    def redeem(
+        self,
+        token: str | None,
+        call_sid: str,
+        parameters: Mapping[str, str] | None = None,
+        now: float | None = None,
+    ) -> str | None:
+        """Check a stream's token against its call and parameters, and use it up here.
+
+        Args:
+            token: The token the stream brought (None if none).
+            call_sid: The stream's call.
+            parameters: The stream's ``<Parameter>`` values (its ``token`` included or not).
+            now: Unix time (for tests).
+
+        Returns:
+            None if the token is good, otherwise why it is refused.
+        """
+        now = time.time() if now is None else now
+        for used, expiry in list(self._used.items()):
+            if expiry < now:
+                del self._used[used]
+        problem = self.verify(token, call_sid, parameters, now)
+        if problem is not None or token is None:
+            return problem
         if token in self._used:
             return "stream token already used"
-        self._used[token] = int(expiry_text)
+        self._used[token] = self.parts(token)[0]
         return None
+
+    @staticmethod
+    def parts(token: str) -> tuple[int, str]:
+        """A verified token's expiry (Unix time) and signature.
+
+        Args:
+            token: The token (``expiry.signature``).
+        """
+        expiry_text, _, signature = token.partition(".")
+        return (int(expiry_text) if expiry_text.isdigit() else 0), signature
 
     def _sign(self, call_sid: str, expiry: int, parameters: Mapping[str, str]) -> str:
         bound = {k: v for k, v in parameters.items() if k != "token"}

@@ -103,6 +103,9 @@ class CallData(Protocol):
     def recordings(self) -> RecordingReader:
         """Where recordings are kept."""
 
+    async def instances(self) -> list[dict[str, Any]]:
+        """The instances alive in the registry (this one alone without ``REDIS_URL``)."""
+
 
 def asset(name: str) -> bytes:
     """The package's console file ``name`` (one of `ASSET_TYPES`, or ``console.html``).
@@ -360,12 +363,13 @@ class Console:
         return JSONResponse({**body, "since": since, "until": until}, headers=_NO_STORE)
 
     async def info(self, request: Request) -> JSONResponse:
-        """What the runner keeps: whether a webhook gets records, whether calls are recorded."""
+        """What the runner keeps (a webhook, recordings), and the instances that take calls."""
         require_api_key(request, self.settings, "the call API")
         body = {
             "webhook_configured": self.settings.call_webhook_url is not None,
             "record_calls": self.settings.record_calls,
             "twilio_record": self.settings.twilio_record,
+            "instances": await self.runner.instances(),
         }
         return JSONResponse(body, headers=_NO_STORE)
 

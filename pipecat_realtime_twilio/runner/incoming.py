@@ -9,9 +9,13 @@
 :class:`IncomingCalls`, part of the :class:`~pipecat_realtime_twilio.runner.app.CallRunner`,
 answers a signed webhook with TwiML that opens a media stream carrying a one-use
 token bound to the call and to the stream's parameters (the bot, the numbers);
-over ``MAX_CALLS`` or while draining, with a busy line. A webhook for a call that
-has had its call already (a replay: Twilio signs no timestamp, so a captured
-webhook stays valid) is answered ``<Hangup/>``: no stream, no Realtime session.
+over ``MAX_CALLS`` or ``MAX_CALLS_TOTAL``, or while draining, with a busy line. A
+draining instance that sees another instance ready in the registry answers
+``503`` with ``Retry-After: 1`` instead, so a balancer retries the webhook there
+(nginx: ``proxy_next_upstream http_503 non_idempotent``); alone, it never leaves a
+caller with an error. A webhook for a call that has had its call already (a
+replay: Twilio signs no timestamp, so a captured webhook stays valid) is answered
+``<Hangup/>``: no stream, no Realtime session.
 """
 
 import asyncio
@@ -37,7 +41,8 @@ from pipecat_realtime_twilio.runner.prewarm import PrewarmedCall, PrewarmedCalls
 from pipecat_realtime_twilio.settings import Settings
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
-"""What a caller over ``MAX_CALLS`` (or calling while the runner drains) hears."""
+"""What a caller over ``MAX_CALLS`` or ``MAX_CALLS_TOTAL`` (or calling while the runner
+drains) hears."""
 
 STREAM_ACTION_PARAMETER = "stream_action"
 """The stream parameter that says the runner's ``<Connect action>`` follows the stream."""
@@ -82,11 +87,9 @@ class IncomingCalls:
             )
             self.metrics.rejected.labels("replay").inc()
             return Response(content=hangup_twiml(), media_type="application/xml")
-        busy = self.admission.busy_reason()
+        busy = await self.admission.busy_reason()
         if busy is not None:
-            logger.warning(f"Incoming call {call_sid} turned away: {busy}")
-            self.metrics.rejected.labels("busy").inc()
-            return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
+            return await self._turn_away(call_sid, busy)
         # An outbound call names its bot; an incoming one is routed by the number called.
         asked = request.query_params.get("bot")
         routed = self.settings.bot_routes.get(form.get("To", ""))
@@ -105,7 +108,11 @@ class IncomingCalls:
         }
         # The line is held until the stream starts, or until its pre-warmed session ends.
         hold = self.settings.prewarm_timeout_secs if self.settings.prewarm else None
-        stream_token = self.admission.reserve(call_sid, parameters, hold)
+        stream_token = await self.admission.reserve(call_sid, parameters, hold)
+        if stream_token is None:
+            return await self._turn_away(
+                call_sid, f"MAX_CALLS_TOTAL={self.settings.max_calls_total} reached"
+            )
         if self.settings.prewarm:
             fallback = await self._prewarm(call_sid, form.get("AccountSid", ""), bot, parameters)
             if fallback is not None:  # the bot failed to build: no stream, help at once
@@ -122,6 +129,15 @@ class IncomingCalls:
         )
         return Response(content=twiml, media_type="application/xml")
 
+    async def _turn_away(self, call_sid: str, reason: str) -> Response:
+        """The busy line; or, draining with another instance ready, 503 for the balancer."""
+        if reason == "draining" and await self.admission.shared.another_ready():
+            logger.info(f"Incoming call {call_sid}: draining; 503 for another instance to take it")
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        logger.warning(f"Incoming call {call_sid} turned away: {reason}")
+        self.metrics.rejected.labels("busy").inc()
+        return Response(content=say_twiml(BUSY_MESSAGE), media_type="application/xml")
+
     async def had_its_call(self, call_sid: str) -> bool:
         """Whether ``call_sid`` had its call already: here, or in the store's records.
 
@@ -131,7 +147,7 @@ class IncomingCalls:
         Args:
             call_sid: The call.
         """
-        if self.admission.seen(call_sid):
+        if await self.admission.seen(call_sid):
             return True
         try:
             stored: Any = await asyncio.wait_for(

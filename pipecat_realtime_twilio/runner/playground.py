@@ -52,7 +52,7 @@ class Switchboard(Protocol):
     def bot_names(self) -> list[str]:
         """The bots a call can go to."""
 
-    def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
+    async def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
         """Hold a line for a new call; its stream token, or None when all lines are busy."""
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
@@ -145,7 +145,7 @@ class Playground:
             bot = runner.settings.bot
         call_sid = "CA" + secrets.token_hex(16)
         parameters = {"bot": bot, "from": "playground", "to": "playground", "direction": "inbound"}
-        token = runner.open_line(call_sid, parameters)
+        token = await runner.open_line(call_sid, parameters)
         if token is None:
             raise HTTPException(503, "all lines are busy")
         self._placed[call_sid] = None

@@ -14,8 +14,12 @@ greeting is ready when the stream starts instead of a connect, a session
 update and the model's time to first byte later. The stream takes the call by
 its CallSid; a call whose stream has not come within the timeout is closed.
 
-A pre-warmed session lives in one process: the stream must reach the instance
-that answered the webhook (``STREAM_URL``), or pre-warm must be off.
+A pre-warmed session lives in one process. When the stream reaches another
+instance (behind a balancer), that one serves the call and, through the shared
+state (``REDIS_URL``), tells the one that pre-warmed it, which closes the unused
+session at once (:meth:`PrewarmedCalls.elsewhere`). Without ``REDIS_URL`` several
+instances must route each stream to the instance that answered its webhook
+(``STREAM_URL``), or turn pre-warm off.
 """
 
 import asyncio
@@ -52,9 +56,10 @@ class PrewarmedCalls:
 
     Outcomes are counted in ``prt_prewarm_total{outcome}``: ``used``, ``expired``,
     ``failed`` (a session that could not open; that call connects when its stream
-    starts) and ``dropped`` (closed unused for another reason: the webhook was asked
+    starts), ``dropped`` (closed unused for another reason: the webhook was asked
     again, the stream named another bot, Twilio reported the stream could not
-    connect, the runner stopped).
+    connect, the runner stopped) and ``elsewhere`` (the stream started on another
+    instance).
     """
 
     def __init__(self, timeout_secs: float, metrics: RunnerMetrics):
@@ -119,6 +124,21 @@ class PrewarmedCalls:
         prewarmed = self._calls.get(call_sid)
         self._discard(call_sid, "dropped")
         return prewarmed
+
+    def elsewhere(self, call_sid: str) -> bool:
+        """Close the call's pre-warmed sessions now: its stream started on another instance.
+
+        Counted as ``elsewhere``.
+
+        Args:
+            call_sid: The call.
+
+        Returns:
+            Whether there was a pre-warmed call for it here.
+        """
+        found = call_sid in self._calls
+        self._discard(call_sid, "elsewhere")
+        return found
 
     async def close(self) -> None:
         """Close every pre-warmed call (the runner stops)."""
