@@ -102,6 +102,9 @@ ACTIVE_STATUSES = ("queued", "ringing", "in-progress")
 CallHook = Callable[[dict], Awaitable[None]]
 """An async callback given a dict describing a call request (see `FakeTwilioRest`)."""
 
+ScreenHook = Callable[[str, dict[str, str]], None]
+"""Given a new call's SID and create form before it exists; raises `TwilioApiError` to refuse."""
+
 
 @dataclass
 class RecordedRequest:
@@ -179,6 +182,11 @@ class FakeTwilioRest:
             and ``Direction``; e.g. to let a `TwilioCaller` answer the outbound call.
         on_update: Likewise after each successful update, with the update form plus
             ``CallSid``, ``AccountSid`` and the new ``CallStatus``.
+        screen_create: Called (``screen_create(call_sid, form)``) with each create that
+            passed the fake's own checks, before the call exists; a `TwilioApiError` it
+            raises is the answer instead (e.g. a carrier refusing an invalid ``To``, 21211).
+        call_requests: The create request of each call, by call SID (its ``time``, and
+            its ``fields`` with repeated keys such as ``StatusCallbackEvent``).
         hook_errors: Exceptions raised by the hooks.
         recordings: Every recording's JSON representation, by recording SID.
         recording_callbacks: Each recording status callback sent: ``(form, HTTP status)``,
@@ -211,6 +219,8 @@ class FakeTwilioRest:
         self.api_key_secret = api_key_secret
         self.on_create = on_create
         self.on_update = on_update
+        self.screen_create: ScreenHook | None = None
+        self.call_requests: dict[str, RecordedRequest] = {}
         self.calls: dict[str, dict] = {}
         self.call_params: dict[str, dict[str, str]] = {}
         self.requests: list[RecordedRequest] = []
@@ -438,6 +448,7 @@ class FakeTwilioRest:
         recorded = await self._record(request)
         account_sid = request.path_params["account_sid"]
         form = recorded.form
+        call_sid = _sid("CA")
         try:
             self._check_auth(request, account_sid)
             if not form.get("To"):
@@ -448,12 +459,13 @@ class FakeTwilioRest:
                 raise TwilioApiError(
                     400, 21205, "A 'Url', 'Twiml' or 'ApplicationSid' parameter is required"
                 )
+            if self.screen_create is not None:
+                self.screen_create(call_sid, dict(form))
         except TwilioApiError as error:
             return self._respond(recorded, error.status, error.to_json())
-        call = self._new_call(
-            _sid("CA"), to=form["To"], from_=form["From"], direction="outbound-api"
-        )
+        call = self._new_call(call_sid, to=form["To"], from_=form["From"], direction="outbound-api")
         self.calls[call["sid"]] = call
+        self.call_requests[call["sid"]] = recorded
         self.call_params[call["sid"]] = dict(form)
         info = {
             **form,
