@@ -161,6 +161,12 @@ def _call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign(args: argparse.Namespace) -> int:
+    from pipecat_realtime_twilio.runner.campaign_cli import run_campaign
+
+    return run_campaign(args, _settings(args))
+
+
 def _calls(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging("WARNING")
@@ -304,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--bot", help="bot that talks (BOT)")
     call.add_argument("--from", help="caller ID, a Twilio number (TWILIO_PHONE_NUMBER)")
     call.set_defaults(run=_call)
+
+    from pipecat_realtime_twilio.runner.campaign_cli import add_parser as add_campaign_parser
+
+    add_campaign_parser(commands, _campaign)
 
     calls = commands.add_parser("calls", help="list call records, or show one")
     calls.add_argument("call_sid", nargs="?", help="show this call's record")

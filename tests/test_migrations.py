@@ -126,7 +126,7 @@ def test_a_new_database_gets_the_newest_schema(db_url):
         store.save(a_record(1))
         assert store.get(a_record(1).call_sid) == a_record(1)
     revisions, differences = schema_of(db_url)
-    assert revisions == (migrations.head(),) == ("0003",)
+    assert revisions == (migrations.head(),) == ("0004",)
     assert differences == []
 
 
@@ -140,7 +140,7 @@ def test_todays_database_is_stamped_and_upgraded_with_its_rows_filled(db_url):
         # The unreadable rows stay, with empty new columns; reading them logs and skips.
         assert store.search(CallQuery(bot="x")).total == 2
     revisions, differences = schema_of(db_url)
-    assert revisions == ("0003",) and differences == []
+    assert revisions == ("0004",) and differences == []
 
     engine = create_engine(db_url)
     try:
@@ -161,7 +161,7 @@ def test_an_empty_database_of_today_is_upgraded(db_url):
     make_todays_database(db_url, [])
     with CallStore(db_url) as store:
         assert store.list() == []
-    assert schema_of(db_url) == (("0003",), [])
+    assert schema_of(db_url) == (("0004",), [])
 
 
 def test_a_database_at_the_head_is_left_alone(db_url):
@@ -219,7 +219,7 @@ def test_two_stores_open_a_new_database_at_once(db_url):
     finally:
         for store in stores:
             store.close()
-    assert schema_of(db_url) == (("0003",), [])
+    assert schema_of(db_url) == (("0004",), [])
 
 
 def test_downgrade_to_todays_table_and_up_again(db_url):
@@ -232,7 +232,7 @@ def test_downgrade_to_todays_table_and_up_again(db_url):
             connection.commit()
             columns = {c["name"] for c in inspect(connection).get_columns("calls")}
         assert columns == {c.name for c in todays_table().columns}
-        assert migrations.upgrade(engine) == ("0001", "0003")
+        assert migrations.upgrade(engine) == ("0001", "0004")
     finally:
         engine.dispose()
     with CallStore(db_url) as store:

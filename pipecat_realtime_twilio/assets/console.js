@@ -80,10 +80,11 @@
 
   function showView(name) {
     state.view = name;
-    for (const view of ["login", "calls", "call", "overview"]) $(`${view}-view`).hidden = view !== name;
+    for (const view of ["login", "calls", "call", "overview", "campaigns", "campaign"]) $(`${view}-view`).hidden = view !== name;
     $("nav").hidden = $("logout").hidden = name === "login";
     for (const a of document.querySelectorAll("#nav a")) {
-      a.classList.toggle("current", a.dataset.view === name || (name === "call" && a.dataset.view === "calls"));
+      const under = {call: "calls", campaign: "campaigns"}[name];
+      a.classList.toggle("current", a.dataset.view === name || a.dataset.view === under);
     }
   }
 
@@ -517,6 +518,105 @@
     }
   });
 
+  // --- campaigns -------------------------------------------------------------------------------
+
+  const CAMPAIGN = /^cmp_[0-9a-f]{16}$/;
+  const NUMBERS_PAGE = 100;
+  function progressBar(c) {
+    const bar = el("div", null, "progress");
+    const fill = el("div", null, "progress-fill");
+    fill.style.width = `${c.total ? Math.round(100 * c.done / c.total) : 0}%`;
+    bar.appendChild(fill);
+    const cell = el("div");
+    cell.appendChild(bar);
+    cell.appendChild(el("span", `${c.done}/${c.total}`, "muted"));
+    return cell;
+  }
+  function outcomeList(outcomes) {
+    const entries = Object.entries(outcomes || {}).sort((a, b) => b[1] - a[1]);
+    return entries.length ? entries.map(([name, n]) => `${name} ${n}`).join(" · ") : "–";
+  }
+
+  async function showCampaigns() {
+    showView("campaigns");
+    show("campaigns-error", "");
+    let page;
+    try {
+      page = await api("api/campaigns?limit=100");
+    } catch (e) {
+      if (!(e instanceof Refused)) show("campaigns-error", e.message);
+      return;
+    }
+    const body = clear($("campaigns-table").tBodies[0]);
+    for (const c of page.campaigns) {
+      const row = el("tr", null, "link");
+      row.dataset.id = c.id;
+      row.appendChild(el("td", when(c.created_at)));
+      row.appendChild(el("td", c.name));
+      row.appendChild(el("td", c.bot));
+      const status = el("td");
+      status.appendChild(el("span", c.status, `badge ${c.status}`));
+      row.appendChild(status);
+      const progress = el("td");
+      progress.appendChild(progressBar(c));
+      row.appendChild(progress);
+      row.appendChild(el("td", outcomeList(c.outcomes)));
+      row.addEventListener("click", () => { location.hash = `#/campaigns/${c.id}`; });
+      body.appendChild(row);
+    }
+    $("campaigns-empty").hidden = page.campaigns.length > 0;
+    state.loads++;
+  }
+
+  async function showCampaign(id, params) {
+    showView("campaign");
+    clear($("campaign-facts"));
+    show("campaign-error", "");
+    const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+    let c;
+    try {
+      c = await api(`api/campaigns/${id}?limit=${NUMBERS_PAGE}&offset=${offset}`);
+    } catch (e) {
+      if (!(e instanceof Refused)) show("campaign-error", e.message);
+      return;
+    }
+    state.campaign = c;
+    $("campaign-title").textContent = c.name;
+    const facts = $("campaign-facts");
+    fact(facts, "Status", c.status);
+    fact(facts, "Bot", c.bot);
+    fact(facts, "From", c.from);
+    fact(facts, "Progress", progressBar(c));
+    fact(facts, "Outcomes", outcomeList(c.outcomes));
+    fact(facts, "Pace", `${c.rate_per_minute} calls/min, ${c.calling_hours} local`);
+    fact(facts, "Tries", `${c.max_attempts}, retry after ${c.retry_secs} s (doubled)`);
+    fact(facts, "Created", when(c.created_at));
+    const body = clear($("numbers-table").tBodies[0]);
+    for (const n of c.numbers) {
+      const row = el("tr");
+      const cells = [[n.line, "num"], [n.number, "mono"], [n.state], [n.attempts, "num"],
+        [n.last_status || "–"], [n.answered_by || "–"], [n.outcome || "–"]];
+      for (const [text, cls] of cells) row.appendChild(el("td", text ?? "–", cls));
+      const call = el("td", null, "mono");
+      if (typeof n.call_sid === "string" && SID.test(n.call_sid)) {
+        const a = el("a", n.call_sid);
+        a.href = `#/calls/${n.call_sid}`;
+        call.appendChild(a);
+      } else call.textContent = "–";
+      row.appendChild(call);
+      if (n.detail) row.title = n.detail;
+      body.appendChild(row);
+    }
+    const last = offset + c.numbers.length;
+    $("numbers-range").textContent = c.total ? `${offset + 1}–${last} of ${c.total}` : "";
+    const move = (to) => { location.hash = `#/campaigns/${id}?offset=${Math.max(0, to)}`; };
+    $("numbers-prev").disabled = offset === 0;
+    $("numbers-next").disabled = last >= c.total;
+    $("numbers-prev").onclick = () => move(offset - NUMBERS_PAGE);
+    $("numbers-next").onclick = () => move(offset + NUMBERS_PAGE);
+    state.loads++;
+  }
+
   // --- routes ----------------------------------------------------------------------------------
 
   function route() {
@@ -526,6 +626,10 @@
     const call = path.match(/^\/calls\/([^/]+)$/);
     if (call && SID.test(call[1])) showCall(call[1]);
     else if (path === "/overview") showOverview(params);
+    else if (path === "/campaigns") showCampaigns();
+    else if (path.startsWith("/campaigns/") && CAMPAIGN.test(path.slice(11))) {
+      showCampaign(path.slice(11), params);
+    }
     else showCalls(params);
   }
   window.addEventListener("hashchange", route);

@@ -119,6 +119,90 @@ class TwilioRest:
         )
         return call.sid
 
+    async def create_campaign_call(
+        self,
+        to: str,
+        from_: str,
+        url: str,
+        *,
+        status_callback: str,
+        amd_callback: str,
+        ring_secs: int,
+    ) -> str:
+        """Place a campaign's call: status callbacks for every step, and async AMD.
+
+        Twilio POSTs ``status_callback`` at ``initiated``, ``ringing``, ``answered`` and
+        ``completed`` (a final ``busy``, ``no-answer``...), requests ``url`` once the call
+        is answered, and POSTs ``amd_callback`` when its answering-machine detection
+        (``DetectMessageEnd``: a machine's result comes at its beep) has a result. Not
+        retried: a retry could ring someone twice.
+
+        Args:
+            to: The number to call (E.164).
+            from_: The caller ID.
+            url: The voice webhook of the answered call.
+            status_callback: Where the call's status events go.
+            amd_callback: Where the AMD result goes.
+            ring_secs: How long the call rings before it is ``no-answer``.
+
+        Returns:
+            The new call's SID.
+
+        Raises:
+            TwilioRestException: If Twilio refuses the call (21211: an invalid number).
+            TimeoutError: If Twilio does not answer in time.
+        """
+        logger.info(f"Campaign call to {masked_number(to)} through the REST API")
+        call = await asyncio.wait_for(
+            self._calls().create_async(
+                to=to,
+                from_=from_,
+                url=url,
+                method="POST",
+                status_callback=status_callback,
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                timeout=ring_secs,
+                machine_detection="DetectMessageEnd",
+                async_amd="true",
+                async_amd_status_callback=amd_callback,
+                async_amd_status_callback_method="POST",
+            ),
+            self._timeout + 1,
+        )
+        return call.sid
+
+    async def fetch_status(self, call_sid: str) -> tuple[str, str | None, int | None]:
+        """A call's status as Twilio has it now.
+
+        Args:
+            call_sid: The call.
+
+        Returns:
+            Its status (``in-progress``, ``completed``, ``busy``...), its ``answered_by``
+            (None before AMD has a result) and its duration in seconds (None while it lasts).
+
+        Raises:
+            TwilioRestException: If Twilio refuses (404: no such call).
+            TimeoutError: If Twilio does not answer in time.
+        """
+        call = await asyncio.wait_for(self._calls()(call_sid).fetch_async(), self._timeout + 1)
+        duration = int(call.duration) if call.duration not in (None, "") else None
+        return str(call.status), call.answered_by, duration
+
+    async def redirect_to(self, call_sid: str, url: str) -> None:
+        """Make a live call request ``url`` (POST, signed) for its next TwiML.
+
+        Args:
+            call_sid: The call.
+            url: The voice webhook to ask.
+
+        Raises:
+            TwilioRestException: If Twilio refuses the update (e.g. the call ended).
+        """
+        logger.info(f"Redirecting call {call_sid} to a webhook through the REST API")
+        await self._update(call_sid, url=url, method="POST")
+
     async def start_recording(self, call_sid: str, status_callback: str) -> str:
         """Have Twilio record a live call, each side on its own channel.
 

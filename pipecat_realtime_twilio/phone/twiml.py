@@ -16,6 +16,7 @@ __all__ = [
     "dial_twiml",
     "fallback_twiml",
     "hangup_twiml",
+    "pause_then_redirect_twiml",
     "say_twiml",
     "stream_twiml",
 ]
@@ -125,4 +126,23 @@ def say_twiml(message: str) -> str:
     response = VoiceResponse()
     response.say(message)
     response.hangup()
+    return str(response)
+
+
+def pause_then_redirect_twiml(pause_secs: int, url: str) -> str:
+    """Build TwiML that waits in silence, then asks ``url`` (POST) for what comes next.
+
+    A campaign's answered call waits like this for Twilio's answering-machine
+    detection; if the detection never answers, the call goes on to ``url``.
+
+    Args:
+        pause_secs: Seconds of silence.
+        url: The webhook to redirect to.
+
+    Returns:
+        The TwiML document.
+    """
+    response = VoiceResponse()
+    response.pause(length=pause_secs)
+    response.redirect(url, method="POST")
     return str(response)

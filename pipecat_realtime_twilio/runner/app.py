@@ -15,6 +15,7 @@ bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
 """
 
 import asyncio
+import contextlib
 import gc
 import hmac
 from collections import deque
@@ -37,7 +38,10 @@ from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, watch_bots
+from pipecat_realtime_twilio.runner.campaign_routes import CampaignRoutes
+from pipecat_realtime_twilio.runner.campaign_store import CampaignStore
 from pipecat_realtime_twilio.runner.console import Console
+from pipecat_realtime_twilio.runner.dialer import CampaignDialer
 from pipecat_realtime_twilio.runner.incoming import (
     STREAM_ACTION_PARAMETER,
     IncomingCalls,
@@ -73,7 +77,8 @@ class CallRunner(IncomingCalls, StreamStatus):
 
     - ``POST /incoming``: the voice webhook (signed). Answers TwiML that opens a
       media stream carrying a one-use token bound to this call and its parameters,
-      or, over ``MAX_CALLS`` or while draining, a short busy message and a hang-up;
+      or, over ``MAX_CALLS`` or ``MAX_CALLS_TOTAL`` or while draining, a short busy
+      message and a hang-up (draining with another instance ready: 503, for the balancer);
       a call that had its call already (a replay) gets ``<Hangup/>``
       (:mod:`~pipecat_realtime_twilio.runner.incoming`).
     - ``WS /media-stream``: one fresh pipeline per call. The upgrade must be
@@ -85,7 +90,8 @@ class CallRunner(IncomingCalls, StreamStatus):
       stream-stopped and stream-error events, counted, logged and kept on the call's
       record; a stream-error before the stream started fails the call at once.
     - ``POST /calls``: place an outbound call (``Authorization: Bearer RUNNER_API_KEY``).
-    - ``GET /healthz``, ``GET /readyz`` (503 while draining), ``GET /metrics`` (Prometheus;
+    - ``GET /healthz``, ``GET /readyz`` (503 while draining; the instance and its shared
+      state), ``GET /metrics`` (Prometheus;
       ``Authorization: Bearer METRICS_TOKEN`` when set; on ``METRICS_HOST:METRICS_PORT``
       instead when that is set).
 
@@ -124,6 +130,7 @@ class CallRunner(IncomingCalls, StreamStatus):
         self.rest = TwilioRest.from_settings(settings)
         self.metrics = RunnerMetrics()
         self.admission = Admission(settings, self.metrics)
+        self.admission.shared.on_stream_elsewhere = self._stream_elsewhere
         self.recordings = recording_store(settings)  # RECORDINGS_DIR or RECORDINGS_S3_BUCKET
         self.records = RecordKeeper(
             settings, store=store, webhook_retry_secs=webhook_retry_secs, metrics=self.metrics
@@ -132,6 +139,14 @@ class CallRunner(IncomingCalls, StreamStatus):
         self.recorders = RecordingKeeper(settings, self.recordings, self.records)
         self.analyses = PostCallAnalysis(settings, self.records, self.metrics)
         self.twilio_recording = TwilioRecording(settings, self.rest, self.records)
+        self.campaigns = CampaignDialer(  # outbound campaigns: runner.dialer
+            settings,
+            CampaignStore(self.store.engine),
+            self.rest,
+            self.metrics,
+            lambda: self.bots,
+            lambda: self.admission.busy_reason(),
+        )
         self._init_stream_status()
         self._reload_bots = reload_bots
         self._reload_task: asyncio.Task | None = None
@@ -154,6 +169,7 @@ class CallRunner(IncomingCalls, StreamStatus):
             playground = Playground(self, settings.playground_token.get_secret_value())
             self.router.include_router(playground.router)
         self.router.include_router(Console(self).router)  # /api/calls..., /console
+        self.router.include_router(CampaignRoutes(self.campaigns, lambda: self.bots).router)
 
     #
     # the parts, as the runner's users know them
@@ -200,6 +216,8 @@ class CallRunner(IncomingCalls, StreamStatus):
     async def start(self) -> None:
         """Start background work: webhook retries, and bot reloads if asked for."""
         self.records.start()
+        self.campaigns.start()  # CAMPAIGN_DIALER: claims numbers while lines are free
+        await self.admission.shared.start(self.admission.describe)  # REDIS_URL: the registry
         await self.recorders.start()  # uploads left pending, RECORDING_RETENTION_DAYS
         if self.settings.metrics_port is not None and self._metrics_server is None:
             self._metrics_server, _ = start_http_server(
@@ -224,8 +242,10 @@ class CallRunner(IncomingCalls, StreamStatus):
             self._metrics_server.server_close()
             self._metrics_server = None
         await self.prewarmed.close()
+        await self.admission.shared.close()
         await self.recorders.close()  # recordings being written
         await self.twilio_recording.close()
+        await self.campaigns.close()
         await self.analyses.close(settle_secs=0.5 if self.draining else 2.0)
         # After a drain, which settled the records within its timeout, do not wait again.
         await self.records.close(settle_secs=0.5 if self.draining else 5.0)
@@ -245,6 +265,7 @@ class CallRunner(IncomingCalls, StreamStatus):
         """
         timeout = self.settings.drain_timeout_secs if timeout is None else timeout
         self.admission.draining = True
+        await self.admission.shared.heartbeat()  # the registry shows it at once
         active = self.admission.active
         logger.info(f"Draining: no new calls; {len(active)} active, {timeout:g} s to finish")
         loop = asyncio.get_running_loop()
@@ -296,6 +317,10 @@ class CallRunner(IncomingCalls, StreamStatus):
             self.metrics.rejected.labels("signature").inc()
             await refuse_stream(websocket)  # before accepting: the upgrade gets 403
             return
+        if self.draining and await self.admission.shared.another_ready():
+            with contextlib.suppress(RuntimeError):  # a balancer tries another instance
+                await websocket.send_denial_response(Response(status_code=503))
+            return
         try:
             call = await CallSession.accept(websocket, rest=self.rest)
         except StreamRejected as e:
@@ -311,7 +336,7 @@ class CallRunner(IncomingCalls, StreamStatus):
             call: The call, its ``start`` read.
         """
         self.stream_came(call.call_sid)
-        refusal = self.admission.check(call)
+        refusal = await self.admission.check(call)
         if refusal is not None:
             self._refused.warning(
                 refusal.kind, f"Refused the media stream of call {call.call_sid}: {refusal.reason}"
@@ -342,6 +367,8 @@ class CallRunner(IncomingCalls, StreamStatus):
             "ready": not self.draining,
             "active_calls": len(self.active),
             "max_calls": self.settings.max_calls,
+            "instance": self.admission.shared.instance_id,
+            "shared_state": self.admission.shared.status,  # ok, unreachable, off
         }
         return JSONResponse(body, status_code=503 if self.draining else 200)
 
@@ -363,16 +390,20 @@ class CallRunner(IncomingCalls, StreamStatus):
         """The bots a call can go to."""
         return sorted(self.bots)
 
-    def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
+    async def open_line(self, call_sid: str, parameters: dict[str, str]) -> str | None:
         """Hold a line for a call placed from here; its stream token, or None if busy.
 
         Args:
             call_sid: The new call's SID.
             parameters: The stream's parameters, which the token is bound to.
         """
-        if self.admission.busy_reason() is not None:
+        if await self.admission.busy_reason() is not None:
             return None
-        return self.admission.reserve(call_sid, parameters)
+        return await self.admission.reserve(call_sid, parameters)
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """The instances alive in the registry (this one alone without ``REDIS_URL``)."""
+        return [instance.as_dict() for instance in await self.admission.shared.instances()]
 
     def transcript_of(self, call_sid: str) -> tuple[bool, list[dict[str, Any]]] | None:
         """Whether ``call_sid`` is active, and its transcript so far (None: no such call).
@@ -399,12 +430,15 @@ class CallRunner(IncomingCalls, StreamStatus):
         if prewarmed is not None:
             prewarmed.call.attach(call.websocket, call.start)
             call = prewarmed.call
+        else:  # the instance that pre-warmed it, if another, closes that session now
+            await self.admission.shared.stream_started(call.call_sid)
         if call.parameters.get(STREAM_ACTION_PARAMETER) == "1":
             # Our TwiML follows the stream with <Connect action>, answered by stream_ended().
             call.stream_action = lambda twiml, sid=call.call_sid: self._answer_action(sid, twiml)
         built = prewarmed.processors if prewarmed is not None else await self._build(bot, call)
         if isinstance(built, Failure):
             await call.fail(built)  # the fallback line, in Twilio's voice
+            self.admission.end(call)
             self._account(call, bot)
             return
         self.take_early_events(call)
@@ -425,6 +459,13 @@ class CallRunner(IncomingCalls, StreamStatus):
         finally:
             self.admission.end(call)
             self._account(call, bot)
+
+    def _stream_elsewhere(self, call_sid: str) -> None:
+        """The call's stream started on another instance: its pre-warmed session closes."""
+        if self.prewarmed.elsewhere(call_sid):
+            logger.info(f"Call {call_sid} streams on another instance: pre-warmed session closed")
+            self.admission.handed_over(call_sid)
+            self.stream_came(call_sid)
 
     def _account(self, call: CallSession, bot: str) -> None:
         """Record a finished call, count it, log its summary, store and send its record."""

@@ -54,6 +54,9 @@ class Bot:
         builder: Builds the call's pipeline from the :class:`CallSession`.
         path: The file the bot was loaded from, if any.
         analysis: Its post-call analysis, if it declares one.
+        voicemail: What a campaign's call says to an answering machine after its
+            beep (a prompt bot's ``voicemail:``, a Python bot's ``VOICEMAIL``); none:
+            the call hangs up.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Bot:
     builder: PipelineBuilder
     path: Path | None = None
     analysis: AnalysisSpec | None = None
+    voicemail: str | None = None
 
     async def build(self, call: CallSession) -> list[FrameProcessor]:
         """Build a fresh pipeline for one call.
@@ -173,6 +177,13 @@ def load_bot_file(path: Path) -> Bot:
             found = re.search(r"^ANALYSIS\b", source, re.MULTILINE)
             line = source.count("\n", 0, found.start()) + 1 if found else 1
             raise BotError(e.lines("ANALYSIS", lambda _: f"{path}:{line}")) from None
+    voicemail = getattr(module, "VOICEMAIL", None)
+    if voicemail is not None:
+        if not isinstance(voicemail, str) or not voicemail.strip() or len(voicemail) > 1000:
+            found = re.search(r"^VOICEMAIL\b", source, re.MULTILINE)
+            line = source.count("\n", 0, found.start()) + 1 if found else 1
+            raise BotError(f"{path}:{line}: VOICEMAIL must be text of 1 to 1000 characters")
+        bot.voicemail = voicemail.strip()
     return bot
 
 
@@ -195,6 +206,7 @@ def load_markdown_bot(path: Path) -> Bot:
         builder=prompt_bot.pipeline,
         path=path,
         analysis=prompt_bot.spec.analysis,
+        voicemail=prompt_bot.spec.voicemail,
     )
 
 

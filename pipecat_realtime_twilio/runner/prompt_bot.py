@@ -150,6 +150,8 @@ class PromptBotSpec(BaseModel):
         noise_reduction: ``near_field`` or ``far_field`` noise reduction of the caller.
         transcription: The caller's transcription (``model``, ``language``); False: none.
         analysis: The post-call analysis (the fields a text model fills after the call).
+        voicemail: What a campaign's call says to an answering machine after its beep
+            (Twilio's voice, no Realtime session); none: it hangs up.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -172,6 +174,7 @@ class PromptBotSpec(BaseModel):
     noise_reduction: NoiseReductionType | None = None
     transcription: _Transcription | Literal[False] | None = None
     analysis: AnalysisSpec | None = None
+    voicemail: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @field_validator("transfer_number", "fallback_number", mode="before")
     @classmethod

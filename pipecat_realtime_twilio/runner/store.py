@@ -231,6 +231,11 @@ class CallStore:
                 f"DATABASE_URL: cannot open the database {where}: {describe_error(error)}"
             ) from error
 
+    @property
+    def engine(self) -> Engine:
+        """The database's engine (the campaigns' tables share it)."""
+        return self._engine
+
     @staticmethod
     def _record(row: Any) -> CallRecord | None:
         try:

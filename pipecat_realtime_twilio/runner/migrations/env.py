@@ -14,6 +14,7 @@ the store's connection in ``config.attributes["connection"]``, inside a transact
 
 from alembic import context
 
+from pipecat_realtime_twilio.runner import campaign_tables  # noqa: F401 (its tables on metadata)
 from pipecat_realtime_twilio.runner.migrations import VERSION_TABLE
 from pipecat_realtime_twilio.runner.queries import metadata
 
