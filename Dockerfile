@@ -20,11 +20,15 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so a change to the source reuses this layer.
-# EXTRA_PACKAGES adds packages the package does not depend on, e.g. a database driver:
-#   docker build --build-arg EXTRA_PACKAGES="psycopg[binary]" .
+# EXTRAS names the package's extras to include: by default the drivers of PostgreSQL
+# (DATABASE_URL=postgresql+psycopg://...) and Redis (REDIS_URL), so one image serves a single
+# instance and a fleet (deploy/compose, deploy/kubernetes) alike. EXTRA_PACKAGES adds packages
+# the package does not depend on:
+#   docker build --build-arg EXTRAS="postgres redis s3" --build-arg EXTRA_PACKAGES="..." .
+ARG EXTRAS="postgres redis"
 ARG EXTRA_PACKAGES=""
 COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+RUN python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + [d for e in sys.argv[1:] for d in p["optional-dependencies"][e]]))' $EXTRAS > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt $EXTRA_PACKAGES
 
 # Then the package itself (README.md and LICENSE are part of its metadata).

@@ -364,6 +364,36 @@ def check_copied_files_in_context(instructions: list[Instruction], root: Path) -
     return problems
 
 
+DRIVER_EXTRAS = {"postgres", "redis"}  # what deploy/compose and deploy/kubernetes run with
+
+
+def check_driver_extras(instructions: list[Instruction], root: Path) -> list[str]:
+    """The builder installs the package's postgres and redis extras (their drivers) by default."""
+    builder = stages(instructions)[0]
+    defaults = {
+        name: value
+        for i in builder
+        if i.keyword == "ARG"
+        for name, _, value in [i.args.partition("=")]
+    }
+    extras = set(" ".join(shlex.split(defaults.get("EXTRAS", ""))).split())
+    problems = [
+        f"ARG EXTRAS does not include the {extra} extra by default"
+        for extra in sorted(DRIVER_EXTRAS - extras)
+    ]
+    installs = [
+        i
+        for i in builder
+        if i.keyword == "RUN"
+        and re.search(r"\$\{?EXTRAS\b", i.args)
+        and "optional-dependencies" in i.args
+        and "pip install" in i.args
+    ]
+    if not installs:
+        problems.append("no RUN installs the optional-dependencies of $EXTRAS")
+    return problems
+
+
 CHECKS: list[Check] = [
     check_multi_stage,
     check_non_root_user,
@@ -376,12 +406,16 @@ CHECKS: list[Check] = [
     check_no_remote_add,
     check_copy_sources_exist,
     check_copied_files_in_context,
+    check_driver_extras,
 ]
 
 # A Dockerfile with every property; each bad example below breaks one of them.
 GOOD = """\
 FROM python:3.11-slim AS builder
 RUN python -m venv /opt/venv
+ARG EXTRAS="postgres redis"
+RUN python -c 'import tomllib; print(tomllib.load(open("p", "rb"))["optional-dependencies"])' \\
+    $EXTRAS > r.txt && pip install -r r.txt
 FROM python:3.11-slim
 ENV HOST=0.0.0.0 PORT=8080 BOTS_DIR=/app/bots PYTHONUNBUFFERED=1 \\
     DATABASE_URL=sqlite:////data/calls.db OUTBOX_DIR=/data/outbox RECORDINGS_DIR=/data/recordings
@@ -445,6 +479,10 @@ BAD = [
     (check_copy_sources_exist, GOOD + "COPY no_such_dir/ /app/\n"),
     (check_copy_sources_exist, GOOD + "COPY ../secrets /app/\n"),
     (check_copied_files_in_context, GOOD + "COPY README.md /app/\n"),
+    (check_driver_extras, _bad('ARG EXTRAS="postgres redis"', 'ARG EXTRAS="postgres"')),
+    (check_driver_extras, _bad('ARG EXTRAS="postgres redis"', "ARG EXTRAS")),
+    (check_driver_extras, _bad("    $EXTRAS > r.txt", "    postgres redis > r.txt")),
+    (check_driver_extras, _bad("pip install -r r.txt", "true")),
 ]
 
 
