@@ -17,13 +17,11 @@ bots (:mod:`~pipecat_realtime_twilio.runner.bots`).
 import asyncio
 import contextlib
 import gc
-import hmac
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Response, WebSocket
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 from prometheus_client import start_http_server
@@ -46,9 +44,9 @@ from pipecat_realtime_twilio.runner.incoming import (
     STREAM_ACTION_PARAMETER,
     IncomingCalls,
 )
-from pipecat_realtime_twilio.runner.metrics import CONTENT_TYPE, RunnerMetrics
+from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.model_check import log_model_warnings
-from pipecat_realtime_twilio.runner.operator_api import create_call
+from pipecat_realtime_twilio.runner.operator_api import OperatorRoutes
 from pipecat_realtime_twilio.runner.preflight import check_runner
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
 from pipecat_realtime_twilio.runner.recordings import RecordingKeeper, recording_store
@@ -70,7 +68,7 @@ _SHUTDOWN_GRACE_SECS = 10.0
 """Most seconds at the end of a drain kept for closing lines and records (a third at most)."""
 
 
-class CallRunner(IncomingCalls, StreamStatus):
+class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
     """Answers Twilio calls with bots.
 
     Routes (on :attr:`router`, mountable under a prefix):
@@ -174,16 +172,6 @@ class CallRunner(IncomingCalls, StreamStatus):
     #
     # the parts, as the runner's users know them
     #
-
-    @property
-    def active(self) -> dict[str, CallSession]:
-        """Calls streaming now, by CallSid."""
-        return self.admission.active
-
-    @property
-    def draining(self) -> bool:
-        """Whether the runner has stopped taking calls (``SIGTERM``)."""
-        return self.admission.draining
 
     @property
     def tokens(self) -> StreamTokens:
@@ -346,40 +334,6 @@ class CallRunner(IncomingCalls, StreamStatus):
             return
         with logger.contextualize(call_sid=call.call_sid):
             await self._run_call(call)
-
-    #
-    # operator routes
-    #
-
-    async def create_call(self, request: Request) -> JSONResponse:
-        """Place an outbound call: ``{"to": "+1555...", "bot": "NAME", "from": "+1555..."}``."""
-        return await create_call(
-            request, self.settings, self.bots, draining=self.draining, rest=self.rest
-        )
-
-    async def healthz(self) -> JSONResponse:
-        """The process is up."""
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(self) -> JSONResponse:
-        """Whether this runner takes new calls (503 while draining)."""
-        body = {
-            "ready": not self.draining,
-            "active_calls": len(self.active),
-            "max_calls": self.settings.max_calls,
-            "instance": self.admission.shared.instance_id,
-            "shared_state": self.admission.shared.status,  # ok, unreachable, off
-        }
-        return JSONResponse(body, status_code=503 if self.draining else 200)
-
-    async def metrics_page(self, request: Request) -> Response:
-        """Prometheus metrics; with ``METRICS_TOKEN``, only for ``Authorization: Bearer`` it."""
-        token = self.settings.metrics_token
-        if token is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-                return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return Response(content=self.metrics.render(), media_type=CONTENT_TYPE)
 
     #
     # the playground's view (see runner.playground.Switchboard)
