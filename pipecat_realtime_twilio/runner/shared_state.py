@@ -17,7 +17,10 @@ With ``REDIS_URL`` it lives in Redis (``redis.asyncio``), under ``REDIS_PREFIX``
   lines of an instance that crashed free themselves.
 - the channel ``streams``: a stream that started on an instance without a
   pre-warmed call for it is announced there, and the instance that pre-warmed it
-  closes that session at once (``on_stream_elsewhere``).
+  closes that session at once (``on_stream_elsewhere``); so is a stream that never
+  came, failed by another instance than the webhook's (``on_stream_failed``).
+- ``action:{CallSid}`` and ``awaiting:{CallSid}``: what a call's ``<Connect action>``
+  answers, and the calls whose streams have not started (:mod:`.stream_handoff`).
 - ``instance:{id}``: the registry (:class:`~.instances.InstanceInfo`), refreshed by
   the heartbeat every :data:`HEARTBEAT_SECS`.
 
@@ -84,7 +87,8 @@ CALLS_REMEMBERED = 100_000
 """Most CallSids this process remembers itself as having had their call."""
 
 _T = TypeVar("_T")
-_FAILED: Any = object()
+FAILED: Any = object()
+"""What :meth:`SharedState.ask` returns when Redis could not answer."""
 
 
 class SharedState:
@@ -99,6 +103,7 @@ class SharedState:
         """
         self.instance_id = settings.instance_id or default_instance_id()
         self.on_stream_elsewhere: Callable[[str], None] | None = None
+        self.on_stream_failed: Callable[[str], None] | None = None
         self._settings = settings
         self._metrics = metrics
         self._prefix = settings.redis_prefix
@@ -170,9 +175,7 @@ class SharedState:
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=OPERATION_TIMEOUT_SECS * 2)
         if self._redis is not None:
-            await self._ask(
-                "deregister", lambda r: r.delete(self._key("instance", self.instance_id))
-            )
+            await self.ask("deregister", lambda r: r.delete(self.key("instance", self.instance_id)))
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
 
@@ -196,10 +199,10 @@ class SharedState:
         self._used[key] = expiry
         if self._redis is None:
             return True
-        result = await self._ask(
-            "token", lambda r: r.set(self._key("token", key), 1, nx=True, exat=max(expiry, 1))
+        result = await self.ask(
+            "token", lambda r: r.set(self.key("token", key), 1, nx=True, exat=max(expiry, 1))
         )
-        return result is _FAILED or bool(result)  # Redis down: only this instance's uses count
+        return result is FAILED or bool(result)  # Redis down: only this instance's uses count
 
     def remember_call(self, call_sid: str) -> None:
         """Remember that ``call_sid`` had its call (here, and in Redis in the background).
@@ -212,8 +215,8 @@ class SharedState:
         while len(self._calls) > CALLS_REMEMBERED:
             self._calls.popitem(last=False)
         if self._redis is not None:
-            key = self._key("call", call_sid)
-            self._background(self._ask("call", lambda r: r.set(key, 1, ex=CALL_TTL_SECS)))
+            key = self.key("call", call_sid)
+            self.background(self.ask("call", lambda r: r.set(key, 1, ex=CALL_TTL_SECS)))
 
     async def call_seen(self, call_sid: str) -> bool:
         """Whether ``call_sid`` had its call, on this instance or (with Redis) any other.
@@ -225,8 +228,8 @@ class SharedState:
             return True
         if self._redis is None:
             return False
-        result = await self._ask("call", lambda r: r.exists(self._key("call", call_sid)))
-        return result is not _FAILED and bool(result)
+        result = await self.ask("call", lambda r: r.exists(self.key("call", call_sid)))
+        return result is not FAILED and bool(result)
 
     #
     # the account's lines (MAX_CALLS_TOTAL)
@@ -268,12 +271,12 @@ class SharedState:
         Args:
             call_sid: The call.
         """
-        if self._lines.pop(call_sid, _FAILED) is _FAILED:
+        if self._lines.pop(call_sid, FAILED) is FAILED:
             return
         if self._redis is None:
             self._metrics.account_calls.set(len(self._lines))
             return
-        self._background(self._script(FREE_LINE, time.time(), call_sid, self.instance_id))
+        self.background(self._script(FREE_LINE, time.time(), call_sid, self.instance_id))
 
     def forget_line(self, call_sid: str) -> None:
         """Forget ``call_sid``'s line here only: another instance took it over.
@@ -306,17 +309,28 @@ class SharedState:
         Args:
             call_sid: The call.
         """
+        await self._publish(call_sid, "started")
+
+    async def stream_failed(self, call_sid: str) -> None:
+        """Say that ``call_sid``'s stream never came: its webhook's instance frees it at once.
+
+        Args:
+            call_sid: The call.
+        """
+        await self._publish(call_sid, "failed")
+
+    async def _publish(self, call_sid: str, event: str) -> None:
         if self._redis is None:
             return  # one instance: nobody else pre-warmed it
-        message = json.dumps({"call_sid": call_sid, "instance": self.instance_id})
-        await self._ask("publish", lambda r: r.publish(self._key("streams"), message))
+        message = json.dumps({"call_sid": call_sid, "instance": self.instance_id, "event": event})
+        await self.ask("publish", lambda r: r.publish(self.key("streams"), message))
 
     async def _listen(self) -> None:
         assert self._redis is not None
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._key("streams"))
+                await pubsub.subscribe(self.key("streams"))
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -334,11 +348,13 @@ class SharedState:
         try:
             message = json.loads(data)
             call_sid, instance = str(message["call_sid"]), str(message["instance"])
-        except (ValueError, KeyError, TypeError):
+            told = {"started": self.on_stream_elsewhere, "failed": self.on_stream_failed}
+            handler = told[str(message.get("event", "started"))]
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._warnings.warning("message", f"Ignored a malformed handover message {field(data)}")
             return
-        if instance != self.instance_id and self.on_stream_elsewhere is not None:
-            self.on_stream_elsewhere(call_sid)
+        if instance != self.instance_id and handler is not None:
+            handler(call_sid)
 
     #
     # the registry
@@ -351,9 +367,9 @@ class SharedState:
     async def instances(self) -> list[InstanceInfo]:
         """The instances alive in the registry (this one alone without Redis, or with it down)."""
         if self._redis is not None:
-            pattern = self._key("instance", "*")
-            found = await self._ask("registry", lambda r: read_registry(r, pattern))
-            if found is not _FAILED:
+            pattern = self.key("instance", "*")
+            found = await self.ask("registry", lambda r: read_registry(r, pattern))
+            if found is not FAILED:
                 self._metrics.instances.set(len(found))
                 return found
         return [self.info()]
@@ -367,8 +383,8 @@ class SharedState:
         if self._redis is None:
             return
         entry = self.info().to_json()
-        key = self._key("instance", self.instance_id)
-        await self._ask("registry", lambda r: r.set(key, entry, ex=INSTANCE_TTL_SECS))
+        key = self.key("instance", self.instance_id)
+        await self.ask("registry", lambda r: r.set(key, entry, ex=INSTANCE_TTL_SECS))
         now = time.time()
         self._prune(now)
         streaming = [sid for sid, expiry in self._lines.items() if expiry is None]
@@ -384,24 +400,25 @@ class SharedState:
     # Redis, with a deadline and a fallback
     #
 
-    def _key(self, *parts: str) -> str:
+    def key(self, *parts: str) -> str:
+        """The Redis key of ``parts``, under ``REDIS_PREFIX``."""
         return self._prefix + ":".join(parts)
 
     def _line_keys(self) -> tuple[str, str]:
-        return self._key("lines"), self._key("lines", "owner")
+        return self.key("lines"), self.key("lines", "owner")
 
     def _prune(self, now: float) -> None:
         for call_sid, expiry in list(self._lines.items()):
             if expiry is not None and expiry < now:
                 del self._lines[call_sid]
 
-    async def _ask(self, operation: str, request: Callable[[Redis], Awaitable[_T]]) -> _T | Any:
-        """Run one Redis operation within its deadline; ``_FAILED`` if it could not."""
+    async def ask(self, operation: str, request: Callable[[Redis], Awaitable[_T]]) -> _T | Any:
+        """Run one Redis operation within its deadline; :data:`FAILED` (counted) if it could not."""
         if self._redis is None:
-            return _FAILED
+            return FAILED
         if time.monotonic() < self._down_until:
             self._metrics.shared_state_errors.labels(operation).inc()
-            return _FAILED
+            return FAILED
         try:
             result = await asyncio.wait_for(request(self._redis), OPERATION_TIMEOUT_SECS)
         except asyncio.CancelledError:
@@ -409,7 +426,7 @@ class SharedState:
         except Exception as e:
             self._failed(operation, e)
             self._down_until = time.monotonic() + BACKOFF_SECS
-            return _FAILED
+            return FAILED
         self._ok = True
         return result
 
@@ -425,14 +442,14 @@ class SharedState:
     async def _script(self, script: str, now: float, *args: Any) -> int | None:
         """Run a script on the lines; the lines in use (or -1: refused), None if Redis failed."""
         keys = self._line_keys()
-        count = await self._ask("lines", lambda r: r.eval(script, 2, *keys, now, *args))
-        if count is _FAILED:
+        count = await self.ask("lines", lambda r: r.eval(script, 2, *keys, now, *args))
+        if count is FAILED:
             return None
         if int(count) >= 0:
             self._metrics.account_calls.set(int(count))
         return int(count)
 
-    def _background(self, operation: Awaitable[Any]) -> None:
+    def background(self, operation: Awaitable[Any]) -> None:
         """Run a Redis write in the background (nobody waits for it)."""
         task = asyncio.ensure_future(operation)
         self._pending.add(task)

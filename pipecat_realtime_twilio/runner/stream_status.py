@@ -21,6 +21,12 @@ and the ``<Connect action>`` answers the fallback line.
 It also serves the ``<Connect action>`` itself (``POST /stream-ended``): the TwiML a
 call's end asked for (``<Dial>``, a spoken line), ``<Hangup/>`` otherwise, and the
 fallback line for a call whose stream never came.
+
+With ``REDIS_URL`` these callbacks may reach any instance: what they need is shared
+(:mod:`~pipecat_realtime_twilio.runner.stream_handoff`). The action answers the
+``<Dial>`` of a call that ran elsewhere; a stream that never came is failed and
+recorded once, by the first instance to claim it, and the instance that answered
+its webhook closes its pre-warmed session and frees its line at once.
 """
 
 from collections import OrderedDict
@@ -40,25 +46,8 @@ from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import stream_event
+from pipecat_realtime_twilio.runner.stream_handoff import StreamClaim, StreamHandoff, keep_bounded
 from pipecat_realtime_twilio.settings import Settings
-
-CALLS_KEPT = 1000
-"""Most calls awaiting their streams (or holding early events) remembered at once."""
-
-
-def keep_bounded(kept: OrderedDict, key: str, value: Any, bound: int = CALLS_KEPT) -> None:
-    """Set ``kept[key]`` as the newest entry, forgetting the oldest beyond ``bound``.
-
-    Args:
-        kept: The mapping.
-        key: The key.
-        value: Its value.
-        bound: Most entries.
-    """
-    kept[key] = value
-    kept.move_to_end(key)
-    while len(kept) > bound:
-        kept.popitem(last=False)
 
 
 class StreamStatus:
@@ -74,12 +63,11 @@ class StreamStatus:
     _account: Callable[[CallSession, str], None]
 
     def _init_stream_status(self) -> None:
-        # Calls whose webhook was answered and whose stream has not started: parameters.
-        self._awaiting_stream: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # Calls awaiting their streams, and what the <Connect action> answers: shared.
+        self.handoff = StreamHandoff(self.admission.shared)
+        self.admission.shared.on_stream_failed = self._stream_failed_elsewhere
         # Stream events of calls neither running nor recorded yet.
         self._early_events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        # What the <Connect action> answers for a call whose end asked for something.
-        self._next_twiml: OrderedDict[str, str] = OrderedDict()
 
     def expect_stream(self, call_sid: str, parameters: dict[str, str]) -> None:
         """The webhook was answered with a stream: note the call until its stream starts.
@@ -88,23 +76,23 @@ class StreamStatus:
             call_sid: The call.
             parameters: Its stream parameters (bot, from, to...), without the token.
         """
-        keep_bounded(self._awaiting_stream, call_sid, parameters)
+        self.handoff.expect_stream(call_sid, parameters)
 
     def stream_came(self, call_sid: str) -> None:
-        """The call's stream reached the runner (admitted or not).
+        """The call's stream reached the runner (admitted or not), or another instance.
 
         Args:
             call_sid: The call.
         """
-        self._awaiting_stream.pop(call_sid, None)
+        self.handoff.stream_came(call_sid)
 
     def awaits_stream(self, call_sid: str) -> bool:
-        """Whether the call's webhook was answered and its stream never came.
+        """Whether this instance answered the call's webhook and its stream never came.
 
         Args:
             call_sid: The call.
         """
-        return call_sid in self._awaiting_stream
+        return self.handoff.awaits_stream(call_sid)
 
     def take_early_events(self, call: CallSession) -> None:
         """Put the events that came before the call ran first among its stream events.
@@ -127,32 +115,41 @@ class StreamStatus:
         call = self.admission.active.get(call_sid)
         if call is not None:
             call.stream_events.append(event)
-        elif event["event"] == "stream-error" and self.awaits_stream(call_sid):
-            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), event)
-            self._answer_action(call_sid, twiml)  # Twilio asks the action URL next
-        elif call_sid and not self.records.amend(call_sid, event):
+            return Response(status_code=204)
+        if event["event"] == "stream-error" and call_sid:
+            claim = await self.handoff.claim(call_sid)  # one instance fails the call
+            if claim.parameters is not None:
+                account_sid = form.get("AccountSid", "")
+                twiml = await self.stream_never_started(call_sid, account_sid, event, claim)
+                await self.handoff.share_action(call_sid, twiml)  # the action URL comes next
+                return Response(status_code=204)
+        if call_sid and not self.records.amend(call_sid, event):
             events = [*self._early_events.get(call_sid, []), event]
             keep_bounded(self._early_events, call_sid, events)
         return Response(status_code=204)
 
     async def stream_never_started(
-        self, call_sid: str, account_sid: str, event: dict[str, Any] | None
+        self, call_sid: str, account_sid: str, event: dict[str, Any] | None, claim: StreamClaim
     ) -> str:
         """Twilio could not open the call's stream: free it now and hand the caller over.
 
-        The pre-warmed Realtime sessions are closed, the line is freed, the call is
-        recorded as ``failed: stream: <code>``, and the ``<Connect action>`` answers
-        the fallback line.
+        The pre-warmed Realtime sessions are closed, the line is freed (by the
+        instance that answered the webhook, told at once if it is another one), the
+        call is recorded as ``failed: stream: <code>``, and the ``<Connect action>``
+        answers the fallback line.
 
         Args:
             call_sid: The call.
             account_sid: Its account.
             event: The ``stream-error``; None when the action URL came first.
+            claim: This instance's claim on the call, with its stream parameters.
 
         Returns:
             The TwiML the action URL answers.
         """
-        parameters = self._awaiting_stream.pop(call_sid, {})
+        parameters = claim.parameters or {}
+        if claim.remote:  # the webhook's instance closes its pre-warmed session now
+            await self.admission.shared.stream_failed(call_sid)
         self.admission.release(call_sid)
         prewarmed = self.prewarmed.drop(call_sid)
         if prewarmed is not None:
@@ -179,13 +176,28 @@ class StreamStatus:
         """
         form = await verified_form(request, self.settings)
         call_sid = form.get("CallSid", "")
-        twiml = self._next_twiml.pop(call_sid, None)
-        if twiml is None and self.awaits_stream(call_sid):
-            twiml = await self.stream_never_started(call_sid, form.get("AccountSid", ""), None)
+        twiml = await self.handoff.take_action(call_sid)
+        if twiml is None:
+            claim = await self.handoff.claim(call_sid)
+            if claim.parameters is not None:
+                account_sid = form.get("AccountSid", "")
+                twiml = await self.stream_never_started(call_sid, account_sid, None, claim)
+            elif form.get("CallStatus") != "completed":  # someone still hears what follows
+                twiml = await self.handoff.wait_action(call_sid, claim.elsewhere)
         twiml = twiml or hangup_twiml()
         logger.info(f"Stream of call {call_sid or '?'} ended; answering {twiml}")
         return Response(content=twiml, media_type="application/xml")
 
     def _answer_action(self, call_sid: str, twiml: str) -> None:
-        """Remember what the action URL answers for ``call_sid``, once."""
-        keep_bounded(self._next_twiml, call_sid, twiml)
+        """Remember what the action URL answers for ``call_sid``, once (on every instance)."""
+        self.handoff.put_action(call_sid, twiml)
+
+    def _stream_failed_elsewhere(self, call_sid: str) -> None:
+        """Another instance failed the call whose webhook this one answered: free it here."""
+        self.handoff.forget(call_sid)
+        dropped = self.prewarmed.drop(call_sid) is not None
+        self.admission.release(call_sid)
+        logger.info(
+            f"Call {call_sid}: its stream never came and another instance answered for it; "
+            f"line freed{', pre-warmed session closed' if dropped else ''}"
+        )
