@@ -7,7 +7,7 @@ from conftest import phone_call
 from devtools import chromium, needs_chromium, screenshot_dir
 
 from pipecat_realtime_twilio.runner.campaign_csv import read_csv
-from pipecat_realtime_twilio.runner.campaign_store import CampaignSpec
+from pipecat_realtime_twilio.runner.campaign_model import CampaignSpec
 
 pytestmark = [pytest.mark.call, needs_chromium]
 
@@ -23,11 +23,11 @@ def seed(store) -> str:
     numbers = read_csv("number\n+12125550100\n+12125550101\n+12125550102\nnot a number\n")
     campaign = store.create(spec, numbers, now)
     first = store.claim("test", now).claim
-    store.progress(campaign, first.number_id, SID, "in-progress", 2, None, None, now)
-    store.amd(campaign, first.number_id, SID, "human", False, now)
-    store.progress(campaign, first.number_id, SID, "completed", 3, None, 40, now)
+    store.progress(campaign, first.number_id, 1, SID, "in-progress", 2, None, None, now)
+    store.amd(campaign, first.number_id, 1, SID, "human", False, now)
+    store.progress(campaign, first.number_id, 1, SID, "completed", 3, None, 40, now)
     second = store.claim("test", now + 2).claim
-    store.progress(campaign, second.number_id, "CA" + "cd" * 16, "busy", 2, None, 0, now)
+    store.progress(campaign, second.number_id, 1, "CA" + "cd" * 16, "busy", 2, None, 0, now)
     return campaign
 
 

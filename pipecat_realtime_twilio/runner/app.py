@@ -144,6 +144,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             self.metrics,
             lambda: self.bots,
             lambda: self.admission.busy_reason(),
+            instance=self.admission.shared.instance_id,
         )
         self._init_stream_status()
         self._reload_bots = reload_bots

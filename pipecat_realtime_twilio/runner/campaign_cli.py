@@ -58,17 +58,18 @@ def add_parser(commands: Any, run: Any) -> None:
     campaign.set_defaults(run=run)
 
 
-def run_campaign(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def run_campaign(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """Start the campaign and follow it (see the module docstring).
 
     Args:
         args: The parsed command line.
         settings: The settings (``PUBLIC_URL``, ``RUNNER_API_KEY`` as defaults).
-        out: Where the progress goes.
+        out: Where the progress goes (standard output by default).
 
     Returns:
         The exit status.
     """
+    out = out if out is not None else sys.stdout
     try:
         text = Path(args.csv).read_text(encoding="utf-8-sig")
         read_csv(text)

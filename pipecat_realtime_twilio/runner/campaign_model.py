@@ -6,8 +6,8 @@
 
 """What campaigns are made of: outcomes, statuses, a new campaign's settings, a claim.
 
-Shared by the store (:mod:`~pipecat_realtime_twilio.runner.campaign_store`), the dialer
-and the routes.
+Shared by the store (:mod:`~pipecat_realtime_twilio.runner.campaign_store`,
+:mod:`~pipecat_realtime_twilio.runner.campaign_outcomes`), the dialer and the routes.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Claim:
         bot: The campaign's bot.
         from_number: The caller ID.
         ring_secs: How long the call rings.
-        rate_per_minute: The campaign's pace.
+        at: Its slot (Unix time): the call is placed then, to keep the campaign's pace.
     """
 
     campaign_id: str
@@ -89,7 +89,7 @@ class Claim:
     bot: str
     from_number: str
     ring_secs: int
-    rate_per_minute: float = 60.0
+    at: float
 
 
 @dataclass(frozen=True)

@@ -106,10 +106,6 @@ class CampaignReads:
             "outcomes": outcomes,
         }
 
-    #
-    # the dialer's queue
-    #
-
 
 def _number_dict(row: Any) -> dict[str, Any]:
     return {

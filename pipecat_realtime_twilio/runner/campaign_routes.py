@@ -8,7 +8,7 @@
 
 Twilio's routes (signed: :func:`~pipecat_realtime_twilio.phone.signatures.verified_form`
 checks the signature before the body is read, as for ``/incoming``), each with
-``?campaign=ID&number=N`` in the URL the dialer gave Twilio:
+``?campaign=ID&number=N&attempt=K`` in the URL the dialer gave Twilio:
 
 - ``POST /campaign-answer``: the answered call's TwiML: a ``<Pause>`` while AMD runs, then
   ``<Redirect>`` to ``/incoming?bot=NAME``.
@@ -21,11 +21,14 @@ The operator's (``Authorization: Bearer RUNNER_API_KEY``, checked before the bod
 - ``POST /campaigns``: JSON ``{"name", "bot", "numbers": ["+1...", {"number", "timezone"}]
   | "csv": "<CSV text>", "rate_per_minute", "calling_hours", "max_attempts",
   "retry_secs", "ring_secs", "from"}`` (defaults from the ``CAMPAIGN_*`` settings) → 201
-  with the campaign's id and counts, the invalid and duplicate numbers listed.
+  with the campaign's id and counts, the invalid and duplicate numbers listed; 400 naming
+  the field for anything else (an unknown field, both or neither of ``numbers`` and
+  ``csv``, a value out of range, a caller ID that is not a phone number).
 - ``GET /api/campaigns``: campaigns newest first with their progress (``limit``, ``offset``).
 - ``GET /api/campaigns/{id}``: one campaign, its progress, and its numbers (``limit``,
   ``offset``) in CSV order.
-- ``POST /api/campaigns/{id}/cancel``: its pending numbers end ``canceled``.
+- ``POST /api/campaigns/{id}/cancel``: its pending numbers end ``canceled``; calls under
+  way end as they do. Canceling again is harmless.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import phonenumbers
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -51,8 +55,8 @@ from pipecat_realtime_twilio.runner.campaign_csv import (
     read_csv,
     read_list,
 )
-from pipecat_realtime_twilio.runner.campaign_store import CampaignSpec
-from pipecat_realtime_twilio.runner.dialer import CampaignDialer
+from pipecat_realtime_twilio.runner.campaign_model import CampaignSpec
+from pipecat_realtime_twilio.runner.dialer import MAX_RING_SECS, CampaignDialer
 from pipecat_realtime_twilio.runner.operator_api import require_api_key
 
 MAX_CAMPAIGN_BODY_BYTES = 4 * 1024 * 1024
@@ -63,6 +67,20 @@ CAMPAIGN_ID = re.compile(r"cmp_[0-9a-f]{16}")
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 
+FIELDS = (
+    "name",
+    "bot",
+    "numbers",
+    "csv",
+    "rate_per_minute",
+    "calling_hours",
+    "max_attempts",
+    "retry_secs",
+    "ring_secs",
+    "from",
+)
+"""The fields of ``POST /campaigns``."""
+
 _XML = "application/xml"
 
 
@@ -71,6 +89,26 @@ def _bounded(body: dict[str, Any], name: str, default: float, low: float, high: 
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise HTTPException(400, f"{name}: a number from {low:g} to {high:g}")
     return float(value)
+
+
+def _whole(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = _bounded(body, name, default, low, high)
+    if not value.is_integer():
+        raise HTTPException(400, f"{name}: a whole number from {low} to {high}")
+    return int(value)
+
+
+def _caller_id(value: object) -> str:
+    """The caller ID in E.164, or a 400."""
+    if not isinstance(value, str) or not value.strip():
+        raise HTTPException(400, "from: give the caller ID (or set TWILIO_PHONE_NUMBER)")
+    try:
+        parsed = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_possible_number(parsed):
+        raise HTTPException(400, f"from: {value.strip()[:40]!r} is not a phone number (+...)")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _page(request: Request, default: int, most: int) -> tuple[int, int]:
@@ -114,21 +152,24 @@ class CampaignRoutes:
     # Twilio's
     #
 
-    async def _twilio(self, request: Request) -> tuple[dict[str, str], str, int, str]:
-        """The signed form, the campaign, the number and the call of a Twilio callback."""
+    async def _twilio(self, request: Request) -> tuple[dict[str, str], str, int, int, str]:
+        """A Twilio callback's signed form, its campaign, number, try and call."""
         form = await verified_form(request, self.settings)
-        campaign_id = request.query_params.get("campaign", "")
-        number = request.query_params.get("number", "")
+        query = request.query_params
+        campaign_id = query.get("campaign", "")
+        number, attempt = query.get("number", ""), query.get("attempt", "")
         call_sid = form.get("CallSid", "")
         if not CAMPAIGN_ID.fullmatch(campaign_id) or not number.isdecimal() or len(number) > 12:
             raise HTTPException(400, "campaign or number missing or malformed")
+        if not attempt.isdecimal() or len(attempt) > 3:
+            raise HTTPException(400, "attempt missing or malformed")
         if not CALL_SID.fullmatch(call_sid):
             raise HTTPException(400, "CallSid missing or malformed")
-        return form, campaign_id, int(number), call_sid
+        return form, campaign_id, int(number), int(attempt), call_sid
 
     async def answer(self, request: Request) -> Response:
         """The answered campaign call's TwiML: wait for AMD, then the bot."""
-        form, campaign_id, number_id, call_sid = await self._twilio(request)
+        form, campaign_id, _, _, _ = await self._twilio(request)
         campaign = await self.store.acall("campaign", campaign_id)
         if campaign is None:
             return Response(hangup_twiml(), media_type=_XML)
@@ -137,23 +178,24 @@ class CampaignRoutes:
 
     async def amd(self, request: Request) -> Response:
         """AMD's result: to the bot, the voicemail message, or a hang-up."""
-        form, campaign_id, number_id, call_sid = await self._twilio(request)
+        form, campaign_id, number_id, attempt, call_sid = await self._twilio(request)
         answered_by = form.get("AnsweredBy", "").strip()[:32]
         campaign = await self.store.acall("campaign", campaign_id)
         if campaign is not None and answered_by:
             await self.dialer.amd_result(
-                campaign_id, number_id, call_sid, answered_by, campaign["bot"]
+                campaign_id, number_id, attempt, call_sid, answered_by, campaign["bot"]
             )
         return Response(status_code=204)
 
     async def status(self, request: Request) -> Response:
         """A status callback of a campaign call."""
-        form, campaign_id, number_id, call_sid = await self._twilio(request)
+        form, campaign_id, number_id, attempt, call_sid = await self._twilio(request)
         sequence = form.get("SequenceNumber", "")
         duration = form.get("CallDuration", "")
         await self.dialer.call_status(
             campaign_id,
             number_id,
+            attempt,
             call_sid,
             form.get("CallStatus", "")[:32],
             int(sequence) if sequence.isdecimal() and len(sequence) < 10 else 0,
@@ -178,6 +220,9 @@ class CampaignRoutes:
             raise HTTPException(400, "the body must be JSON") from None
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
+        unknown = sorted(set(body) - set(FIELDS))
+        if unknown:
+            raise HTTPException(400, f"unknown field {unknown[0][:40]!r}: use {', '.join(FIELDS)}")
         spec = self._spec(body)
         numbers = self._numbers(body)
         if not self.dialer.enabled and self.settings.campaign_dialer:
@@ -197,12 +242,12 @@ class CampaignRoutes:
         bot = body.get("bot") or s.bot
         if not isinstance(bot, str) or bot not in self._bots():
             raise HTTPException(400, f"bot: unknown bot {str(bot)[:60]!r}")
-        from_number = body.get("from") or s.twilio_phone_number
-        if not isinstance(from_number, str) or not from_number.strip():
-            raise HTTPException(400, "from: give the caller ID (or set TWILIO_PHONE_NUMBER)")
+        from_number = _caller_id(body.get("from") or s.twilio_phone_number)
         hours = body.get("calling_hours", s.campaign_calling_hours)
+        if not isinstance(hours, str):
+            raise HTTPException(400, "calling_hours: text, HH:MM-HH:MM")
         try:
-            hours = str(CallingHours.parse(hours if isinstance(hours, str) else ""))
+            hours = str(CallingHours.parse(hours))
         except CallingHoursError as e:
             raise HTTPException(400, f"calling_hours: {e}") from None
         name = body.get("name") or f"campaign {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -211,26 +256,29 @@ class CampaignRoutes:
         return CampaignSpec(
             name=name,
             bot=bot,
-            from_number=from_number.strip()[:64],
+            from_number=from_number,
             rate_per_minute=_bounded(
                 body, "rate_per_minute", s.campaign_rate_per_minute, 0.01, 6000
             ),
             calling_hours=hours,
-            max_attempts=int(_bounded(body, "max_attempts", s.campaign_max_attempts, 1, 10)),
+            max_attempts=_whole(body, "max_attempts", s.campaign_max_attempts, 1, 10),
             retry_secs=_bounded(body, "retry_secs", s.campaign_retry_secs, 0.01, 7 * 86400),
-            ring_secs=int(_bounded(body, "ring_secs", s.campaign_ring_secs, 5, 600)),
+            ring_secs=_whole(body, "ring_secs", s.campaign_ring_secs, 5, MAX_RING_SECS),
         )
 
     @staticmethod
     def _numbers(body: dict[str, Any]) -> CampaignNumbers:
+        csv, numbers = body.get("csv"), body.get("numbers")
+        if (csv is None) == (numbers is None):
+            raise HTTPException(400, 'give either "numbers" (a list) or "csv" (text)')
         try:
-            if isinstance(body.get("csv"), str):
-                return read_csv(body["csv"])
-            if isinstance(body.get("numbers"), list):
-                return read_list(body["numbers"])
+            if isinstance(csv, str):
+                return read_csv(csv)
+            if isinstance(numbers, list):
+                return read_list(numbers)
         except CampaignInputError as e:
             raise HTTPException(400, str(e)) from None
-        raise HTTPException(400, 'give "numbers" (a list) or "csv" (text)')
+        raise HTTPException(400, '"numbers" must be a list, "csv" text')
 
     def _campaign_id(self, request: Request, campaign_id: str) -> str:
         require_api_key(request, self.settings, "campaigns")

@@ -13,12 +13,14 @@ it survives a Redis flush or restart, and the console's progress is one SQL quer
 Several instances claim numbers at once. A claim (:meth:`CampaignStore.claim`) is one
 transaction that locks a due campaign's row (PostgreSQL: ``SELECT ... FOR UPDATE SKIP
 LOCKED``, so another instance passes over it; SQLite: ``BEGIN IMMEDIATE``, one writer),
-takes its first due number inside its calling hours, and moves the campaign's
-``next_dial_at`` on by ``60 / rate_per_minute`` seconds: together the instances never
-place more than the rate. A number's calls then report back (:meth:`progress`,
-:meth:`amd`, :meth:`finish`), each checked against the number's current call and the
-callbacks' ``SequenceNumber``, so repeats and late or out-of-order callbacks change
-nothing. Every number ends with exactly one outcome (:data:`OUTCOMES`).
+takes its first due number inside its calling hours, gives it the campaign's next dial
+slot (``next_dial_at``, taken up to :data:`CLAIM_AHEAD_SECS` ahead, so the call leaves at
+its slot whatever the database's latency) and moves ``next_dial_at`` on by
+``60 / rate_per_minute`` seconds: together the instances never place more than the rate.
+The calls this instance placed that still ring count against its lines from the queue
+too, so a callback that lands on another instance frees them as well. A number's calls
+then report back (:class:`~pipecat_realtime_twilio.runner.campaign_outcomes.CampaignOutcomes`),
+and every number ends with exactly one outcome.
 
 Times are Unix seconds (``time.time()``): instances share them.
 """
@@ -27,70 +29,36 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from pipecat_realtime_twilio.runner.calling_hours import CallingHours
 from pipecat_realtime_twilio.runner.campaign_csv import CampaignNumbers
 from pipecat_realtime_twilio.runner.campaign_model import (
     AMD_WAIT_SECS,
-    FINAL_STATUSES,
-    HUMAN,
-    OUTCOMES,
-    RETRIED,
     CampaignSpec,
     Claim,
     ClaimResult,
-    answered_outcome,
     number_row,
 )
-from pipecat_realtime_twilio.runner.campaign_progress import CampaignReads
+from pipecat_realtime_twilio.runner.campaign_outcomes import CampaignOutcomes
 from pipecat_realtime_twilio.runner.campaign_tables import campaigns_table, numbers_table
 
 _SCAN = 20  # numbers looked at per campaign and claim
 
-__all__ = [
-    "AMD_WAIT_SECS",
-    "FINAL_STATUSES",
-    "HUMAN",
-    "OUTCOMES",
-    "CampaignSpec",
-    "CampaignStore",
-    "Claim",
-    "ClaimResult",
-]
+CLAIM_AHEAD_SECS = 0.5
+"""How long before its slot a call may be claimed (the dialer waits for the slot)."""
+
+RING_MARGIN_SECS = 10
+"""A placed call counts as ringing for its ring time, the wait for AMD and this."""
 
 
-class CampaignStore(CampaignReads):
+class CampaignStore(CampaignOutcomes):
     """Campaigns and their numbers, on the call store's engine.
 
-    Every method is synchronous; the ``a``-prefixed ones run it in a worker thread.
+    Every method is synchronous; :meth:`aclaim` and :meth:`acall` run one in a worker thread.
     """
-
-    def __init__(self, engine: Engine):
-        """Use ``engine`` (its schema migrated by ``CallStore``).
-
-        Args:
-            engine: The database's engine.
-        """
-        self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction that may read, then write: SQLite's write lock taken at once."""
-        with self._engine.connect() as connection:
-            if self._engine.dialect.name == "sqlite":
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
 
     def _locked(self, query: Any) -> Any:
         return query.with_for_update(skip_locked=True) if self._postgres else query
@@ -148,6 +116,9 @@ class CampaignStore(CampaignReads):
     def cancel(self, campaign_id: str, now: float) -> int | None:
         """Cancel a campaign: its pending numbers end ``canceled``; calls under way finish.
 
+        The campaign stays ``canceled`` (its ``finished_at`` set once its last call
+        ends). Canceling it again, or a campaign already done, cancels nothing.
+
         Args:
             campaign_id: The campaign.
             now: Unix time.
@@ -171,16 +142,23 @@ class CampaignStore(CampaignReads):
                 connection.execute(
                     update(campaigns_table)
                     .where(campaigns_table.c.id == campaign_id)
-                    .values(status="canceled", finished_at=now)
+                    .values(status="canceled")
                 )
+            self._settle(connection, campaign_id, now)
             return int(canceled)
 
-    def claim(self, instance: str, now: float) -> ClaimResult:
+    #
+    # the dialer's queue
+    #
+
+    def claim(self, instance: str, now: float, lines: int | None = None) -> ClaimResult:
         """Take the next due number of a running campaign, keeping the campaign's pace.
 
         Args:
             instance: This instance's id (kept on the number).
             now: Unix time.
+            lines: Claim nothing while this many of the calls ``instance`` placed ring
+                (None: no limit).
 
         Returns:
             The claim, if a number was due, and how long to wait before the next try.
@@ -189,6 +167,8 @@ class CampaignStore(CampaignReads):
         wait = 1.0
         cc, nc = campaigns_table.c, numbers_table.c
         with self._write() as connection:
+            if lines is not None and self._ringing(connection, instance, now) >= lines:
+                return ClaimResult(None, 0.2)
             due = self._locked(
                 select(campaigns_table)
                 .where(cc.status == "running")
@@ -196,8 +176,8 @@ class CampaignStore(CampaignReads):
                 .limit(10)
             )
             for campaign in connection.execute(due).all():
-                if campaign.next_dial_at > now:
-                    wait = min(wait, campaign.next_dial_at - now)
+                if campaign.next_dial_at > now + CLAIM_AHEAD_SECS:
+                    wait = min(wait, campaign.next_dial_at - CLAIM_AHEAD_SECS - now)
                     continue
                 hours = CallingHours.parse(campaign.calling_hours)
                 pending = self._locked(
@@ -212,14 +192,7 @@ class CampaignStore(CampaignReads):
                     opening = hours.next_opening(zones or ["UTC"], now)
                     if opening is None:
                         detail = f"no moment within {hours} in all of {', '.join(zones)}"
-                        self._set(
-                            connection,
-                            number.id,
-                            state="done",
-                            outcome="expired",
-                            detail=detail[:200],
-                            updated_at=now,
-                        )
+                        self._end(connection, number, "expired", detail, now)
                         outcomes.append("expired")
                     elif opening > now:
                         self._set(connection, number.id, next_attempt_at=opening, updated_at=now)
@@ -231,6 +204,19 @@ class CampaignStore(CampaignReads):
                         )
                 self._settle(connection, campaign.id, now)
         return ClaimResult(None, max(wait, 0.0), tuple(outcomes))
+
+    @staticmethod
+    def _ringing(connection: Connection, instance: str, now: float) -> int:
+        """How many calls ``instance`` claimed are not answered, nor ended, nor given up on."""
+        nc, cc = numbers_table.c, campaigns_table.c
+        query = (
+            select(func.count())
+            .select_from(numbers_table.join(campaigns_table, cc.id == nc.campaign_id))
+            .where(nc.state == "dialing", nc.claimed_by == instance[:200])
+            .where(nc.answered_at.is_(None), nc.answered_by.is_(None))
+            .where(nc.claimed_at + cc.ring_secs > now - AMD_WAIT_SECS - RING_MARGIN_SECS)
+        )
+        return int(connection.execute(query).scalar_one())
 
     def _take(
         self, connection: Connection, campaign: Any, number: Any, instance: str, now: float
@@ -251,11 +237,12 @@ class CampaignStore(CampaignReads):
             claimed_at=now,
             updated_at=now,
         )
-        # The next call of this campaign, from any instance, at least 60/rate s from now.
+        # The call's slot, and the next call of this campaign from any instance 60/rate s on.
+        slot = max(campaign.next_dial_at, now)
         connection.execute(
             update(campaigns_table)
             .where(campaigns_table.c.id == campaign.id)
-            .values(next_dial_at=max(campaign.next_dial_at, now) + 60.0 / campaign.rate_per_minute)
+            .values(next_dial_at=slot + 60.0 / campaign.rate_per_minute)
         )
         return Claim(
             campaign.id,
@@ -265,46 +252,40 @@ class CampaignStore(CampaignReads):
             campaign.bot,
             campaign.from_number,
             campaign.ring_secs,
-            campaign.rate_per_minute,
+            slot,
         )
 
-    def _settle(self, connection: Connection, campaign_id: str, now: float) -> None:
-        """Mark a campaign done when none of its numbers waits or is being dialed."""
-        c = numbers_table.c
-        open_numbers = connection.execute(
-            select(func.count())
-            .select_from(numbers_table)
-            .where(c.campaign_id == campaign_id, c.state != "done")
-        ).scalar_one()
-        if open_numbers == 0:
-            connection.execute(
-                update(campaigns_table)
-                .where(campaigns_table.c.id == campaign_id)
-                .where(campaigns_table.c.status.in_(("running", "paused", "canceled")))
-                .values(status="done", finished_at=now)
+    def release(self, campaign_id: str, number_id: int, attempt: int, now: float) -> bool:
+        """Give back a claimed number whose call was not placed (the dialer stopped).
+
+        The try does not count; the number is due again at once.
+
+        Args:
+            campaign_id: Its campaign.
+            number_id: The number.
+            attempt: The try it was claimed for.
+            now: Unix time.
+
+        Returns:
+            Whether it was given back (it was still claimed, with no call).
+        """
+        with self._write() as connection:
+            row = self._number(connection, number_id, campaign_id, attempt)
+            if row is None or row.call_sid is not None:
+                return False
+            self._set(
+                connection,
+                number_id,
+                state="pending",
+                attempts=attempt - 1,
+                next_attempt_at=now,
+                last_status=None,
+                last_sequence=-1,
+                claimed_by=None,
+                claimed_at=None,
+                updated_at=now,
             )
-
-    @staticmethod
-    def _set(connection: Connection, number_id: int, **values: Any) -> None:
-        connection.execute(
-            update(numbers_table).where(numbers_table.c.id == number_id).values(**values)
-        )
-
-    def _number(self, connection: Connection, number_id: int, campaign_id: str) -> Any:
-        query = select(
-            numbers_table,
-            campaigns_table.c.max_attempts,
-            campaigns_table.c.retry_secs,
-            campaigns_table.c.calling_hours,
-            campaigns_table.c.status.label("campaign_status"),
-        )
-        query = query.join(campaigns_table, campaigns_table.c.id == numbers_table.c.campaign_id)
-        query = query.where(
-            numbers_table.c.id == number_id, numbers_table.c.campaign_id == campaign_id
-        )
-        if self._postgres:
-            query = query.with_for_update(of=numbers_table)
-        return connection.execute(query).first()
+            return True
 
     def placed(
         self, campaign_id: str, number_id: int, attempt: int, call_sid: str, now: float
@@ -327,192 +308,13 @@ class CampaignStore(CampaignReads):
                 .values(call_sid=call_sid, updated_at=now)
             )
 
-    def refused(
-        self,
-        campaign_id: str,
-        number_id: int,
-        attempt: int,
-        outcome: str | None,
-        detail: str,
-        now: float,
-    ) -> str | None:
-        """Twilio refused to place a claimed number's call.
-
-        Args:
-            campaign_id: Its campaign.
-            number_id: The number.
-            attempt: The try.
-            outcome: ``invalid`` for a number Twilio says cannot be called; None to
-                count the try as ``failed`` (retried while tries are left).
-            detail: What Twilio said.
-            now: Unix time.
-
-        Returns:
-            The number's outcome, or None when it will be tried again.
-        """
-        with self._write() as connection:
-            row = self._number(connection, number_id, campaign_id)
-            if row is None or row.state != "dialing" or row.attempts != attempt:
-                return None
-            if outcome is not None:
-                self._set(
-                    connection,
-                    number_id,
-                    state="done",
-                    outcome=outcome,
-                    last_status="refused",
-                    detail=detail[:200],
-                    updated_at=now,
-                )
-                self._settle(connection, campaign_id, now)
-                return outcome
-            return self._retry_or_end(connection, row, "failed", detail, now)
-
-    def progress(
-        self,
-        campaign_id: str,
-        number_id: int,
-        call_sid: str,
-        status: str,
-        sequence: int,
-        answered_by: str | None,
-        duration: int | None,
-        now: float,
-    ) -> str | None:
-        """A status callback of a number's call: note it, and end or retry on a final one.
-
-        Args:
-            campaign_id: Its campaign.
-            number_id: The number.
-            call_sid: The callback's call.
-            status: Its ``CallStatus``.
-            sequence: Its ``SequenceNumber``.
-            answered_by: Its ``AnsweredBy``, if any.
-            duration: Its ``CallDuration`` (final callbacks), if any.
-            now: Unix time.
-
-        Returns:
-            The number's outcome if this callback gave it one (once); else None.
-        """
-        with self._write() as connection:
-            row = self._number(connection, number_id, campaign_id)
-            if row is None or row.state != "dialing":
-                return None  # done already (a repeat), or canceled meanwhile
-            if row.call_sid not in (None, call_sid) or sequence <= row.last_sequence:
-                return None  # an earlier try's call, or a callback older than one seen
-            values: dict[str, Any] = {
-                "call_sid": call_sid,
-                "last_status": status,
-                "last_sequence": sequence,
-                "updated_at": now,
-            }
-            if answered_by and row.answered_by is None:
-                values["answered_by"] = answered_by
-            if status == "in-progress" and row.answered_at is None:
-                values["answered_at"] = now
-            self._set(connection, number_id, **values)
-            if status not in FINAL_STATUSES:
-                return None
-            if status in RETRIED:
-                return self._retry_or_end(connection, row, status, f"call {status}", now)
-            if status == "canceled":
-                outcome = "canceled"
-            else:
-                outcome = answered_outcome(
-                    row.answered_by or answered_by, row.voicemail_left, duration
-                )
-            self._set(connection, number_id, state="done", outcome=outcome)
-            self._settle(connection, campaign_id, now)
-            return outcome
-
-    def amd(
-        self,
-        campaign_id: str,
-        number_id: int,
-        call_sid: str,
-        answered_by: str,
-        voicemail_left: bool,
-        now: float,
-    ) -> bool:
-        """Note Twilio's AMD result for a number's call (the first one counts).
-
-        Args:
-            campaign_id: Its campaign.
-            number_id: The number.
-            call_sid: The call.
-            answered_by: ``human``, ``machine_end_beep``...
-            voicemail_left: Whether the runner answered with the voicemail message.
-            now: Unix time.
-
-        Returns:
-            Whether it was the number's current call and its first result.
-        """
-        with self._write() as connection:
-            row = self._number(connection, number_id, campaign_id)
-            if row is None or row.state != "dialing" or row.call_sid not in (None, call_sid):
-                return False
-            if row.answered_by is not None:
-                return False
-            self._set(
-                connection,
-                number_id,
-                call_sid=call_sid,
-                answered_by=answered_by,
-                voicemail_left=voicemail_left,
-                updated_at=now,
-            )
-            return True
-
-    def stale(self, older_than: float, limit: int = 50) -> list[tuple[str, int, str | None, int]]:
-        """Numbers dialing since before ``older_than``: (campaign, number, call, try).
-
-        Args:
-            older_than: Unix time.
-            limit: At most this many.
-        """
-        c = numbers_table.c
-        query = (
-            select(c.campaign_id, c.id, c.call_sid, c.attempts)
-            .where(c.state == "dialing", c.claimed_at < older_than)
-            .order_by(c.claimed_at)
-            .limit(limit)
-        )
-        with self._engine.connect() as connection:
-            return [
-                (r.campaign_id, r.id, r.call_sid, r.attempts) for r in connection.execute(query)
-            ]
-
-    def _retry_or_end(
-        self, connection: Connection, row: Any, status: str, detail: str, now: float
-    ) -> str | None:
-        outcome = RETRIED.get(status, "failed")
-        if row.attempts < row.max_attempts and row.campaign_status in ("running", "paused"):
-            retry_at = now + row.retry_secs * 2 ** (row.attempts - 1)
-            zones = [z for z in row.timezones.split(",") if z] or ["UTC"]
-            opening = CallingHours.parse(row.calling_hours).next_opening(zones, retry_at)
-            if opening is not None:
-                self._set(
-                    connection,
-                    row.id,
-                    state="pending",
-                    next_attempt_at=opening,
-                    detail=detail[:200],
-                    updated_at=now,
-                )
-                return None
-        self._set(
-            connection, row.id, state="done", outcome=outcome, detail=detail[:200], updated_at=now
-        )
-        self._settle(connection, row.campaign_id, now)
-        return outcome
-
     #
     # async twins
     #
 
-    async def aclaim(self, instance: str, now: float) -> ClaimResult:
+    async def aclaim(self, instance: str, now: float, lines: int | None = None) -> ClaimResult:
         """`claim` in a worker thread."""
-        return await asyncio.to_thread(self.claim, instance, now)
+        return await asyncio.to_thread(self.claim, instance, now, lines)
 
     async def acall(self, method: str, *args: Any) -> Any:
         """Run the method named ``method`` in a worker thread.

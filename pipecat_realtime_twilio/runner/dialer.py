@@ -7,12 +7,15 @@
 """The campaign dialer every instance runs: claim a due number, place its call, follow it.
 
 :class:`CampaignDialer` claims numbers from the shared queue
-(:class:`~pipecat_realtime_twilio.runner.campaign_store.CampaignStore`: the pace and the
-calling hours hold across instances) while this instance has a free line and is not
-draining (``CAMPAIGN_DIALER=false`` turns it off here), and places each call through
-Twilio's REST API with status callbacks and async answering-machine detection
-(``DetectMessageEnd``). What Twilio then tells the runner is handled here too
-(:mod:`~pipecat_realtime_twilio.runner.campaign_routes` holds the routes):
+(:class:`~pipecat_realtime_twilio.runner.campaign_store.CampaignStore`: the pace, the
+calling hours and the calls ringing hold across instances) while this instance has a
+free line and is not draining (``CAMPAIGN_DIALER=false`` turns it off here), and places
+each call at its slot through Twilio's REST API with status callbacks and async
+answering-machine detection (``DetectMessageEnd``). The callbacks' URLs name the campaign,
+the number and the try (``?campaign=ID&number=N&attempt=K``), so any instance can take
+any of them and a late one of an earlier try changes nothing. What Twilio then tells the
+runner is handled here too (:mod:`~pipecat_realtime_twilio.runner.campaign_routes` holds
+the routes):
 
 - the answered call waits in silence for AMD (``<Pause>``, then ``<Redirect>`` to the bot);
 - AMD ``human``/``unknown``: the call is redirected to ``/incoming?bot=NAME``, the bot greets;
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
@@ -43,13 +44,13 @@ from pipecat_realtime_twilio.logs import field, masked_number
 from pipecat_realtime_twilio.phone.rest import TwilioRest, TwilioRestException
 from pipecat_realtime_twilio.phone.twiml import hangup_twiml, pause_then_redirect_twiml, say_twiml
 from pipecat_realtime_twilio.runner.bots import Bot
-from pipecat_realtime_twilio.runner.campaign_store import (
+from pipecat_realtime_twilio.runner.campaign_model import (
     AMD_WAIT_SECS,
     FINAL_STATUSES,
     HUMAN,
-    CampaignStore,
     Claim,
 )
+from pipecat_realtime_twilio.runner.campaign_store import CampaignStore
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.settings import Settings
 
@@ -72,11 +73,6 @@ Busy = Callable[[], "Awaitable[str | None] | str | None"]
 """Why this instance takes no more calls now (draining, full), or None."""
 
 
-def instance_name(settings: Settings) -> str:
-    """This instance's name: ``INSTANCE_ID``, or the host name and process id."""
-    return settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-
-
 class CampaignDialer:
     """Places and follows campaign calls (see the module docstring)."""
 
@@ -89,6 +85,7 @@ class CampaignDialer:
         bots: Callable[[], dict[str, Bot]],
         busy: Busy,
         *,
+        instance: str,
         prefix: str = "",
     ):
         """Initialize the dialer (`start` starts it).
@@ -100,6 +97,8 @@ class CampaignDialer:
             metrics: Where dials, AMD results and outcomes are counted.
             bots: The bots now (they reload).
             busy: Why this instance takes no more calls now, or None (``Admission.busy_reason``).
+            instance: This instance's id, as the shared state knows it
+                (``SharedState.instance_id``).
             prefix: Where the runner's routes are mounted.
         """
         self.settings = settings
@@ -109,9 +108,7 @@ class CampaignDialer:
         self._bots = bots
         self._busy = busy
         self._prefix = prefix
-        self.instance = instance_name(settings)
-        self._ringing: dict[int, float] = {}  # number id -> when its line is free again
-        self._last_create: dict[str, float] = {}  # campaign -> when its last call was asked
+        self.instance = instance
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -155,8 +152,9 @@ class CampaignDialer:
                 if time.time() - reconciled >= RECONCILE_EVERY_SECS:
                     reconciled = time.time()
                     await self.reconcile()
-                if await self._has_room():
-                    result = await self.store.aclaim(self.instance, time.time())
+                if await self._busy_now() is None:
+                    lines = self.settings.max_calls  # calls this instance placed that ring
+                    result = await self.store.aclaim(self.instance, time.time(), lines)
                     for outcome in result.outcomes:
                         self.metrics.campaign_outcomes.labels(outcome).inc()
                     wait = result.wait
@@ -171,35 +169,41 @@ class CampaignDialer:
                 wait = 5.0
             await asyncio.sleep(max(wait, 0.02))
 
-    async def _has_room(self) -> bool:
-        now = time.monotonic()
-        for number_id, until in list(self._ringing.items()):
-            if until < now:
-                del self._ringing[number_id]
+    async def _busy_now(self) -> str | None:
         reason = self._busy()
         if inspect.isawaitable(reason):
             reason = await reason
-        return reason is None and len(self._ringing) < self.settings.max_calls
+        return reason
 
     #
     # placing
     #
 
     async def place(self, claim: Claim) -> None:
-        """Place a claimed number's call; a refusal ends or reschedules the number.
+        """Place a claimed number's call at its slot; a refusal ends or reschedules it.
+
+        The number is given back, its try not counted, when the runner starts draining
+        (or fills up) before the slot, or the dialer stops.
 
         Args:
             claim: The number.
         """
         assert self.rest is not None
-        where: dict[str, str | int] = {"campaign": claim.campaign_id, "number": claim.number_id}
-        self._ringing[claim.number_id] = time.monotonic() + claim.ring_secs + AMD_WAIT_SECS + 10
-        # The claims keep the pace; a create delayed here must not bunch up with the next.
-        loop = asyncio.get_running_loop()
-        slot = self._last_create.get(claim.campaign_id, 0.0) + 60.0 / claim.rate_per_minute
-        if slot > loop.time():
-            await asyncio.sleep(slot - loop.time())
-        self._last_create[claim.campaign_id] = loop.time()
+        where: dict[str, str | int] = {
+            "campaign": claim.campaign_id,
+            "number": claim.number_id,
+            "attempt": claim.attempt,
+        }
+        try:
+            await asyncio.sleep(max(claim.at - time.time(), 0.0))
+            reason = await self._busy_now()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(claim))
+            raise
+        if reason is not None:
+            logger.info(f"Campaign {claim.campaign_id}: not dialing now ({reason})")
+            await self._release(claim)
+            return
         try:
             call_sid = await self.rest.create_campaign_call(
                 claim.number,
@@ -210,7 +214,6 @@ class CampaignDialer:
                 ring_secs=claim.ring_secs,
             )
         except TwilioRestException as e:
-            self._ringing.pop(claim.number_id, None)
             invalid = e.code in INVALID_NUMBER_CODES
             self.metrics.campaign_dials.labels("refused" if invalid else "error").inc()
             logger.warning(
@@ -218,27 +221,32 @@ class CampaignDialer:
                 f"{masked_number(claim.number)} (HTTP {e.status}, code {e.code})"
             )
             detail = f"Twilio {e.code}: {field(e.msg, 150)}"
-            await self._refused(claim, "invalid" if invalid else None, detail)
+            await self._refused(where, "invalid" if invalid else None, detail)
             return
         except Exception as e:  # timeout or connection: whether it was placed is unknown
-            self._ringing.pop(claim.number_id, None)
             self.metrics.campaign_dials.labels("error").inc()
             logger.warning(
                 f"Campaign {claim.campaign_id}: placing a call failed: {type(e).__name__}"
             )
-            await self._refused(claim, None, f"placing the call failed: {type(e).__name__}")
+            await self._refused(where, None, f"placing the call failed: {type(e).__name__}")
             return
         self.metrics.campaign_dials.labels("placed").inc()
         await self.store.acall(
             "placed", claim.campaign_id, claim.number_id, claim.attempt, call_sid, time.time()
         )
 
-    async def _refused(self, claim: Claim, outcome: str | None, detail: str) -> None:
+    async def _release(self, claim: Claim) -> None:
+        await self.store.acall(
+            "release", claim.campaign_id, claim.number_id, claim.attempt, time.time()
+        )
+
+    async def _refused(self, where: dict[str, str | int], outcome: str | None, detail: str) -> None:
+        """Twilio refused ``where``'s try (``campaign``, ``number``, ``attempt``)."""
         ended = await self.store.acall(
             "refused",
-            claim.campaign_id,
-            claim.number_id,
-            claim.attempt,
+            where["campaign"],
+            where["number"],
+            where["attempt"],
             outcome,
             detail,
             time.time(),
@@ -274,13 +282,20 @@ class CampaignDialer:
         return found.voicemail if found is not None else None
 
     async def amd_result(
-        self, campaign_id: str, number_id: int, call_sid: str, answered_by: str, bot: str
+        self,
+        campaign_id: str,
+        number_id: int,
+        attempt: int,
+        call_sid: str,
+        answered_by: str,
+        bot: str,
     ) -> None:
         """Act on AMD's result: the bot takes a human, a machine gets the message or nothing.
 
         Args:
             campaign_id: The campaign.
             number_id: The number.
+            attempt: The try the call is.
             call_sid: The call.
             answered_by: Twilio's ``AnsweredBy``.
             bot: The campaign's bot.
@@ -288,9 +303,15 @@ class CampaignDialer:
         self.metrics.campaign_amd.labels(_amd_label(answered_by)).inc()
         text = self.voicemail(bot) if answered_by.startswith("machine_end") else None
         first = await self.store.acall(
-            "amd", campaign_id, number_id, call_sid, answered_by, text is not None, time.time()
+            "amd",
+            campaign_id,
+            number_id,
+            attempt,
+            call_sid,
+            answered_by,
+            text is not None,
+            time.time(),
         )
-        self._ringing.pop(number_id, None)
         if not first or self.rest is None:
             return
         if answered_by in HUMAN:
@@ -305,6 +326,7 @@ class CampaignDialer:
         self,
         campaign_id: str,
         number_id: int,
+        attempt: int,
         call_sid: str,
         status: str,
         sequence: int,
@@ -313,15 +335,24 @@ class CampaignDialer:
     ) -> str | None:
         """A status callback: the number moves on; its outcome is counted once.
 
+        Args:
+            campaign_id: The campaign.
+            number_id: The number.
+            attempt: The try the call is.
+            call_sid: The call.
+            status: Its ``CallStatus``.
+            sequence: Its ``SequenceNumber``.
+            answered_by: Its ``AnsweredBy``, if any.
+            duration: Its ``CallDuration``, if any.
+
         Returns:
             The number's outcome if it got one now.
         """
-        if status in FINAL_STATUSES or status == "in-progress":
-            self._ringing.pop(number_id, None)
         outcome = await self.store.acall(
             "progress",
             campaign_id,
             number_id,
+            attempt,
             call_sid,
             status,
             sequence,
@@ -341,17 +372,17 @@ class CampaignDialer:
             "stale", now - UNPLACED_SECS
         ):
             if call_sid is None:  # claimed, never placed (its instance died): the try failed
-                claim = Claim(campaign_id, number_id, "", attempt, "", "", 0)
-                await self._refused(claim, None, "the call was never placed")
+                where = {"campaign": campaign_id, "number": number_id, "attempt": attempt}
+                await self._refused(where, None, "the call was never placed")
         if self.rest is None:
             return
-        for campaign_id, number_id, call_sid, _ in await self.store.acall(
+        for campaign_id, number_id, call_sid, attempt in await self.store.acall(
             "stale", now - CALL_LIFE_SECS - MAX_RING_SECS
         ):
             if call_sid is not None:
-                await self._fetch(campaign_id, number_id, call_sid)
+                await self._fetch(campaign_id, number_id, attempt, call_sid)
 
-    async def _fetch(self, campaign_id: str, number_id: int, call_sid: str) -> None:
+    async def _fetch(self, campaign_id: str, number_id: int, attempt: int, call_sid: str) -> None:
         assert self.rest is not None
         try:
             status, answered_by, duration = await self.rest.fetch_status(call_sid)
@@ -360,7 +391,7 @@ class CampaignDialer:
             return
         if status in FINAL_STATUSES:  # its final callback was lost; still going: later
             await self.call_status(
-                campaign_id, number_id, call_sid, status, 1 << 30, answered_by, duration
+                campaign_id, number_id, attempt, call_sid, status, 1 << 30, answered_by, duration
             )
 
     def _in_background(self, action: Awaitable[None], call_sid: str) -> None:

@@ -1,0 +1,230 @@
+"""Campaigns across instances and drains: the queue, not a process's memory, decides."""
+
+import asyncio
+import dataclasses
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from conftest import runner_settings
+
+from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.campaign_csv import read_csv
+from pipecat_realtime_twilio.runner.campaign_model import CampaignSpec
+from pipecat_realtime_twilio.runner.campaign_store import CampaignStore
+from pipecat_realtime_twilio.runner.dialer import CampaignDialer
+from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
+from pipecat_realtime_twilio.runner.store import CallStore
+
+NOW = 1_800_000_000.0
+KEY = "campaign-key"
+EMULATOR = SimpleNamespace(url="ws://127.0.0.1:9/v1/realtime")  # never connected to
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def spec(**changes) -> CampaignSpec:
+    values = dict(
+        name="test",
+        bot="default",
+        from_number="+12125550000",
+        rate_per_minute=6000.0,
+        calling_hours="00:00-24:00",
+        max_attempts=3,
+        retry_secs=10.0,
+        ring_secs=25,
+    )
+    values.update(changes)
+    return CampaignSpec(**values)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Two instances' stores on one database."""
+    url = f"sqlite:///{tmp_path}/calls.db"
+    with CallStore(url) as a, CallStore(url) as b:
+        yield CampaignStore(a.engine), CampaignStore(b.engine)
+
+
+def test_a_late_callback_of_an_earlier_try_changes_nothing(stores):
+    store, _ = stores
+    campaign = store.create(spec(), read_csv("+12125550100\n"), NOW)
+    first = store.claim("a", NOW).claim
+    store.placed(campaign, first.number_id, 1, sid(1), NOW)
+    assert store.progress(campaign, first.number_id, 1, sid(1), "busy", 2, None, 0, NOW) is None
+    second = store.claim("a", NOW + 10).claim
+    assert second is not None and second.attempt == 2  # claimed; its call not placed yet
+    # Twilio repeats the first call's final callback, and its AMD result comes late.
+    late = (campaign, first.number_id, 1, sid(1))
+    assert store.progress(*late, "completed", 3, "human", 40, NOW + 11) is None
+    assert not store.amd(*late, "human", False, NOW + 11)
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["call_sid"], row["answered_by"]) == ("dialing", None, None)
+    # The second try's own callbacks count, even before its create returned.
+    call = (campaign, first.number_id, 2, sid(2))
+    assert store.progress(*call, "no-answer", 3, None, 0, NOW + 12) is None
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["attempts"], row["last_status"]) == ("pending", 2, "no-answer")
+
+
+def test_callbacks_on_another_instance_free_the_placing_instances_lines(stores):
+    a, b = stores
+    campaign = a.create(spec(), read_csv("+12125550100\n+12125550101\n+12125550102\n"), NOW)
+    first = a.claim("a", NOW, lines=1).claim
+    assert first is not None
+    assert a.claim("a", NOW + 1, lines=1).claim is None  # its one line rings
+    assert b.claim("b", NOW + 1, lines=1).claim is not None  # another instance's lines
+    # The call is answered; Twilio tells instance b.
+    b.progress(campaign, first.number_id, 1, sid(1), "in-progress", 2, None, None, NOW + 2)
+    assert a.claim("a", NOW + 2, lines=1).claim is not None
+    # A call that never reports back stops counting after its ring and the wait for AMD.
+    assert a.claim("a", NOW + 3, lines=1).claim is None
+    a.create(spec(), read_csv("+12125550103\n"), NOW)
+    assert a.claim("a", NOW + 2 + 25 + 30 + 11, lines=1).claim is not None
+
+
+def test_the_pace_is_the_databases_claims_get_slots(stores):
+    a, b = stores
+    a.create(spec(rate_per_minute=60.0), read_csv("+12125550100\n+12125550101\n"), NOW)
+    first = a.claim("a", NOW).claim
+    assert first.at == NOW
+    early = b.claim("b", NOW + 0.2)
+    assert early.claim is None and early.wait == pytest.approx(0.3)
+    second = b.claim("b", NOW + 0.6).claim  # up to half a second ahead of its slot
+    assert second.at == NOW + 1.0
+
+
+class Twilio:
+    """What the dialer asks of Twilio's REST API, noted."""
+
+    def __init__(self):
+        self.created: list[str] = []
+
+    async def create_campaign_call(self, to, from_, url, **options) -> str:
+        self.created.append(url)
+        return sid(len(self.created))
+
+
+def dialer(store, busy) -> tuple[CampaignDialer, Twilio]:
+    settings = runner_settings(EMULATOR, "https://runner.example")
+    twilio = Twilio()
+    return CampaignDialer(
+        settings, store, twilio, RunnerMetrics(), dict, busy, instance="a"
+    ), twilio
+
+
+async def test_a_draining_runner_claims_nothing(stores):
+    store, _ = stores
+    campaign = store.create(spec(), read_csv("+12125550100\n"), time.time())
+    asked = asyncio.Event()
+    reasons: list[str] = []
+
+    async def draining():
+        reasons.append("draining")
+        if len(reasons) >= 3:
+            asked.set()
+        return "draining"
+
+    dialing, twilio = dialer(store, draining)
+    dialing.start()
+    try:
+        await asyncio.wait_for(asked.wait(), 30)
+    finally:
+        await dialing.close()
+    assert twilio.created == []
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["attempts"]) == ("pending", 0)
+
+
+async def test_a_drain_before_the_slot_gives_the_number_back(stores):
+    store, _ = stores
+    campaign = store.create(spec(), read_csv("+12125550100\n"), time.time())
+    claim = store.claim("a", time.time()).claim
+    busy = "draining"
+    dialing, twilio = dialer(store, lambda: busy)
+    await dialing.place(claim)
+    assert twilio.created == []
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["attempts"], row["claimed_by"]) == ("pending", 0, None)
+
+    # Stopped while it waits for its slot: given back too.
+    busy = None
+    claim = store.claim("a", time.time()).claim
+    assert claim.attempt == 1
+    waiting = asyncio.create_task(dialing.place(dataclasses.replace(claim, at=time.time() + 60)))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["attempts"]) == ("pending", 0)
+
+    # Placed at its slot: the callbacks' URLs name the try.
+    await dialing.place(store.claim("a", time.time()).claim)
+    [url] = twilio.created
+    assert url.endswith(f"/campaign-answer?campaign={campaign}&number={row['id']}&attempt=1")
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["call_sid"]) == ("dialing", sid(1))
+
+
+@pytest.fixture
+async def api():
+    """The runner's app in the process (no socket), campaigns on, no dialer here."""
+    settings = runner_settings(
+        EMULATOR,
+        "https://runner.example",
+        runner_api_key=KEY,
+        campaign_dialer=False,
+        twilio_phone_number="+12125550000",
+        twilio_validate_signatures=False,
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://runner.example", headers=headers
+    ) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"numbers": ["+12125550100"], "rate": 10}, "unknown field 'rate'"),
+        ({}, 'give either "numbers"'),
+        ({"numbers": ["+12125550100"], "csv": "+12125550100\n"}, 'give either "numbers"'),
+        ({"numbers": "+12125550100"}, '"numbers" must be a list'),
+        ({"numbers": ["+12125550100"], "max_attempts": 2.5}, "max_attempts: a whole number"),
+        ({"numbers": ["+12125550100"], "ring_secs": 601}, "ring_secs: a number from 5 to 600"),
+        ({"numbers": ["+12125550100"], "rate_per_minute": "fast"}, "rate_per_minute"),
+        ({"numbers": ["+12125550100"], "from": "ACME"}, "from: 'ACME' is not a phone number"),
+        ({"numbers": ["+12125550100"], "calling_hours": 9}, "calling_hours: text"),
+        ({"numbers": ["+12125550100"], "calling_hours": "9-5"}, "calling_hours: calling hours"),
+        ({"numbers": ["+12125550100"], "bot": ["default"]}, "bot: unknown bot"),
+        ({"numbers": [42]}, r"numbers[0]"),
+    ],
+)
+async def test_bad_campaigns_get_a_clear_400(api, body, said):
+    answer = await api.post("/campaigns", json=body)
+    assert answer.status_code == 400, answer.text
+    assert said in answer.json()["detail"]
+
+
+async def test_a_good_campaign_keeps_its_caller_id_in_e164(api):
+    answer = await api.post(
+        "/campaigns", json={"numbers": ["+12125550100"], "from": "+1 (212) 555-0000"}
+    )
+    assert answer.status_code == 201, answer.text
+    shown = await api.get(f"/api/campaigns/{answer.json()['id']}")
+    assert shown.json()["from"] == "+12125550000"
+
+
+async def test_twilios_callbacks_must_name_their_try(api):
+    form = {"CallSid": sid(1), "CallStatus": "busy", "SequenceNumber": "2"}
+    query = "campaign=cmp_0123456789abcdef&number=1"
+    answer = await api.post(f"/campaign-status?{query}", data=form)
+    assert answer.status_code == 400 and "attempt" in answer.json()["detail"]
+    answer = await api.post(f"/campaign-status?{query}&attempt=1", data=form)
+    assert answer.status_code == 204  # no such number: nothing changes
