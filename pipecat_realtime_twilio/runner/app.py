@@ -33,6 +33,7 @@ from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
+from pipecat_realtime_twilio.runner.amendments import RecordAmender
 from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
 from pipecat_realtime_twilio.runner.bookkeeping import WEBHOOK_RETRY_SECS, RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot, BotError, load_bots, watch_bots
@@ -136,7 +137,8 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
         self.recorders = RecordingKeeper(settings, self.recordings, self.records)
         self.analyses = PostCallAnalysis(settings, self.records, self.metrics)
-        self.twilio_recording = TwilioRecording(settings, self.rest, self.records)
+        self.amender = RecordAmender(self.records, self.admission.shared)  # late news of calls
+        self.twilio_recording = TwilioRecording(settings, self.rest, self.amender)
         self.campaigns = CampaignDialer(  # outbound campaigns: runner.dialer
             settings,
             CampaignStore(self.store.engine),
@@ -234,6 +236,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         await self.admission.shared.close()
         await self.recorders.close()  # recordings being written
         await self.twilio_recording.close()
+        await self.amender.close()
         await self.campaigns.close()
         await self.analyses.close(settle_secs=0.5 if self.draining else 2.0)
         # After a drain, which settled the records within its timeout, do not wait again.
@@ -306,7 +309,9 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             self.metrics.rejected.labels("signature").inc()
             await refuse_stream(websocket)  # before accepting: the upgrade gets 403
             return
-        if self.draining and await self.admission.shared.another_ready():
+        # At its own STREAM_URL a stream is a call this instance answered: served while draining.
+        shared_address = self.settings.stream_url is None
+        if self.draining and shared_address and await self.admission.shared.another_ready():
             with contextlib.suppress(RuntimeError):  # a balancer tries another instance
                 await websocket.send_denial_response(Response(status_code=503))
             return
@@ -416,11 +421,11 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             self._account(call, bot)
 
     def _stream_elsewhere(self, call_sid: str) -> None:
-        """The call's stream started on another instance: its pre-warmed session closes."""
-        if self.prewarmed.elsewhere(call_sid):
+        """The call's stream started on another instance: its session, line and wait end here."""
+        if self.prewarmed.elsewhere(call_sid):  # pre-warm off: the line and the wait all the same
             logger.info(f"Call {call_sid} streams on another instance: pre-warmed session closed")
-            self.admission.handed_over(call_sid)
-            self.stream_came(call_sid)
+        self.admission.handed_over(call_sid)
+        self.handoff.forget(call_sid)  # that instance cleared it in Redis
 
     def _account(self, call: CallSession, bot: str) -> None:
         """Record a finished call, count it, log its summary, store and send its record."""
@@ -428,7 +433,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         self.admission.had_call(call.call_sid)
         record = self.records.record(call, bot)
         self.recorders.finish(call, record)  # its recording, if it was recorded
-        self.twilio_recording.fill(record)  # a Twilio recording URL that came first
+        self.amender.fill(record)  # what came before it (a Twilio recording URL...)
         self.metrics.count_call(record, call.agent, call.ended)
         logger.info(summary_line(record))
         self.records.keep(record)

@@ -64,9 +64,9 @@ class RecordKeeper:
 
     A record can be sent again when it changes: a stream status event that comes
     after the call's record was made (Twilio's ``stream-stopped`` usually does) is
-    added to it (:meth:`amend`), and the record, one ``revision`` higher, is stored
-    again (replacing the stored one) and sent again. A receiver keeps the latest
-    per ``call_sid`` (the highest ``revision``).
+    added to it (:meth:`amend_with`, :mod:`.amendments`), and the record, one
+    ``revision`` higher, is stored again (replacing the stored one) and sent again.
+    A receiver keeps the latest per ``call_sid`` (the highest ``revision``).
     """
 
     def __init__(
@@ -237,18 +237,6 @@ class RecordKeeper:
 
         task.add_done_callback(forget)
 
-    def amend(self, call_sid: str, event: dict) -> bool:
-        """Add a stream event that came late to a finished call's record, and keep it again.
-
-        Args:
-            call_sid: The call.
-            event: The event, as ``CallRecord.stream_events`` holds them.
-
-        Returns:
-            Whether the call's record was among :attr:`finished` (else nothing changed).
-        """
-        return self.amend_with(call_sid, lambda record: record.stream_events.append(dict(event)))
-
     def amend_with(self, call_sid: str, change: Callable[[CallRecord], None]) -> bool:
         """Change a finished call's record and keep it again, one ``revision`` higher.
 
@@ -256,6 +244,7 @@ class RecordKeeper:
         the post-call analysis) goes on it this way. The amended record (undelivered)
         replaces the one in :attr:`finished` and goes the way of every record
         (:meth:`keep`): the store replaces the stored one and the webhook gets it again.
+        A change that changes nothing (a callback repeated) makes no new revision.
 
         Args:
             call_sid: The call.
@@ -266,8 +255,11 @@ class RecordKeeper:
         """
         for index, kept in enumerate(self.finished):
             if kept.call_sid == call_sid:
+                before = kept.to_dict()
                 record = CallRecord.from_dict(kept.to_dict())  # the kept one may be in flight
                 change(record)
+                if record.to_dict() == before:
+                    return True  # nothing new (a repeated callback): no new revision
                 record.revision = kept.revision + 1
                 record.webhook_delivered = False
                 self.finished[index] = record
@@ -316,7 +308,7 @@ class RecordKeeper:
                 f"({describe_error(error)}); the record: {record.to_json()}"
             )
             return
-        self._stored(record)
+        self.stored(record)
 
     #
     # from the outbox to the database
@@ -381,7 +373,7 @@ class RecordKeeper:
                         self._database_failing = False
                         await asyncio.to_thread(self.outbox.remove, claim)
                         self._backlog_stored += self._backlog_since is not None
-                        self._stored(record)
+                        self.stored(record)
                         continue
                 if send and not record.webhook_delivered:
                     if await self._deliver(record):
@@ -416,8 +408,12 @@ class RecordKeeper:
     # to the webhook
     #
 
-    def _stored(self, record: CallRecord) -> None:
-        """A record is in the database: send it to the webhook if it has not been."""
+    def stored(self, record: CallRecord) -> None:
+        """A record is in the database: send it to the webhook if it has not been.
+
+        Args:
+            record: The record, as stored.
+        """
         if self.webhook is not None and not record.webhook_delivered:
             self._spawn(self._deliver_stored(record))
 

@@ -18,7 +18,9 @@ With ``REDIS_URL`` it lives in Redis (``redis.asyncio``), under ``REDIS_PREFIX``
 - the channel ``streams``: a stream that started on an instance without a
   pre-warmed call for it is announced there, and the instance that pre-warmed it
   closes that session at once (``on_stream_elsewhere``); so is a stream that never
-  came, failed by another instance than the webhook's (``on_stream_failed``).
+  came, failed by another instance than the webhook's (``on_stream_failed``);
+  and late news of a call parked for the instance holding its record (``on_amendment``,
+  :mod:`.amendments`).
 - ``action:{CallSid}`` and ``awaiting:{CallSid}``: what a call's ``<Connect action>``
   answers, and the calls whose streams have not started (:mod:`.stream_handoff`).
 - ``instance:{id}``: the registry (:class:`~.instances.InstanceInfo`), refreshed by
@@ -104,6 +106,7 @@ class SharedState:
         self.instance_id = settings.instance_id or default_instance_id()
         self.on_stream_elsewhere: Callable[[str], None] | None = None
         self.on_stream_failed: Callable[[str], None] | None = None
+        self.on_amendment: Callable[[str], None] | None = None
         self._settings = settings
         self._metrics = metrics
         self._prefix = settings.redis_prefix
@@ -319,6 +322,14 @@ class SharedState:
         """
         await self._publish(call_sid, "failed")
 
+    async def amendment_parked(self, call_sid: str) -> None:
+        """Say that late news of ``call_sid`` waits in Redis for the instance holding its record.
+
+        Args:
+            call_sid: The call.
+        """
+        await self._publish(call_sid, "amend")
+
     async def _publish(self, call_sid: str, event: str) -> None:
         if self._redis is None:
             return  # one instance: nobody else pre-warmed it
@@ -348,7 +359,11 @@ class SharedState:
         try:
             message = json.loads(data)
             call_sid, instance = str(message["call_sid"]), str(message["instance"])
-            told = {"started": self.on_stream_elsewhere, "failed": self.on_stream_failed}
+            told = {
+                "started": self.on_stream_elsewhere,
+                "failed": self.on_stream_failed,
+                "amend": self.on_amendment,
+            }
             handler = told[str(message.get("event", "started"))]
         except (ValueError, KeyError, TypeError, AttributeError):
             self._warnings.warning("message", f"Ignored a malformed handover message {field(data)}")

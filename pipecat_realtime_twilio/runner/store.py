@@ -270,6 +270,27 @@ class CallStore:
                 if attempt:
                     raise
 
+    def save_if(self, record: CallRecord, revision: int) -> bool:
+        """Replace the call's stored record only if it is still ``revision``, as read.
+
+        Args:
+            record: The changed record.
+            revision: The stored revision the change was made from.
+
+        Returns:
+            Whether it was replaced (False: none stored, or another change came first).
+        """
+        row = self._row(record.call_sid)
+        stored = self._record(row) if row is not None else None
+        if stored is None or stored.revision != revision:
+            return False
+        unchanged = (calls_table.c.call_sid == record.call_sid) & (
+            calls_table.c.record == row.record
+        )
+        query = update(calls_table).where(unchanged).values(row_values(record))
+        with self._engine.begin() as connection:
+            return connection.execute(query).rowcount > 0
+
     def get(self, call_sid: str) -> CallRecord | None:
         """Return the record of a call.
 
@@ -380,6 +401,18 @@ class CallStore:
             record: The record.
         """
         await asyncio.to_thread(self.save, record)
+
+    async def asave_if(self, record: CallRecord, revision: int) -> bool:
+        """`save_if` in a worker thread.
+
+        Args:
+            record: The changed record.
+            revision: The stored revision the change was made from.
+
+        Returns:
+            Whether it was replaced.
+        """
+        return await asyncio.to_thread(self.save_if, record, revision)
 
     async def aget(self, call_sid: str) -> CallRecord | None:
         """`get` in a worker thread.

@@ -13,10 +13,11 @@ in Twilio's debugger. :class:`StreamStatus`, part of the
 :class:`~pipecat_realtime_twilio.runner.app.CallRunner`, serves ``POST /stream-status``:
 every event is counted (``prt_stream_events_total{event}``), logged and kept on the
 call (``CallSession.stream_events``) and so on its record; an event that comes after
-the record was kept amends it. A ``stream-error`` for a call whose stream never
-started frees that call at once: its pre-warmed Realtime sessions are closed, its
-line is released, it is recorded as ``failed: stream: <Twilio's error number>``,
-and the ``<Connect action>`` answers the fallback line.
+the record was kept amends it, on whichever instance holds the record
+(:mod:`~pipecat_realtime_twilio.runner.amendments`). A ``stream-error`` for a call
+whose stream never started frees that call at once: its pre-warmed Realtime sessions
+are closed, its line is released, it is recorded as ``failed: stream: <Twilio's
+error number>``, and the ``<Connect action>`` answers the fallback line.
 
 It also serves the ``<Connect action>`` itself (``POST /stream-ended``): the TwiML a
 call's end asked for (``<Dial>``, a spoken line), ``<Hangup/>`` otherwise, and the
@@ -29,7 +30,6 @@ recorded once, by the first instance to claim it, and the instance that answered
 its webhook closes its pre-warmed session and frees its line at once.
 """
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +42,12 @@ from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import verified_form
 from pipecat_realtime_twilio.phone.twiml import hangup_twiml, say_twiml
 from pipecat_realtime_twilio.runner.admission import Admission
+from pipecat_realtime_twilio.runner.amendments import RecordAmender, StreamEventAmendment
 from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.prewarm import PrewarmedCalls
 from pipecat_realtime_twilio.runner.records import stream_event
-from pipecat_realtime_twilio.runner.stream_handoff import StreamClaim, StreamHandoff, keep_bounded
+from pipecat_realtime_twilio.runner.stream_handoff import StreamClaim, StreamHandoff
 from pipecat_realtime_twilio.settings import Settings
 
 
@@ -59,6 +60,7 @@ class StreamStatus:
     admission: Admission
     records: RecordKeeper
     prewarmed: PrewarmedCalls
+    amender: RecordAmender
     # The runner's: recording a call.
     _account: Callable[[CallSession, str], None]
 
@@ -66,8 +68,6 @@ class StreamStatus:
         # Calls awaiting their streams, and what the <Connect action> answers: shared.
         self.handoff = StreamHandoff(self.admission.shared)
         self.admission.shared.on_stream_failed = self._stream_failed_elsewhere
-        # Stream events of calls neither running nor recorded yet.
-        self._early_events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     def expect_stream(self, call_sid: str, parameters: dict[str, str]) -> None:
         """The webhook was answered with a stream: note the call until its stream starts.
@@ -100,7 +100,7 @@ class StreamStatus:
         Args:
             call: The call, about to run or to be recorded.
         """
-        call.stream_events[:0] = self._early_events.pop(call.call_sid, [])
+        call.stream_events[:0] = self.amender.take_stream_events(call.call_sid)
 
     async def stream_status(self, request: Request) -> Response:
         """Take a ``<Stream statusCallback>``: count it, log it, keep it on the call's record."""
@@ -123,9 +123,8 @@ class StreamStatus:
                 twiml = await self.stream_never_started(call_sid, account_sid, event, claim)
                 await self.handoff.share_action(call_sid, twiml)  # the action URL comes next
                 return Response(status_code=204)
-        if call_sid and not self.records.amend(call_sid, event):
-            events = [*self._early_events.get(call_sid, []), event]
-            keep_bounded(self._early_events, call_sid, events)
+        if call_sid:  # on its record, here or wherever it is (else when it is made)
+            await self.amender.amend(call_sid, StreamEventAmendment(event=event))
         return Response(status_code=204)
 
     async def stream_never_started(

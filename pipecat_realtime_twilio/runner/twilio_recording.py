@@ -12,8 +12,9 @@ the call (``Calls/{CallSid}/Recordings.json``, the caller and the bot on two cha
 unreachable API is logged and the call goes on. Once the call is over and the
 recording ready, Twilio POSTs ``/recording-status`` (signed, like every webhook):
 ``RecordingUrl`` goes on the call's record (``twilio_recording_url``), which is
-stored and sent to the webhook again, one revision higher. A callback that comes
-before the call's record was made is kept (a bounded number of calls) until it is.
+stored and sent to the webhook again, one revision higher, on whichever instance
+holds the record (:mod:`~pipecat_realtime_twilio.runner.amendments`). A callback
+that comes before the call's record was made waits until it is.
 
 The runner's own recording (``RECORD_CALLS``) is another thing: the audio the runner
 saw, kept where the runner keeps it.
@@ -22,7 +23,6 @@ saw, kept where the runner keeps it.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -33,17 +33,14 @@ from pipecat_realtime_twilio.logs import field
 from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.rest import TwilioRest, TwilioRestException
 from pipecat_realtime_twilio.phone.signatures import verified_form
-from pipecat_realtime_twilio.runner.records import CallRecord
+from pipecat_realtime_twilio.runner.amendments import RecordingUrlAmendment
 from pipecat_realtime_twilio.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
+    from pipecat_realtime_twilio.runner.amendments import RecordAmender
 
 STATUS_PATH = "/recording-status"
 """The route of Twilio's recording status callbacks."""
-
-URLS_KEPT = 1000
-"""Most recording URLs kept for calls whose record is not made yet."""
 
 _MAX_URL_CHARS = 1000
 
@@ -53,19 +50,18 @@ class TwilioRecording:
 
     Example::
 
-        recording = TwilioRecording(settings, rest, records)
+        recording = TwilioRecording(settings, rest, amender)
         router.add_api_route(STATUS_PATH, recording.status_callback, methods=["POST"])
         recording.start(call)  # when its stream starts
-        recording.fill(record)  # when its record is made
     """
 
-    def __init__(self, settings: Settings, rest: TwilioRest | None, records: RecordKeeper):
+    def __init__(self, settings: Settings, rest: TwilioRest | None, amender: RecordAmender):
         """Initialize it.
 
         Args:
             settings: The runner's settings (``TWILIO_RECORD``, ``PUBLIC_URL``).
             rest: Twilio's REST API; required with ``TWILIO_RECORD=true``.
-            records: The runner's record keeping, to amend records with.
+            amender: What puts the recording's URL on the call's record.
 
         Raises:
             SettingsError: ``TWILIO_RECORD=true`` without REST credentials or
@@ -74,7 +70,7 @@ class TwilioRecording:
         self.settings = settings
         self.enabled = settings.twilio_record
         self._rest = rest
-        self._records = records
+        self._amender = amender
         self._callback = ""
         if self.enabled:
             if rest is None:
@@ -88,8 +84,6 @@ class TwilioRecording:
                 )
             self._callback = settings.public_origin + STATUS_PATH
         self._tasks: set[asyncio.Task] = set()
-        # Recording URLs of calls whose record was not made when Twilio sent them.
-        self._early: OrderedDict[str, str] = OrderedDict()
 
     def start(self, call: CallSession) -> None:
         """Ask Twilio to record ``call``, in the background (nothing without ``TWILIO_RECORD``).
@@ -119,16 +113,6 @@ class TwilioRecording:
             return
         logger.warning(f"Call {call_sid}: Twilio could not record it ({problem}); call goes on")
 
-    def fill(self, record: CallRecord) -> None:
-        """Put a recording URL that came before ``record`` was made on it.
-
-        Args:
-            record: The call's record, just made.
-        """
-        url = self._early.pop(record.call_sid, None)
-        if url is not None:
-            record.twilio_recording_url = url
-
     async def status_callback(self, request: Request) -> Response:
         """Take Twilio's recording status callback: a completed recording goes on the record."""
         form = await verified_form(request, self.settings)
@@ -151,15 +135,12 @@ class TwilioRecording:
                 f"Recording status of call {field(call_sid, 40)}: no CallSid or no usable "
                 "RecordingUrl; dropped"
             )
-        elif self._records.amend_with(call_sid, lambda r: _set_url(r, url)):
-            logger.info(
-                f"Call {field(call_sid, 40)}: Twilio's recording {recording} is on its record"
-            )
         else:
-            self._early[call_sid] = url
-            self._early.move_to_end(call_sid)
-            while len(self._early) > URLS_KEPT:
-                self._early.popitem(last=False)
+            where = await self._amender.amend(call_sid, RecordingUrlAmendment(url=url))
+            if where in ("amended", "stored"):
+                logger.info(
+                    f"Call {field(call_sid, 40)}: Twilio's recording {recording} is on its record"
+                )
         return Response(status_code=204)
 
     async def close(self) -> None:
@@ -168,7 +149,3 @@ class TwilioRecording:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
-
-
-def _set_url(record: CallRecord, url: str) -> None:
-    record.twilio_recording_url = url
