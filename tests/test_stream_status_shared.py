@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 from conftest import AUTH_TOKEN, free_port, runner_settings
+from test_shared_state import subscribed
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.agent.tools import transfer_call
@@ -177,7 +178,7 @@ async def test_a_failed_stream_message_reaches_the_webhooks_instance(redis_url):
         a.on_stream_failed, a.on_stream_elsewhere = failed.put_nowait, elsewhere.put_nowait
         await a.start(dict)
         await b.start(dict)
-        await asyncio.sleep(0.2)  # both subscribed
+        await subscribed(a, b)
         await b.ask("publish", lambda r: r.publish(b.key("streams"), '{"call_sid": 1}'))
         await b.ask(
             "publish",
@@ -226,8 +227,9 @@ async def two_runners(redis_url: str, pipeline, **emulator_options):
             )
             server.app = create_app(settings, {"test": Bot("test", "a test bot", pipeline)})
         async with servers[0], servers[1]:
-            await asyncio.sleep(0.2)  # both listening on the streams channel
-            yield emulator, servers, [s.app.state.runner for s in servers]
+            runners = [s.app.state.runner for s in servers]
+            await subscribed(*(r.admission.shared for r in runners))
+            yield emulator, servers, runners
 
 
 @pytest.mark.call
@@ -269,10 +271,8 @@ async def test_a_stream_error_on_another_runner_fails_the_call_once_and_frees_it
             assert a.admission.capacity_left() == 1
 
             caller.server_url = servers[1].url  # Twilio's stream-error reaches b
-            reported_at = asyncio.get_running_loop().time()
             assert await caller.report_stream_error(HANDSHAKE_ERROR) == 204
-            await emulator.wait_for(lambda: prewarmed.closed, timeout=5)
-            assert prewarmed.closed_at - reported_at < 1.0  # at once, not after 30 s
+            await emulator.wait_for(lambda: prewarmed.closed, timeout=5)  # not after 30 s
             await caller.wait_until(lambda: a.admission.capacity_left() == 2, timeout=2)
             assert not a.awaits_stream(caller.call_sid)
             dropped = a.metrics.registry.get_sample_value(

@@ -147,6 +147,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             lambda: self.bots,
             lambda: self.admission.busy_reason(),
             instance=self.admission.shared.instance_id,
+            lines=self.admission.capacity_left,  # answered calls find a line
         )
         self._init_stream_status()
         self._reload_bots = reload_bots
@@ -233,11 +234,11 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             self._metrics_server.server_close()
             self._metrics_server = None
         await self.prewarmed.close()
-        await self.admission.shared.close()
         await self.recorders.close()  # recordings being written
         await self.twilio_recording.close()
         await self.amender.close()
         await self.campaigns.close()
+        await self.admission.shared.close()  # after those that ask Redis (amender, dialer)
         await self.analyses.close(settle_secs=0.5 if self.draining else 2.0)
         # After a drain, which settled the records within its timeout, do not wait again.
         await self.records.close(settle_secs=0.5 if self.draining else 5.0)

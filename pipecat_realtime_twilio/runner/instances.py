@@ -34,6 +34,9 @@ from pipecat_realtime_twilio.settings import Settings
 INSTANCE_TTL_SECS = 15
 """Seconds an instance stays in the registry after its last heartbeat."""
 
+_SCAN_COUNT = 5000
+"""Keys Redis looks at per step of the registry's ``SCAN``."""
+
 
 def default_instance_id() -> str:
     """This process's name when ``INSTANCE_ID`` is not set: ``hostname-pid``."""
@@ -145,7 +148,8 @@ async def read_registry(redis: Redis, pattern: str) -> list[InstanceInfo]:
         redis: The client.
         pattern: ``{REDIS_PREFIX}instance:*``.
     """
-    keys = [key async for key in redis.scan_iter(match=pattern, count=100)]
+    # SCAN walks the whole database (tokens, calls...): few, large steps, not many round trips.
+    keys = [key async for key in redis.scan_iter(match=pattern, count=_SCAN_COUNT)]
     values = await redis.mget(keys) if keys else []
     found = [InstanceInfo.from_json(value) for value in values]
     return sorted((i for i in found if i is not None), key=lambda i: i.id)
