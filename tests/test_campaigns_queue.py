@@ -77,13 +77,24 @@ def test_callbacks_on_another_instance_free_the_placing_instances_lines(stores):
     assert first is not None
     assert a.claim("a", NOW + 1, lines=1).claim is None  # its one line rings
     assert b.claim("b", NOW + 1, lines=1).claim is not None  # another instance's lines
-    # The call is answered; Twilio tells instance b.
-    b.progress(campaign, first.number_id, 1, sid(1), "in-progress", 2, None, None, NOW + 2)
+    # The call is answered; Twilio tells instance b. It holds its line while AMD listens
+    # (the bot may take it), until AMD's result, which Twilio also tells instance b.
+    call = (campaign, first.number_id, 1, sid(1))
+    b.progress(*call, "in-progress", 2, None, None, NOW + 2)
+    assert a.claim("a", NOW + 2, lines=1).claim is None
+    assert b.amd(*call, "machine_end_beep", True, NOW + 2)
     assert a.claim("a", NOW + 2, lines=1).claim is not None
     # A call that never reports back stops counting after its ring and the wait for AMD.
     assert a.claim("a", NOW + 3, lines=1).claim is None
-    a.create(spec(), read_csv("+12125550103\n"), NOW)
-    assert a.claim("a", NOW + 2 + 25 + 30 + 11, lines=1).claim is not None
+    later = a.create(spec(), read_csv("+12125550103\n+12125550104\n"), NOW)
+    second = a.claim("a", NOW + 2 + 25 + 30 + 11, lines=1).claim
+    assert second is not None
+    # Answered, no AMD result ever: its line is free once the wait for AMD is over.
+    a.progress(later, second.number_id, 1, sid(2), "in-progress", 2, None, None, NOW + 70)
+    assert a.claim("a", NOW + 70 + 30 + 9, lines=1).claim is None
+    assert a.claim("a", NOW + 70 + 30 + 11, lines=1).claim is not None
+    # No free line at all: nothing is claimed.
+    assert a.claim("a", NOW + 200, lines=0).claim is None
 
 
 def test_the_pace_is_the_databases_claims_get_slots(stores):
@@ -108,12 +119,64 @@ class Twilio:
         return sid(len(self.created))
 
 
-def dialer(store, busy) -> tuple[CampaignDialer, Twilio]:
+def dialer(store, busy, **options) -> tuple[CampaignDialer, Twilio]:
     settings = runner_settings(EMULATOR, "https://runner.example")
     twilio = Twilio()
     return CampaignDialer(
-        settings, store, twilio, RunnerMetrics(), dict, busy, instance="a"
+        settings, store, twilio, RunnerMetrics(), dict, busy, instance="a", **options
     ), twilio
+
+
+async def test_the_dialer_claims_only_while_this_instance_has_a_free_line(stores):
+    store, _ = stores
+    campaign = store.create(spec(), read_csv("+12125550100\n"), time.time())
+    free, asks = [0], []
+    asked = asyncio.Event()
+
+    def lines() -> int:  # Admission.capacity_left: its calls hold every line
+        asks.append(free[0])
+        if len(asks) >= 3:
+            asked.set()
+        return free[0]
+
+    dialing, twilio = dialer(store, lambda: None, lines=lines)
+    dialing.start()
+    try:
+        await asyncio.wait_for(asked.wait(), 30)
+        assert twilio.created == []
+        free[0] = 1  # a call ended
+        async with asyncio.timeout(30):
+            while not twilio.created:
+                await asyncio.sleep(0.05)
+    finally:
+        await dialing.close()
+    [row] = store.numbers(campaign)
+    assert (row["state"], row["call_sid"]) == ("dialing", sid(1))
+
+
+async def test_a_try_never_placed_fails_even_behind_fifty_long_calls(stores):
+    store, _ = stores
+    then = time.time() - 300
+    csv = "".join(f"+121255501{n:02d}\n" for n in range(52))
+    campaign = store.create(spec(), read_csv(csv), then)
+    for n in range(52):
+        claim = store.claim("a", then + n * 0.01).claim
+        if n < 51:  # calls going on for five minutes; the last claim's instance died
+            store.placed(campaign, claim.number_id, 1, sid(n + 1), then + n * 0.01)
+    dialing, _ = dialer(store, lambda: None)
+    await dialing.reconcile()
+    rows = store.numbers(campaign, 100)
+    assert [r["state"] for r in rows] == ["dialing"] * 51 + ["pending"]
+    assert rows[-1]["detail"] == "the call was never placed"
+
+
+def test_a_human_goes_to_the_bot_with_no_empty_pause(stores):
+    dialing, _ = dialer(stores[0], lambda: None)
+    human = dialing.answer_twiml("default", "human")
+    assert "<Pause" not in human  # Twilio refuses <Pause length="0"> (13910)
+    assert "https://runner.example/incoming?bot=default</Redirect>" in human
+    waiting = dialing.answer_twiml("default", None)
+    assert '<Pause length="30"' in waiting and "/incoming?bot=default</Redirect>" in waiting
 
 
 async def test_a_draining_runner_claims_nothing(stores):

@@ -278,3 +278,15 @@ async def test_a_rest_update_ends_a_live_stream_from_twilios_side(runner):
     assert human.sent[-1][1]["event"] == "stop"  # as Twilio ends a stream
     assert carrier.final_status[sid] == "completed" == dialer.rest.calls[sid]["status"]
     assert carrier.problems == []
+
+
+async def test_a_pause_that_is_not_positive_is_a_problem():
+    # Twilio refuses <Pause length="0"> (warning 13910: a positive integer); so does the fake.
+    async with dialing({}, default="human") as (dialer, carrier):
+        await dialer.place(
+            "+15550100060",
+            twiml='<Response><Pause length="0"/><Hangup/></Response>',
+            drop=("url", "method"),
+        )
+        await carrier.wait_idle(timeout=10)
+    assert any("<Pause length='0'>" in problem for problem in carrier.problems), carrier.problems

@@ -136,13 +136,15 @@ def pause_then_redirect_twiml(pause_secs: int, url: str) -> str:
     detection; if the detection never answers, the call goes on to ``url``.
 
     Args:
-        pause_secs: Seconds of silence.
+        pause_secs: Seconds of silence; 0 or less: none, only the ``<Redirect>``
+            (Twilio refuses a ``<Pause length>`` that is not positive, warning 13910).
         url: The webhook to redirect to.
 
     Returns:
         The TwiML document.
     """
     response = VoiceResponse()
-    response.pause(length=pause_secs)
+    if pause_secs > 0:
+        response.pause(length=pause_secs)
     response.redirect(url, method="POST")
     return str(response)

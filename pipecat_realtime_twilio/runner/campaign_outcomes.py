@@ -243,12 +243,17 @@ class CampaignOutcomes(CampaignReads):
             )
             return True
 
-    def stale(self, older_than: float, limit: int = 50) -> list[tuple[str, int, str | None, int]]:
+    def stale(
+        self, older_than: float, limit: int = 50, *, placed: bool | None = None
+    ) -> list[tuple[str, int, str | None, int]]:
         """Numbers dialing since before ``older_than``: (campaign, number, call, try).
 
         Args:
             older_than: Unix time.
-            limit: At most this many.
+            limit: At most this many (the oldest).
+            placed: Only those with a call (True) or without one (False); None: both.
+                The dialer asks for each kind apart, so that calls going on for long
+                cannot hide a try never placed behind them.
         """
         c = numbers_table.c
         query = (
@@ -257,6 +262,8 @@ class CampaignOutcomes(CampaignReads):
             .order_by(c.claimed_at)
             .limit(limit)
         )
+        if placed is not None:
+            query = query.where(c.call_sid.is_not(None) if placed else c.call_sid.is_(None))
         with self._engine.connect() as connection:
             return [
                 (r.campaign_id, r.id, r.call_sid, r.attempts) for r in connection.execute(query)

@@ -17,10 +17,11 @@ takes its first due number inside its calling hours, gives it the campaign's nex
 slot (``next_dial_at``, taken up to :data:`CLAIM_AHEAD_SECS` ahead, so the call leaves at
 its slot whatever the database's latency) and moves ``next_dial_at`` on by
 ``60 / rate_per_minute`` seconds: together the instances never place more than the rate.
-The calls this instance placed that still ring count against its lines from the queue
-too, so a callback that lands on another instance frees them as well. A number's calls
-then report back (:class:`~pipecat_realtime_twilio.runner.campaign_outcomes.CampaignOutcomes`),
-and every number ends with exactly one outcome.
+The calls this instance placed that still ring or wait for AMD count against its free
+lines from the queue too, so a callback that lands on another instance frees them as
+well. A number's calls then report back
+(:class:`~pipecat_realtime_twilio.runner.campaign_outcomes.CampaignOutcomes`), and every
+number ends with exactly one outcome.
 
 Times are Unix seconds (``time.time()``): instances share them.
 """
@@ -31,7 +32,7 @@ import asyncio
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from pipecat_realtime_twilio.runner.calling_hours import CallingHours
 from pipecat_realtime_twilio.runner.campaign_csv import CampaignNumbers
@@ -158,7 +159,7 @@ class CampaignStore(CampaignOutcomes):
             instance: This instance's id (kept on the number).
             now: Unix time.
             lines: Claim nothing while this many of the calls ``instance`` placed ring
-                (None: no limit).
+                or wait for AMD (None: no limit); its free lines.
 
         Returns:
             The claim, if a number was due, and how long to wait before the next try.
@@ -207,14 +208,24 @@ class CampaignStore(CampaignOutcomes):
 
     @staticmethod
     def _ringing(connection: Connection, instance: str, now: float) -> int:
-        """How many calls ``instance`` claimed are not answered, nor ended, nor given up on."""
+        """How many calls ``instance`` claimed ring or wait for AMD (not ended nor given up on).
+
+        A call counts until AMD's result, or until its ring time, the wait for AMD and a
+        margin have passed (from its answer, once answered): the bot may yet take it.
+        """
         nc, cc = numbers_table.c, campaigns_table.c
+        since = now - AMD_WAIT_SECS - RING_MARGIN_SECS
         query = (
             select(func.count())
             .select_from(numbers_table.join(campaigns_table, cc.id == nc.campaign_id))
             .where(nc.state == "dialing", nc.claimed_by == instance[:200])
-            .where(nc.answered_at.is_(None), nc.answered_by.is_(None))
-            .where(nc.claimed_at + cc.ring_secs > now - AMD_WAIT_SECS - RING_MARGIN_SECS)
+            .where(nc.answered_by.is_(None))
+            .where(
+                or_(
+                    and_(nc.answered_at.is_(None), nc.claimed_at + cc.ring_secs > since),
+                    nc.answered_at > since,
+                )
+            )
         )
         return int(connection.execute(query).scalar_one())
 
@@ -316,11 +327,12 @@ class CampaignStore(CampaignOutcomes):
         """`claim` in a worker thread."""
         return await asyncio.to_thread(self.claim, instance, now, lines)
 
-    async def acall(self, method: str, *args: Any) -> Any:
+    async def acall(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run the method named ``method`` in a worker thread.
 
         Args:
             method: E.g. ``"progress"``.
             *args: Its arguments.
+            **kwargs: Its keyword arguments.
         """
-        return await asyncio.to_thread(getattr(self, method), *args)
+        return await asyncio.to_thread(getattr(self, method), *args, **kwargs)

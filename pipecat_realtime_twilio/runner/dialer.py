@@ -87,6 +87,7 @@ class CampaignDialer:
         *,
         instance: str,
         prefix: str = "",
+        lines: Callable[[], int] | None = None,
     ):
         """Initialize the dialer (`start` starts it).
 
@@ -100,6 +101,9 @@ class CampaignDialer:
             instance: This instance's id, as the shared state knows it
                 (``SharedState.instance_id``).
             prefix: Where the runner's routes are mounted.
+            lines: This instance's free lines now (``Admission.capacity_left``): the
+                calls it placed that ring or wait for AMD stay fewer, so that the people
+                who answer find a line. None: ``MAX_CALLS``.
         """
         self.settings = settings
         self.store = store
@@ -108,6 +112,7 @@ class CampaignDialer:
         self._bots = bots
         self._busy = busy
         self._prefix = prefix
+        self._lines = lines
         self.instance = instance
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -153,7 +158,8 @@ class CampaignDialer:
                     reconciled = time.time()
                     await self.reconcile()
                 if await self._busy_now() is None:
-                    lines = self.settings.max_calls  # calls this instance placed that ring
+                    # The calls this instance placed that ring or wait for AMD: fewer than this.
+                    lines = self._lines() if self._lines is not None else self.settings.max_calls
                     result = await self.store.aclaim(self.instance, time.time(), lines)
                     for outcome in result.outcomes:
                         self.metrics.campaign_outcomes.labels(outcome).inc()
@@ -368,16 +374,15 @@ class CampaignDialer:
     async def reconcile(self) -> None:
         """Settle numbers left dialing: a try never placed fails; a call is asked of Twilio."""
         now = time.time()
-        for campaign_id, number_id, call_sid, attempt in await self.store.acall(
-            "stale", now - UNPLACED_SECS
-        ):
-            if call_sid is None:  # claimed, never placed (its instance died): the try failed
-                where = {"campaign": campaign_id, "number": number_id, "attempt": attempt}
-                await self._refused(where, None, "the call was never placed")
+        for campaign_id, number_id, _, attempt in await self.store.acall(
+            "stale", now - UNPLACED_SECS, 50, placed=False
+        ):  # claimed, never placed (its instance died): the try failed
+            where = {"campaign": campaign_id, "number": number_id, "attempt": attempt}
+            await self._refused(where, None, "the call was never placed")
         if self.rest is None:
             return
         for campaign_id, number_id, call_sid, attempt in await self.store.acall(
-            "stale", now - CALL_LIFE_SECS - MAX_RING_SECS
+            "stale", now - CALL_LIFE_SECS - MAX_RING_SECS, 50, placed=True
         ):
             if call_sid is not None:
                 await self._fetch(campaign_id, number_id, attempt, call_sid)

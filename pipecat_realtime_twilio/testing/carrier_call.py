@@ -393,8 +393,8 @@ class CarrierCall:
 
     def _pause_secs(self, verb: TwimlVerb) -> float:
         length = verb.attributes.get("length", "1")
-        if not length.isdigit():
-            self.problem(f"<Pause length={length!r}> is not a whole number of seconds")
+        if not length.isdigit() or int(length) < 1:  # Twilio: warning 13910, a positive integer
+            self.problem(f"<Pause length={length!r}> is not a positive whole number of seconds")
             return 1.0
         secs = float(length)
         if secs <= LONG_PAUSE_SECS:
