@@ -241,3 +241,70 @@ def test_bots_declare_their_voicemail_and_bad_ones_are_refused(tmp_path):
     (tmp_path / "md" / "md.md").write_text("---\nvoicemail: ''\n---\nHello.\n")
     with pytest.raises(BotError, match="voicemail"):
         load_bots(tmp_path / "md")
+
+
+def _progress(done: int, status: str = "running") -> dict:
+    return {"status": status, "done": done, "total": 2, "outcomes": {"answered": done}}
+
+
+def test_the_campaign_command_rides_out_a_runner_that_fails_for_a_while(monkeypatch):
+    import io
+
+    import httpx
+
+    from pipecat_realtime_twilio.runner import campaign_cli
+
+    monkeypatch.setattr(campaign_cli, "POLL_SECS", 0.0)
+    answers = [
+        httpx.Response(502, text="bad gateway"),
+        httpx.Response(200, json=_progress(1)),
+        httpx.Response(503, text="restarting"),
+        httpx.Response(200, json=_progress(2, "done")),
+    ]
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return answers.pop(0)
+
+    client = httpx.Client(base_url="http://runner", transport=httpx.MockTransport(handler))
+    out = io.StringIO()
+    assert campaign_cli._follow(client, "7", out) == 0
+    assert asked == ["/api/campaigns/7"] * 4
+    assert out.getvalue().splitlines() == [
+        "[##########----------] 1/2  answered 1",
+        "[####################] 2/2  answered 2",
+    ]
+
+
+def test_the_campaign_command_stops_at_once_when_the_runner_refuses(monkeypatch, capsys):
+    import io
+
+    import httpx
+
+    from pipecat_realtime_twilio.runner import campaign_cli
+
+    monkeypatch.setattr(campaign_cli, "POLL_SECS", 0.0)
+    client = httpx.Client(
+        base_url="http://runner",
+        transport=httpx.MockTransport(lambda request: httpx.Response(404, text="no such campaign")),
+    )
+    assert campaign_cli._follow(client, "7", io.StringIO()) == 1
+    assert "404" in capsys.readouterr().err
+
+
+def test_the_campaign_command_gives_up_on_a_runner_gone_for_good(monkeypatch, capsys):
+    import io
+
+    import httpx
+
+    from pipecat_realtime_twilio.runner import campaign_cli
+
+    monkeypatch.setattr(campaign_cli, "POLL_SECS", 0.0)
+    monkeypatch.setattr(campaign_cli, "UNREACHABLE_SECS", 0.05)
+    client = httpx.Client(
+        base_url="http://runner",
+        transport=httpx.MockTransport(lambda request: httpx.Response(502, text="bad gateway")),
+    )
+    assert campaign_cli._follow(client, "7", io.StringIO()) == 1
+    assert "/api/campaigns/7" in capsys.readouterr().err

@@ -31,6 +31,9 @@ from pipecat_realtime_twilio.settings import Settings
 POLL_SECS = 1.0
 """How often the progress is asked for."""
 
+UNREACHABLE_SECS = 60.0
+"""How long the runner may fail to answer (a restart, a 502) before ``campaign`` gives up."""
+
 BAR_WIDTH = 20
 
 
@@ -51,6 +54,9 @@ def add_parser(commands: Any, run: Any) -> None:
     campaign.add_argument("--hours", help="calling hours, HH:MM-HH:MM (CAMPAIGN_CALLING_HOURS)")
     campaign.add_argument("--attempts", type=int, help="tries per number (CAMPAIGN_MAX_ATTEMPTS)")
     campaign.add_argument("--retry-secs", type=float, help="wait before a retry, doubled per try")
+    campaign.add_argument(
+        "--ring-secs", type=int, help="how long a call rings before no answer (CAMPAIGN_RING_SECS)"
+    )
     campaign.add_argument("--from", help="caller ID (TWILIO_PHONE_NUMBER)")
     campaign.add_argument("--url", help="the runner's URL (PUBLIC_URL)")
     campaign.add_argument("--api-key", help="the runner's RUNNER_API_KEY")
@@ -93,6 +99,7 @@ def run_campaign(args: argparse.Namespace, settings: Settings, out: TextIO | Non
         ("calling_hours", args.hours),
         ("max_attempts", args.attempts),
         ("retry_secs", args.retry_secs),
+        ("ring_secs", args.ring_secs),
         ("from", getattr(args, "from")),
     ):
         if value is not None:
@@ -124,13 +131,26 @@ def run_campaign(args: argparse.Namespace, settings: Settings, out: TextIO | Non
 def _follow(client: httpx.Client, campaign_id: str, out: TextIO) -> int:
     tty = out.isatty()
     shown = ""
+    failing_since: float | None = None
     while True:
         try:
             answer = client.get(f"/api/campaigns/{campaign_id}", params={"limit": 1})
+            if answer.status_code in (401, 403, 404):  # asking again will not help
+                return _fail(f"the runner answered {answer.status_code}: {answer.text[:200]}", 1)
             answer.raise_for_status()
             progress = answer.json()
         except (httpx.HTTPError, ValueError) as e:
-            return _fail(f"lost the runner: {type(e).__name__}", 1)
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since > UNREACHABLE_SECS:
+                return _fail(
+                    f"lost the runner for {UNREACHABLE_SECS:g} s ({type(e).__name__}); the "
+                    f"campaign goes on: follow it at /api/campaigns/{campaign_id}",
+                    1,
+                )
+            time.sleep(POLL_SECS)
+            continue
+        failing_since = None
         line = progress_line(progress)
         if tty:
             out.write(f"\r{line}\x1b[K")
