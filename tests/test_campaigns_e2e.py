@@ -15,6 +15,7 @@ from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest
 from pipecat_realtime_twilio.testing.server import LocalServer
 
 RATE = 300.0  # calls per minute: one every 0.2 s
+JITTER_SECS = 0.1  # how late one create request may reach Twilio on a loaded machine
 KEY = "campaign-key"
 
 
@@ -132,11 +133,16 @@ async def test_a_campaign_of_fifty_numbers_reaches_every_outcome_at_its_pace():
                     await asyncio.sleep(0.1)
                 record = await runner.store.aget(entry["call_sid"])
                 assert record is not None and record.bot == "survey", entry
-        # The pace: creates at least 60/rate apart (a little jitter), at most rate per minute.
+        # The pace, as Twilio saw it: no stretch of time holds more creates than the rate allows
+        # (one at its start, then one per 60/rate s), give or take JITTER_SECS of one request's
+        # delay on a busy machine (the whole run is one such stretch).
         creates = sorted(call.at for call in carrier.placed)
-        gaps = [b - a for a, b in zip(creates, creates[1:], strict=False)]
-        assert min(gaps) >= 60 / RATE - 0.08, min(gaps)
-        assert len(creates) <= (creates[-1] - creates[0]) * RATE / 60 + 1
+        worst = max(
+            (j - i + 1) - ((creates[j] - creates[i] + JITTER_SECS) * RATE / 60 + 1)
+            for i in range(len(creates))
+            for j in range(i + 1, len(creates))
+        )
+        assert worst <= 0, f"{worst:.2f} creates over the pace"
         metrics = runner.metrics.render().decode()
         assert 'prt_campaign_outcomes_total{outcome="answered"} 32.0' in metrics
         assert 'prt_campaign_amd_total{answered_by="machine_end_beep"} 5.0' in metrics
