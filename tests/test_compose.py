@@ -132,7 +132,7 @@ def _site_blocks(caddyfile: str) -> dict[str, str]:
 
 
 def check_caddy_routes(compose: Compose, caddyfile: str) -> list[str]:
-    """Caddy: each runner's own prefix, the balanced paths over every runner, no /metrics."""
+    """Caddy: each runner's own prefix (its streams only), the balanced paths, no /metrics."""
     problems = []
     blocks = _site_blocks(caddyfile)
     names = sorted(runners(compose))
@@ -140,8 +140,9 @@ def check_caddy_routes(compose: Compose, caddyfile: str) -> list[str]:
         block = blocks.get(f"handle_path /r/{name}/*", "")
         if f"reverse_proxy {name}:8080" not in block:
             problems.append(f"/r/{name}/* is not routed to {name} alone")
-        if "respond /metrics 404" not in block:
-            problems.append(f"/r/{name}/metrics is public")
+        only_streams = "@not_stream not path /media-stream" in block
+        if not only_streams or "respond @not_stream 404" not in block:
+            problems.append(f"/r/{name}/* serves more than its media streams")
     pool = re.search(r"reverse_proxy ((?:runner\d+:8080 ?)+)\{(.*?)\n\t\}", caddyfile, re.S)
     if pool is None:
         return [*problems, "no load-balanced pool of runners"]
@@ -196,7 +197,8 @@ BAD_COMPOSE = [
 ]
 BAD_CADDYFILE = [
     (check_caddy_routes, _caddy_variant("reverse_proxy runner2:8080\n", "reverse_proxy x:80\n")),
-    (check_caddy_routes, _caddy_variant("\t\trespond /metrics 404\n", "")),
+    (check_caddy_routes, _caddy_variant("\t\trespond @not_stream 404\n", "")),
+    (check_caddy_routes, _caddy_variant("not path /media-stream", "not path /metrics")),
     (check_caddy_routes, _caddy_variant("runner2:8080 runner3:8080 {", "runner2:8080 {")),
     (check_caddy_routes, _caddy_variant("health_uri /readyz", "health_uri /healthz")),
     (check_caddy_routes, _caddy_variant(" /stream-status ", " ")),
@@ -308,6 +310,18 @@ class Stack:
         args = ["exec", "-T", "postgres", "psql", "-U", "prt", "-d", "calls", "-tA", "-c", query]
         return (await self.compose(*args))[1].strip()
 
+    async def readyz(self, service: str) -> int:
+        """The HTTP status of a runner's ``/readyz``, asked on the compose network (not public)."""
+        script = (
+            "import urllib.request, urllib.error\n"
+            "try:\n"
+            "    print(urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=3).status)\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    print(e.code)\n"
+        )
+        code, out = await self.compose("exec", "-T", service, "python", "-c", script, check=False)
+        return int(out.strip()) if code == 0 and out.strip().isdigit() else 0
+
     async def get(self, path: str, **headers: str) -> int:
         """The HTTP status of a GET through Caddy (TLS checked with the trusted root)."""
         try:
@@ -395,6 +409,10 @@ async def _status_is(stack: Stack, path: str, status: int, headers: dict[str, st
     return await stack.get(path, **headers) == status
 
 
+async def _draining(stack: Stack, runner: str) -> bool:
+    return await stack.readyz(runner) == 503
+
+
 def _runner_of(caller: TwilioCaller) -> str:
     """The runner whose own address the call's stream was sent to."""
     assert caller.dial_result is not None and caller.dial_result.stream_url
@@ -441,13 +459,12 @@ async def test_a_call_through_the_stack_then_a_runner_drains(stack: Stack) -> No
         await caller.call()
         runner = _runner_of(caller)
         await caller.wait_quiet(timeout=20)
+        # A runner's own address serves its media streams and nothing else.
+        assert await stack.get(f"/r/{runner}/readyz") == 404
+        assert await stack.readyz(runner) == 200
         container = await stack.container(runner)
         stop = asyncio.create_task(run("docker", "stop", "-t", "75", container, timeout=100))
-        await wait_for(
-            f"{runner} draining (/readyz 503)",
-            lambda: _status_is(stack, f"/r/{runner}/readyz", 503, {}),
-            timeout=20,
-        )
+        await wait_for(f"{runner} draining (/readyz 503)", lambda: _draining(stack, runner), 20)
         await _turn(caller)  # the call in progress goes on during the drain
         assert not caller.ended
         await caller.hangup()
