@@ -10,6 +10,7 @@ import asyncio
 import httpx
 import pytest
 from conftest import AUTH_TOKEN, free_port, phone_call, runner_settings
+from loguru import logger
 from websockets.exceptions import InvalidStatus
 
 from pipecat_realtime_twilio.runner import shared_state
@@ -216,6 +217,41 @@ async def test_the_handover_message_reaches_the_instance_that_prewarmed(instance
     await b.stream_started(sid(7))
     assert await asyncio.wait_for(told_a.get(), 5) == sid(7)
     assert told_b.empty()  # not its own message
+
+
+@pytest.mark.call
+async def test_a_handler_that_raises_does_not_stop_the_listening(instances_redis):
+    a, b = instances_redis("a"), instances_redis("b")
+    told: asyncio.Queue = asyncio.Queue()
+
+    def handler(call_sid: str) -> None:
+        if call_sid == sid(1):
+            raise RuntimeError("a bug in a handler")
+        told.put_nowait(call_sid)
+
+    a.on_stream_elsewhere = handler
+    logged: list[str] = []
+    sink = logger.add(lambda m: logged.append(str(m)), level="ERROR")
+    await a.start(dict)
+    await b.start(dict)
+    await subscribed(a, b)
+    await b.stream_started(sid(1))
+    await b.stream_started(sid(2))
+    assert await asyncio.wait_for(told.get(), 5) == sid(2)  # the next message still comes
+    logger.remove(sink)
+    assert errors(a._metrics, "subscribe") == 0  # not taken for Redis going away
+    assert any("a bug in a handler" in line for line in logged)
+
+
+@pytest.mark.call
+async def test_the_registry_is_read_in_one_step_whatever_else_redis_holds(instances_redis):
+    a, b = instances_redis("a"), instances_redis("b")
+    await a.start(dict)
+    await b.start(dict)
+    await a.ask("test", lambda r: r.mset({a.key("call", sid(n)): "1" for n in range(20_000)}))
+    assert [i.id for i in await a.instances()] == ["a", "b"]
+    assert a.status == "ok" and errors(a._metrics, "registry") == 0
+    assert await a.alive("b") and not await a.alive("c")
 
 
 @pytest.mark.call

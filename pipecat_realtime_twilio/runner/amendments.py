@@ -330,8 +330,7 @@ class RecordAmender:
 
     async def _alive(self, instance: str) -> bool:
         """Whether ``instance`` is in the registry (so it takes what is parked for it)."""
-        found = await self._ask(lambda r: r.exists(self._shared.key("instance", instance)))
-        return found is not FAILED and bool(found)
+        return await self._shared.alive(instance)
 
     async def _line_held(self, call_sid: str) -> bool:
         """Whether an instance holds the call's line: it runs, or is about to, or ends there."""

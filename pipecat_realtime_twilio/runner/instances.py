@@ -6,9 +6,13 @@
 
 """The instance registry's entries, and the Lua scripts that keep the account's lines.
 
-Each instance sharing ``REDIS_URL`` writes an :class:`InstanceInfo` under
-``{REDIS_PREFIX}instance:{id}`` with a short TTL that its heartbeat renews, so an
-instance that stops renewing (crashed, cut off) leaves the registry by itself.
+Each instance sharing ``REDIS_URL`` writes its :class:`InstanceInfo` in the hash
+``{REDIS_PREFIX}instances`` (a field per instance) and the time of that write, on
+Redis' own clock, in the sorted set ``{REDIS_PREFIX}instances:seen``, both renewed by
+its heartbeat (:data:`REGISTER`). Reading the registry (:data:`READ_REGISTRY`) drops
+the entries not renewed within :data:`INSTANCE_TTL_SECS`, so an instance that stops
+renewing (crashed, cut off) leaves it by itself; one read is one script, whatever
+else the database holds, and the instances' clocks need not agree.
 
 The account's lines (``MAX_CALLS_TOTAL``) are leases in the sorted set
 ``{REDIS_PREFIX}lines``: member the CallSid, score the lease's expiry (Unix
@@ -26,16 +30,40 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from redis.asyncio import Redis
-
 from pipecat_realtime_twilio.errors import SettingsError
 from pipecat_realtime_twilio.settings import Settings
 
 INSTANCE_TTL_SECS = 15
 """Seconds an instance stays in the registry after its last heartbeat."""
 
-_SCAN_COUNT = 5000
-"""Keys Redis looks at per step of the registry's ``SCAN``."""
+REGISTER = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[1])
+return 1
+"""
+"""Write an instance's entry (KEYS: the hash, the sorted set; ARGV: id, JSON entry)."""
+
+READ_REGISTRY = """
+local now = redis.call('TIME')
+local oldest = tonumber(now[1]) + tonumber(now[2]) / 1000000 - tonumber(ARGV[1])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
+for _, id in ipairs(stale) do
+  redis.call('HDEL', KEYS[1], id)
+end
+if #stale > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. oldest)
+end
+return redis.call('HVALS', KEYS[1])
+"""
+"""The entries renewed within ARGV[1] seconds; older ones are removed."""
+
+DEREGISTER = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+"""Remove an instance's entry (it stops)."""
 
 
 def default_instance_id() -> str:
@@ -141,16 +169,12 @@ def instance_info(
     )
 
 
-async def read_registry(redis: Redis, pattern: str) -> list[InstanceInfo]:
-    """The registry's entries whose keys match ``pattern``, by id (unreadable ones skipped).
+def parse_registry(values: list[Any]) -> list[InstanceInfo]:
+    """The registry's entries as :data:`READ_REGISTRY` returns them, by id (unreadable skipped).
 
     Args:
-        redis: The client.
-        pattern: ``{REDIS_PREFIX}instance:*``.
+        values: The stored JSON entries.
     """
-    # SCAN walks the whole database (tokens, calls...): few, large steps, not many round trips.
-    keys = [key async for key in redis.scan_iter(match=pattern, count=_SCAN_COUNT)]
-    values = await redis.mget(keys) if keys else []
     found = [InstanceInfo.from_json(value) for value in values]
     return sorted((i for i in found if i is not None), key=lambda i: i.id)
 

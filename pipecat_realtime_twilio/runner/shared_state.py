@@ -23,8 +23,8 @@ With ``REDIS_URL`` it lives in Redis (``redis.asyncio``), under ``REDIS_PREFIX``
   :mod:`.amendments`).
 - ``action:{CallSid}`` and ``awaiting:{CallSid}``: what a call's ``<Connect action>``
   answers, and the calls whose streams have not started (:mod:`.stream_handoff`).
-- ``instance:{id}``: the registry (:class:`~.instances.InstanceInfo`), refreshed by
-  the heartbeat every :data:`HEARTBEAT_SECS`.
+- ``instances`` and ``instances:seen``: the registry (:class:`~.instances.InstanceInfo`),
+  refreshed by the heartbeat every :data:`HEARTBEAT_SECS`.
 
 Without ``REDIS_URL`` the same interface keeps it all in this process (one
 instance, as before; ``MAX_CALLS_TOTAL`` then caps this process).
@@ -51,6 +51,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from loguru import logger
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -58,14 +59,17 @@ from redis.backoff import NoBackoff
 from pipecat_realtime_twilio.logs import Throttled, field
 from pipecat_realtime_twilio.runner.instances import (
     COUNT_LINES,
+    DEREGISTER,
     FREE_LINE,
     INSTANCE_TTL_SECS,
+    READ_REGISTRY,
+    REGISTER,
     RENEW_LINES,
     TAKE_LINE,
     InstanceInfo,
     default_instance_id,
     instance_info,
-    read_registry,
+    parse_registry,
 )
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.settings import Settings
@@ -178,7 +182,8 @@ class SharedState:
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=OPERATION_TIMEOUT_SECS * 2)
         if self._redis is not None:
-            await self.ask("deregister", lambda r: r.delete(self.key("instance", self.instance_id)))
+            keys = self._registry_keys()
+            await self.ask("deregister", lambda r: r.eval(DEREGISTER, 2, *keys, self.instance_id))
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
 
@@ -369,7 +374,10 @@ class SharedState:
             self._warnings.warning("message", f"Ignored a malformed handover message {field(data)}")
             return
         if instance != self.instance_id and handler is not None:
-            handler(call_sid)
+            try:
+                handler(call_sid)
+            except Exception:  # one handler's bug must not stop the listening
+                logger.exception(f"Handling a handover message for call {field(call_sid, 40)}")
 
     #
     # the registry
@@ -382,12 +390,22 @@ class SharedState:
     async def instances(self) -> list[InstanceInfo]:
         """The instances alive in the registry (this one alone without Redis, or with it down)."""
         if self._redis is not None:
-            pattern = self.key("instance", "*")
-            found = await self.ask("registry", lambda r: read_registry(r, pattern))
-            if found is not FAILED:
+            keys = self._registry_keys()
+            read = READ_REGISTRY
+            values = await self.ask("registry", lambda r: r.eval(read, 2, *keys, INSTANCE_TTL_SECS))
+            if values is not FAILED:
+                found = parse_registry(values)
                 self._metrics.instances.set(len(found))
                 return found
         return [self.info()]
+
+    async def alive(self, instance_id: str) -> bool:
+        """Whether ``instance_id`` is in the registry now (False if Redis cannot say).
+
+        Args:
+            instance_id: The instance.
+        """
+        return any(i.id == instance_id for i in await self.instances())
 
     async def another_ready(self) -> bool:
         """Whether another instance in the registry takes new calls now."""
@@ -398,8 +416,8 @@ class SharedState:
         if self._redis is None:
             return
         entry = self.info().to_json()
-        key = self.key("instance", self.instance_id)
-        await self.ask("registry", lambda r: r.set(key, entry, ex=INSTANCE_TTL_SECS))
+        keys = self._registry_keys()
+        await self.ask("registry", lambda r: r.eval(REGISTER, 2, *keys, self.instance_id, entry))
         now = time.time()
         self._prune(now)
         streaming = [sid for sid, expiry in self._lines.items() if expiry is None]
@@ -418,6 +436,9 @@ class SharedState:
     def key(self, *parts: str) -> str:
         """The Redis key of ``parts``, under ``REDIS_PREFIX``."""
         return self._prefix + ":".join(parts)
+
+    def _registry_keys(self) -> tuple[str, str]:
+        return self.key("instances"), self.key("instances", "seen")
 
     def _line_keys(self) -> tuple[str, str]:
         return self.key("lines"), self.key("lines", "owner")
