@@ -119,6 +119,32 @@ async def test_without_redis_news_waits_in_the_process_until_the_record_is_made(
         await keeper.close()
 
 
+@pytest.mark.call
+async def test_news_that_comes_as_the_call_starts_is_the_calls_while_redis_is_asked(redis_url):
+    """A stream-started callback racing the stream: the call takes it, however slow Redis is."""
+    settings = Settings(_env_file=None, database_url="sqlite://", redis_url=redis_url)
+    keeper = RecordKeeper(settings)
+    shared = SharedState(settings, RunnerMetrics())
+    amender = RecordAmender(keeper, shared)
+    asked = shared.ask
+
+    async def slow(operation, request):
+        await asyncio.sleep(0.3)  # a Redis that answers slowly, under load
+        return await asked(operation, request)
+
+    shared.ask = slow  # type: ignore[method-assign]
+    try:
+        started = {"event": "stream-started", "at": 1.0, "stream_sid": "MZ1"}
+        news = asyncio.create_task(amender.amend("CA1", StreamEventAmendment(event=started)))
+        await asyncio.sleep(0.05)  # the stream starts while the callback still asks Redis
+        assert amender.take_stream_events("CA1") == [started]
+        await news
+    finally:
+        await amender.close()
+        await shared.close()
+        await keeper.close()
+
+
 #
 # two runners on one Redis and one database
 #

@@ -169,6 +169,10 @@ class RecordAmender:
         """
         if self._records.amend_with(call_sid, amendment.apply):
             return "amended"
+        # Kept here first, before Redis is asked: a call about to run or be recorded here
+        # takes it at once (what is parked as well then changes nothing: amendments are
+        # idempotent).
+        keep_bounded(self._early, call_sid, [*self._early.get(call_sid, []), amendment])
         where = "waiting"
         if self._shared.enabled:
             recorder = await self._ask(lambda r: r.get(self._shared.key("recorded", call_sid)))
@@ -184,9 +188,6 @@ class RecordAmender:
                         return "stored"
                     if await self._park(call_sid, [amendment]):
                         where = "parked"  # for whoever makes the record: perhaps this instance
-        # Kept here too: a record made here has it from the start (what was parked
-        # then changes nothing: amendments are idempotent).
-        keep_bounded(self._early, call_sid, [*self._early.get(call_sid, []), amendment])
         return where
 
     def take_stream_events(self, call_sid: str) -> list[dict[str, Any]]:
