@@ -226,9 +226,8 @@ class StreamTokens:
     numbers, direction): a stream that claims anything else is refused.
 
     Instances that share the secret (derived from ``TWILIO_AUTH_TOKEN``) accept
-    each other's tokens. :meth:`verify` checks a token without using it up (the
-    runner's admission then uses it up in the shared state, once across every
-    instance); :meth:`redeem` checks it and uses it up in this object.
+    each other's tokens. :meth:`verify` checks a token; :class:`Admission` then uses
+    it up in the shared state, once across every instance.
     """
 
     def __init__(self, secret: bytes, ttl_secs: float = STREAM_TOKEN_TTL_SECS):
@@ -240,7 +239,6 @@ class StreamTokens:
         """
         self._secret = secret
         self._ttl = ttl_secs
-        self._used: dict[str, float] = {}  # token -> its expiry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StreamTokens":
@@ -305,36 +303,6 @@ class StreamTokens:
             return "forged stream token (or parameters not the webhook's)"
         if int(expiry_text) < now:
             return "expired stream token"
-        return None
-
-    def redeem(
-        self,
-        token: str | None,
-        call_sid: str,
-        parameters: Mapping[str, str] | None = None,
-        now: float | None = None,
-    ) -> str | None:
-        """Check a stream's token against its call and parameters, and use it up here.
-
-        Args:
-            token: The token the stream brought (None if none).
-            call_sid: The stream's call.
-            parameters: The stream's ``<Parameter>`` values (its ``token`` included or not).
-            now: Unix time (for tests).
-
-        Returns:
-            None if the token is good, otherwise why it is refused.
-        """
-        now = time.time() if now is None else now
-        for used, expiry in list(self._used.items()):
-            if expiry < now:
-                del self._used[used]
-        problem = self.verify(token, call_sid, parameters, now)
-        if problem is not None or token is None:
-            return problem
-        if token in self._used:
-            return "stream token already used"
-        self._used[token] = self.parts(token)[0]
         return None
 
     @staticmethod
