@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from conftest import runner_settings
+from test_campaigns import spec as campaign_spec
 
 from pipecat_realtime_twilio.runner.app import create_app
 from pipecat_realtime_twilio.runner.campaign_csv import read_csv
@@ -27,18 +28,7 @@ def sid(n: int) -> str:
 
 
 def spec(**changes) -> CampaignSpec:
-    values = dict(
-        name="test",
-        bot="default",
-        from_number="+12125550000",
-        rate_per_minute=6000.0,
-        calling_hours="00:00-24:00",
-        max_attempts=3,
-        retry_secs=10.0,
-        ring_secs=25,
-    )
-    values.update(changes)
-    return CampaignSpec(**values)
+    return campaign_spec(**{"rate_per_minute": 6000.0, **changes})
 
 
 @pytest.fixture
