@@ -218,7 +218,8 @@ async def test_a_drain_before_the_slot_gives_the_number_back(stores):
     # Placed at its slot: the callbacks' URLs name the try.
     await dialing.place(store.claim("a", time.time()).claim)
     [url] = twilio.created
-    assert url.endswith(f"/campaign-answer?campaign={campaign}&number={row['id']}&attempt=1")
+    where = f"campaign={campaign}&number={row['id']}&attempt=1"
+    assert url.endswith(f"/campaign-answer?{where}&bot=default")  # the bot rides along
     [row] = store.numbers(campaign)
     assert (row["state"], row["call_sid"]) == ("dialing", sid(1))
 
@@ -281,3 +282,18 @@ async def test_twilios_callbacks_must_name_their_try(api):
     assert answer.status_code == 400 and "attempt" in answer.json()["detail"]
     answer = await api.post(f"/campaign-status?{query}&attempt=1", data=form)
     assert answer.status_code == 204  # no such number: nothing changes
+
+
+async def test_a_person_who_answers_reaches_the_bot_while_the_database_is_down(api, monkeypatch):
+    async def down(*args, **kwargs):
+        raise OSError("connection refused")
+
+    runner = api._transport.app.state.runner  # the routes read the dialer's store
+    monkeypatch.setattr(runner.campaigns.store, "acall", down)
+    query = "campaign=cmp_0123456789abcdef&number=1&attempt=1&bot=survey"
+    answer = await api.post(f"/campaign-answer?{query}", data={"CallSid": sid(1)})
+    assert answer.status_code == 200, answer.text
+    assert "/incoming?bot=survey" in answer.text and "<Pause" in answer.text
+    unknown = query.replace("bot=survey", "bot=nobody")
+    answer = await api.post(f"/campaign-answer?{unknown}", data={"CallSid": sid(1)})
+    assert answer.status_code == 200 and "/incoming?bot=default" in answer.text

@@ -11,7 +11,8 @@ checks the signature before the body is read, as for ``/incoming``), each with
 ``?campaign=ID&number=N&attempt=K`` in the URL the dialer gave Twilio:
 
 - ``POST /campaign-answer``: the answered call's TwiML: a ``<Pause>`` while AMD runs, then
-  ``<Redirect>`` to ``/incoming?bot=NAME``.
+  ``<Redirect>`` to ``/incoming?bot=NAME`` (the bot named in its URL when the database cannot
+  be read: the person who answered is never left with an error).
 - ``POST /campaign-amd``: AMD's result; the call goes to the bot, gets the voicemail
   message, or is hung up (:class:`~pipecat_realtime_twilio.runner.dialer.CampaignDialer`).
 - ``POST /campaign-status``: the call's status events; a final one ends or retries the number.
@@ -43,7 +44,9 @@ from typing import Any
 import phonenumbers
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from loguru import logger
 
+from pipecat_realtime_twilio.logs import field
 from pipecat_realtime_twilio.phone.requests import read_body
 from pipecat_realtime_twilio.phone.signatures import verified_form
 from pipecat_realtime_twilio.phone.twiml import hangup_twiml
@@ -170,7 +173,15 @@ class CampaignRoutes:
     async def answer(self, request: Request) -> Response:
         """The answered campaign call's TwiML: wait for AMD, then the bot."""
         form, campaign_id, _, _, _ = await self._twilio(request)
-        campaign = await self.store.acall("campaign", campaign_id)
+        bot = request.query_params.get("bot", "")
+        try:
+            campaign = await self.store.acall("campaign", campaign_id)
+        except Exception as e:  # the database is down: whoever answered still hears the bot
+            logger.warning(
+                f"Campaign {campaign_id}: could not read it ({field(e)}); "
+                f"answering with its bot {field(bot, 40)}"
+            )
+            campaign = {"bot": bot if bot in self._bots() else self.settings.bot}
         if campaign is None:
             return Response(hangup_twiml(), media_type=_XML)
         answered_by = form.get("AnsweredBy") or None

@@ -214,7 +214,9 @@ class CampaignDialer:
             call_sid = await self.rest.create_campaign_call(
                 claim.number,
                 claim.from_number,
-                self.url("/campaign-answer", **where),
+                # The bot rides along (signed by Twilio with the URL): a person who answers
+                # reaches it even while the database cannot say whose campaign this is.
+                self.url("/campaign-answer", **where, bot=claim.bot),
                 status_callback=self.url("/campaign-status", **where),
                 amd_callback=self.url("/campaign-amd", **where),
                 ring_secs=claim.ring_secs,
