@@ -131,7 +131,7 @@ def test_amd_decides_the_outcome_of_an_answered_call(sqlite_store):
     numbers = read_csv("+12125550100\n+12125550101\n+12125550102\n+12125550103\n")
     campaign = store.create(spec(rate_per_minute=6000), numbers, now)
     cases = [
-        ("human", True, "answered"),
+        ("human", False, "answered"),
         ("machine_end_beep", True, "voicemail"),
         ("fax", False, "machine"),
         (None, False, "hung_up"),
@@ -143,8 +143,10 @@ def test_amd_decides_the_outcome_of_an_answered_call(sqlite_store):
         call = (campaign, claim.number_id, claim.attempt, sid)
         store.progress(*call, "in-progress", 2, None, None, now)
         if answered_by:
-            assert store.amd(*call, answered_by, voicemail, now)
-            assert not store.amd(*call, "human", False, now)
+            assert store.amd(*call, answered_by, now)
+            assert not store.amd(*call, "human", now)
+        if voicemail:
+            assert store.voicemail_said(*call, now)
         assert store.progress(*call, "completed", 3, None, 4, now) == expected
     assert store.campaign(campaign)["outcomes"] == {
         "answered": 1,

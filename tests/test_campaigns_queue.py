@@ -50,7 +50,7 @@ def test_a_late_callback_of_an_earlier_try_changes_nothing(stores):
     # Twilio repeats the first call's final callback, and its AMD result comes late.
     late = (campaign, first.number_id, 1, sid(1))
     assert store.progress(*late, "completed", 3, "human", 40, NOW + 11) is None
-    assert not store.amd(*late, "human", False, NOW + 11)
+    assert not store.amd(*late, "human", NOW + 11)
     [row] = store.numbers(campaign)
     assert (row["state"], row["call_sid"], row["answered_by"]) == ("dialing", None, None)
     # The second try's own callbacks count, even before its create returned.
@@ -72,7 +72,7 @@ def test_callbacks_on_another_instance_free_the_placing_instances_lines(stores):
     call = (campaign, first.number_id, 1, sid(1))
     b.progress(*call, "in-progress", 2, None, None, NOW + 2)
     assert a.claim("a", NOW + 2, lines=1).claim is None
-    assert b.amd(*call, "machine_end_beep", True, NOW + 2)
+    assert b.amd(*call, "machine_end_beep", NOW + 2)
     assert a.claim("a", NOW + 2, lines=1).claim is not None
     # A call that never reports back stops counting after its ring and the wait for AMD.
     assert a.claim("a", NOW + 3, lines=1).claim is None
@@ -99,14 +99,21 @@ def test_the_pace_is_the_databases_claims_get_slots(stores):
 
 
 class Twilio:
-    """What the dialer asks of Twilio's REST API, noted."""
+    """What the dialer asks of Twilio's REST API, noted; ``gone`` calls refuse updates."""
 
     def __init__(self):
         self.created: list[str] = []
+        self.said: list[str] = []
+        self.gone: set[str] = set()
 
     async def create_campaign_call(self, to, from_, url, **options) -> str:
         self.created.append(url)
         return sid(len(self.created))
+
+    async def redirect(self, call_sid, twiml) -> None:
+        if call_sid in self.gone:  # as Twilio answers for a call that is over: 21220
+            raise RuntimeError("Call is not in-progress. Cannot redirect.")
+        self.said.append(twiml)
 
 
 def dialer(store, busy, **options) -> tuple[CampaignDialer, Twilio]:
@@ -297,3 +304,31 @@ async def test_a_person_who_answers_reaches_the_bot_while_the_database_is_down(a
     unknown = query.replace("bot=survey", "bot=nobody")
     answer = await api.post(f"/campaign-answer?{unknown}", data={"CallSid": sid(1)})
     assert answer.status_code == 200 and "/incoming?bot=default" in answer.text
+
+
+@pytest.mark.parametrize(("hung_up_first", "outcome"), [(False, "voicemail"), (True, "machine")])
+async def test_the_voicemail_is_left_only_once_twilio_took_it(stores, hung_up_first, outcome):
+    store, _ = stores
+    campaign = store.create(spec(), read_csv("+12125550100\n"), time.time())
+    claim = store.claim("a", time.time()).claim
+    bots = {"default": SimpleNamespace(voicemail="Hi, this is Acme. Goodbye!")}
+    twilio = Twilio()
+    dialing = CampaignDialer(
+        runner_settings(EMULATOR, "https://runner.example"),
+        store,
+        twilio,  # type: ignore[arg-type]
+        RunnerMetrics(),
+        lambda: bots,
+        dict,
+        instance="a",
+    )
+    call = (campaign, claim.number_id, claim.attempt, sid(1))
+    store.placed(*call, time.time())
+    store.progress(*call, "in-progress", 2, None, None, time.time())
+    if hung_up_first:
+        twilio.gone.add(sid(1))
+    await dialing.amd_result(*call, "machine_end_beep", "default")
+    await dialing.close()  # its background work done
+    assert len(twilio.said) == (0 if hung_up_first else 1)
+    final = store.progress(*call, "completed", 3, "machine_end_beep", 9, time.time())
+    assert final == outcome

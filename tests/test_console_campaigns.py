@@ -24,7 +24,7 @@ def seed(store) -> str:
     campaign = store.create(spec, numbers, now)
     first = store.claim("test", now).claim
     store.progress(campaign, first.number_id, 1, SID, "in-progress", 2, None, None, now)
-    store.amd(campaign, first.number_id, 1, SID, "human", False, now)
+    store.amd(campaign, first.number_id, 1, SID, "human", now)
     store.progress(campaign, first.number_id, 1, SID, "completed", 3, None, 40, now)
     second = store.claim("test", now + 2).claim
     store.progress(campaign, second.number_id, 1, "CA" + "cd" * 16, "busy", 2, None, 0, now)

@@ -212,7 +212,6 @@ class CampaignOutcomes(CampaignReads):
         attempt: int,
         call_sid: str,
         answered_by: str,
-        voicemail_left: bool,
         now: float,
     ) -> bool:
         """Note Twilio's AMD result for a number's call (the first one counts).
@@ -223,7 +222,6 @@ class CampaignOutcomes(CampaignReads):
             attempt: The try the call is (from the callback's URL).
             call_sid: The call.
             answered_by: ``human``, ``machine_end_beep``...
-            voicemail_left: Whether the runner answered with the voicemail message.
             now: Unix time.
 
         Returns:
@@ -238,9 +236,33 @@ class CampaignOutcomes(CampaignReads):
                 number_id,
                 call_sid=call_sid,
                 answered_by=answered_by,
-                voicemail_left=voicemail_left,
                 updated_at=now,
             )
+            return True
+
+    def voicemail_said(
+        self, campaign_id: str, number_id: int, attempt: int, call_sid: str, now: float
+    ) -> bool:
+        """Twilio took the voicemail message for the number's call: the message is left.
+
+        Noted only once Twilio accepted it (a machine that hung up first gets none), and
+        only while the call is the number's current one and the number has no outcome.
+
+        Args:
+            campaign_id: Its campaign.
+            number_id: The number.
+            attempt: The try the call is.
+            call_sid: The call.
+            now: Unix time.
+
+        Returns:
+            Whether it was noted.
+        """
+        with self._write() as connection:
+            row = self._number(connection, number_id, campaign_id, attempt)
+            if row is None or row.call_sid != call_sid or row.outcome is not None:
+                return False
+            self._set(connection, number_id, voicemail_left=True, updated_at=now)
             return True
 
     def stale(

@@ -317,7 +317,6 @@ class CampaignDialer:
             attempt,
             call_sid,
             answered_by,
-            text is not None,
             time.time(),
         )
         if not first or self.rest is None:
@@ -325,10 +324,20 @@ class CampaignDialer:
         if answered_by in HUMAN:
             action = self.rest.redirect_to(call_sid, self.url("/incoming", bot=bot))
         elif text:
-            action = self.rest.redirect(call_sid, say_twiml(text))
+            action = self._leave_voicemail(campaign_id, number_id, attempt, call_sid, text)
         else:
             action = self.rest.hang_up(call_sid)
         self._in_background(action, call_sid)
+
+    async def _leave_voicemail(
+        self, campaign_id: str, number_id: int, attempt: int, call_sid: str, text: str
+    ) -> None:
+        """Have Twilio say the message to the machine; once it took it, the message is left."""
+        assert self.rest is not None
+        await self.rest.redirect(call_sid, say_twiml(text))
+        await self.store.acall(
+            "voicemail_said", campaign_id, number_id, attempt, call_sid, time.time()
+        )
 
     async def call_status(
         self,
