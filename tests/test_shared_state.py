@@ -363,6 +363,46 @@ async def test_a_stream_on_another_instance_closes_the_prewarmed_session_at_once
 
 
 @pytest.mark.call
+async def test_a_stream_refused_as_busy_on_another_instance_hears_the_busy_line(redis_url):
+    async with RealtimeEmulator() as emulator:
+        servers = [LocalServer(), LocalServer()]
+        for name, server in zip("ab", servers, strict=True):
+            settings = runner_settings(
+                emulator,
+                BALANCER,
+                redis_url=redis_url,
+                instance_id=name,
+                max_calls=2 if name == "a" else 1,
+                prewarm_timeout_secs=60,  # closed before that: b says it took the stream
+            )
+            server.app = create_app(settings, load_bots(settings.bots_dir))
+        async with servers[0], servers[1]:
+            a, b = (s.app.state.runner for s in servers)
+            await subscribed(a.admission.shared, b.admission.shared)
+            async with (
+                TwilioCaller(
+                    server_url=servers[1].url, public_url=BALANCER, auth_token=AUTH_TOKEN
+                ) as first,
+                TwilioCaller(
+                    server_url=servers[0].url, public_url=BALANCER, auth_token=AUTH_TOKEN
+                ) as second,
+            ):
+                await first.call()  # b's one line
+                await first.wait_until(lambda: b.active, timeout=5)
+                await second.dial()  # a answers the webhook and pre-warms
+                prewarmed = await emulator.wait_for_session(1)
+                second.server_url = servers[1].url  # the stream lands on b, full
+                await second.connect()
+                await second.wait_ended(timeout=5)
+                await emulator.wait_for(lambda: prewarmed.closed, timeout=5)  # not after 60 s
+                second.server_url = servers[0].url  # the <Connect action> reaches a
+                after = await second.follow_action()
+                assert [v.text for v in after.verbs][:1] == [BUSY_MESSAGE]
+                assert a.admission.capacity_left() == 2  # a's line freed at once
+                assert list(b.active) == [first.call_sid]
+
+
+@pytest.mark.call
 async def test_without_prewarm_a_stream_elsewhere_frees_the_webhooks_line_and_wait(redis_url):
     async with RealtimeEmulator() as emulator:
         servers = [LocalServer(), LocalServer()]

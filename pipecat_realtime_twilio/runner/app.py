@@ -32,6 +32,7 @@ from pipecat_realtime_twilio.phone.call import CallSession
 from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
+from pipecat_realtime_twilio.phone.twiml import say_twiml
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.amendments import RecordAmender
 from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
@@ -42,6 +43,7 @@ from pipecat_realtime_twilio.runner.campaign_store import CampaignStore
 from pipecat_realtime_twilio.runner.console import Console
 from pipecat_realtime_twilio.runner.dialer import CampaignDialer
 from pipecat_realtime_twilio.runner.incoming import (
+    BUSY_MESSAGE,
     STREAM_ACTION_PARAMETER,
     IncomingCalls,
 )
@@ -337,6 +339,10 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
                 refusal.kind, f"Refused the media stream of call {call.call_sid}: {refusal.reason}"
             )
             self.metrics.rejected.labels(refusal.kind).inc()
+            if refusal.kind == "busy":  # a real call, full here: the busy line, not silence
+                await self.handoff.share_action(call.call_sid, say_twiml(BUSY_MESSAGE))
+                if self.prewarmed.drop(call.call_sid) is None:  # pre-warmed elsewhere?
+                    await self.admission.shared.stream_started(call.call_sid)
             await call.close(code=refusal.close_code)
             return
         with logger.contextualize(call_sid=call.call_sid):
