@@ -12,8 +12,9 @@ import json
 import tempfile
 
 import pytest
-from conftest import AUTH_TOKEN, free_port, runner_settings
+from conftest import AUTH_TOKEN, free_port
 from fastapi import FastAPI, Request, Response
+from test_shared_state import BALANCER, runners_on_one_redis
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.runner.amendments import (
@@ -22,7 +23,6 @@ from pipecat_realtime_twilio.runner.amendments import (
     StreamEventAmendment,
     apply_all,
 )
-from pipecat_realtime_twilio.runner.app import create_app
 from pipecat_realtime_twilio.runner.bookkeeping import RecordKeeper
 from pipecat_realtime_twilio.runner.bots import Bot
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
@@ -35,7 +35,6 @@ from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import RealtimeEmulator
 from pipecat_realtime_twilio.testing.server import LocalServer
 
-BALANCER = "https://bot.example.com"
 """The instances' PUBLIC_URL; each test request goes straight to one of them."""
 
 RECORDING = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
@@ -178,24 +177,18 @@ async def two_runners(redis_url: str):
     database = f"sqlite:///{tempfile.mkdtemp(prefix='calls-')}/calls.db"
     receiver = Receiver()
     async with RealtimeEmulator() as emulator, receiver.server:
-        servers = [LocalServer(), LocalServer()]
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(
-                emulator,
-                BALANCER,
-                bot="test",
-                redis_url=redis_url,
-                instance_id=name,
-                database_url=database,
-                call_webhook_url=f"{receiver.server.url}/calls",
-            )
-            server.app = create_app(settings, {"test": Bot("test", "a test bot", agent_bot)})
-        async with servers[0], servers[1]:
-            await asyncio.sleep(0.2)  # both listening on the streams channel
+        async with runners_on_one_redis(
+            emulator,
+            redis_url,
+            {"test": Bot("test", "a test bot", agent_bot)},
+            bot="test",
+            database_url=database,
+            call_webhook_url=f"{receiver.server.url}/calls",
+        ) as (servers, runners):
             async with TwilioCaller(
                 server_url=servers[0].url, public_url=BALANCER, auth_token=AUTH_TOKEN
             ) as caller:
-                yield servers, [s.app.state.runner for s in servers], caller, receiver
+                yield servers, runners, caller, receiver
 
 
 async def send_recording(caller: TwilioCaller, server: LocalServer, url: str) -> int:

@@ -6,6 +6,8 @@ flavour opens sockets, so it is marked ``call``.
 """
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 
 from pipecat_realtime_twilio.runner import shared_state
 from pipecat_realtime_twilio.runner.admission import Admission
-from pipecat_realtime_twilio.runner.app import create_app
+from pipecat_realtime_twilio.runner.app import CallRunner, create_app
 from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.runner.incoming import BUSY_MESSAGE
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
@@ -70,6 +72,35 @@ async def subscribed(*states: SharedState) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{len(states)} instances did not all subscribe to {channel}")
+
+
+@contextlib.asynccontextmanager
+async def runners_on_one_redis(
+    emulator, redis_url: str, bots=None, *, each: dict | None = None, **settings
+) -> AsyncIterator[tuple[list[LocalServer], list[CallRunner]]]:
+    """Runners ``a`` and ``b`` on one Redis behind one public address, both listening.
+
+    Args:
+        emulator: The Realtime emulator they talk to.
+        redis_url: Their Redis.
+        bots: Their bots; ``BOTS_DIR``'s by default.
+        each: Settings of one runner by name (``{"a": {...}}``), over ``settings``.
+        **settings: Settings of both.
+
+    Yields:
+        The servers and their runners, ``a`` first.
+    """
+    servers = [LocalServer(), LocalServer()]
+    for name, server in zip("ab", servers, strict=True):
+        values = {**settings, **(each or {}).get(name, {})}
+        config = runner_settings(
+            emulator, BALANCER, redis_url=redis_url, instance_id=name, **values
+        )
+        server.app = create_app(config, bots if bots is not None else load_bots(config.bots_dir))
+    async with servers[0], servers[1]:
+        runners = [server.app.state.runner for server in servers]
+        await subscribed(*(runner.admission.shared for runner in runners))
+        yield servers, runners
 
 
 async def settled(*states: SharedState) -> None:
@@ -301,20 +332,12 @@ async def test_calls_are_answered_while_redis_is_unreachable():
 @pytest.mark.call
 async def test_a_stream_on_another_instance_closes_the_prewarmed_session_at_once(redis_url):
     async with RealtimeEmulator() as emulator:
-        servers = [LocalServer(), LocalServer()]
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(  # one public address: the balancer's
-                emulator,
-                BALANCER,
-                redis_url=redis_url,
-                instance_id=name,
-                max_calls=2,
-                prewarm_timeout_secs=60,  # closed before that: by the handover
-            )
-            server.app = create_app(settings, load_bots(settings.bots_dir))
-        async with servers[0], servers[1]:
-            a, b = (s.app.state.runner for s in servers)
-            await subscribed(a.admission.shared, b.admission.shared)
+        async with runners_on_one_redis(
+            emulator,
+            redis_url,
+            max_calls=2,
+            prewarm_timeout_secs=60,  # closed before that: by the handover
+        ) as (servers, (a, b)):
             async with TwilioCaller(
                 server_url=servers[0].url, public_url=BALANCER, auth_token=AUTH_TOKEN
             ) as caller:
@@ -365,20 +388,12 @@ async def test_a_stream_on_another_instance_closes_the_prewarmed_session_at_once
 @pytest.mark.call
 async def test_a_stream_refused_as_busy_on_another_instance_hears_the_busy_line(redis_url):
     async with RealtimeEmulator() as emulator:
-        servers = [LocalServer(), LocalServer()]
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(
-                emulator,
-                BALANCER,
-                redis_url=redis_url,
-                instance_id=name,
-                max_calls=2 if name == "a" else 1,
-                prewarm_timeout_secs=60,  # closed before that: b says it took the stream
-            )
-            server.app = create_app(settings, load_bots(settings.bots_dir))
-        async with servers[0], servers[1]:
-            a, b = (s.app.state.runner for s in servers)
-            await subscribed(a.admission.shared, b.admission.shared)
+        async with runners_on_one_redis(
+            emulator,
+            redis_url,
+            each={"a": {"max_calls": 2}, "b": {"max_calls": 1}},
+            prewarm_timeout_secs=60,  # closed before that: b says it took the stream
+        ) as (servers, (a, b)):
             async with (
                 TwilioCaller(
                     server_url=servers[1].url, public_url=BALANCER, auth_token=AUTH_TOKEN
@@ -405,20 +420,10 @@ async def test_a_stream_refused_as_busy_on_another_instance_hears_the_busy_line(
 @pytest.mark.call
 async def test_without_prewarm_a_stream_elsewhere_frees_the_webhooks_line_and_wait(redis_url):
     async with RealtimeEmulator() as emulator:
-        servers = [LocalServer(), LocalServer()]
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(
-                emulator,
-                BALANCER,
-                redis_url=redis_url,
-                instance_id=name,
-                max_calls=2,
-                prewarm=False,
-            )
-            server.app = create_app(settings, load_bots(settings.bots_dir))
-        async with servers[0], servers[1]:
-            a, b = (s.app.state.runner for s in servers)
-            await subscribed(a.admission.shared, b.admission.shared)
+        async with runners_on_one_redis(emulator, redis_url, max_calls=2, prewarm=False) as (
+            servers,
+            (a, b),
+        ):
             async with TwilioCaller(
                 server_url=servers[0].url, public_url=BALANCER, auth_token=AUTH_TOKEN
             ) as caller:
@@ -443,20 +448,12 @@ async def test_without_prewarm_a_stream_elsewhere_frees_the_webhooks_line_and_wa
 @pytest.mark.call
 async def test_a_draining_runner_serves_a_stream_at_its_own_stream_url(redis_url):
     async with RealtimeEmulator() as emulator:
-        servers = [LocalServer(), LocalServer()]
-        own = {"a": "https://a.bot.example.com", "b": None}  # a's own address; b's the balancer's
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(
-                emulator,
-                BALANCER,
-                redis_url=redis_url,
-                instance_id=name,
-                max_calls=2,
-                stream_url=own[name],
-            )
-            server.app = create_app(settings, load_bots(settings.bots_dir))
-        async with servers[0], servers[1]:
-            a, b = (s.app.state.runner for s in servers)
+        async with runners_on_one_redis(
+            emulator,
+            redis_url,
+            each={"a": {"stream_url": "https://a.bot.example.com"}},  # b: the balancer's
+            max_calls=2,
+        ) as (servers, (a, b)):
             async with TwilioCaller(
                 server_url=servers[0].url, public_url=BALANCER, auth_token=AUTH_TOKEN
             ) as caller:

@@ -10,13 +10,12 @@ import contextlib
 import tempfile
 
 import pytest
-from conftest import AUTH_TOKEN, free_port, runner_settings
-from test_shared_state import subscribed
+from conftest import AUTH_TOKEN, free_port
+from test_shared_state import BALANCER, runners_on_one_redis, subscribed
 
 from pipecat_realtime_twilio import RealtimeAgent
 from pipecat_realtime_twilio.agent.tools import transfer_call
 from pipecat_realtime_twilio.failures import FALLBACK_LINE
-from pipecat_realtime_twilio.runner.app import create_app
 from pipecat_realtime_twilio.runner.bots import Bot
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.shared_state import SharedState
@@ -24,10 +23,8 @@ from pipecat_realtime_twilio.runner.stream_handoff import StreamClaim, StreamHan
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply
-from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
 
-BALANCER = "https://bot.example.com"
 """The instances' PUBLIC_URL; each test request goes straight to one of them."""
 
 HANDSHAKE_ERROR = "31920 Stream - WebSocket - Handshake Error"
@@ -212,23 +209,17 @@ def agent_bot(**options):
 async def two_runners(redis_url: str, pipeline, **emulator_options):
     """Runners ``a`` and ``b`` on one Redis and one database, behind one public address."""
     database = f"sqlite:///{tempfile.mkdtemp(prefix='calls-')}/calls.db"
+    bots = {"test": Bot("test", "a test bot", pipeline)}
     async with RealtimeEmulator(**emulator_options) as emulator:
-        servers = [LocalServer(), LocalServer()]
-        for name, server in zip("ab", servers, strict=True):
-            settings = runner_settings(
-                emulator,
-                BALANCER,
-                bot="test",
-                redis_url=redis_url,
-                instance_id=name,
-                max_calls=2,
-                database_url=database,
-                prewarm_timeout_secs=30,
-            )
-            server.app = create_app(settings, {"test": Bot("test", "a test bot", pipeline)})
-        async with servers[0], servers[1]:
-            runners = [s.app.state.runner for s in servers]
-            await subscribed(*(r.admission.shared for r in runners))
+        async with runners_on_one_redis(
+            emulator,
+            redis_url,
+            bots,
+            bot="test",
+            max_calls=2,
+            database_url=database,
+            prewarm_timeout_secs=30,
+        ) as (servers, runners):
             yield emulator, servers, runners
 
 
