@@ -32,7 +32,8 @@ class Prewarm(SessionGuard):
         """Start opening the Realtime session now, before the pipeline starts.
 
         The session is configured at once and, with a ``greeting``, the greeting
-        is asked for, so it is ready when the call's stream starts. What the
+        is asked for, so it is ready when the call's stream starts (a greeting
+        from the cache is not asked for: the model is told it said it). What the
         server sends meanwhile is kept; when the pipeline starts, the agent takes
         the session over and handles it first. If the session cannot open, the
         agent connects at start as usual. Close a session no call took with

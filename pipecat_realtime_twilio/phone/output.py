@@ -171,6 +171,11 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         await self._stop_sender()
         await super().cancel(frame)
 
+    async def cleanup(self):
+        """Stop the sender (one started before the pipeline's start, too), then clean up."""
+        await self._stop_sender()
+        await super().cleanup()
+
     async def _stop_sender(self):
         if self._sender is not None:
             await self.cancel_task(self._sender)
@@ -195,11 +200,15 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         Used by a ``RealtimeAgent`` right before the phone output: the audio skips
         the pipeline's queue to this processor (the first chunk of a response can
         leave in the same event-loop turn it arrived in), and the frame still goes on
-        downstream as if it had come through.
+        downstream as if it had come through. Once set up, the output sends it even
+        before the pipeline's start reaches it (a cached greeting, the moment the
+        stream starts, while the agent still waits for its session).
 
         Args:
             frame: The audio.
         """
+        if self._sender is None and self._task_manager is not None:
+            self._sender = self.create_task(self._send_loop(), "twilio-audio-sender")
         await self._enqueue(frame)
         await self.push_frame(frame)
 
