@@ -157,5 +157,8 @@ class PhoneCall(Protocol):
     async def transfer(self, number: str, *, timeout: float = ...) -> None:
         """Transfer the call once the caller has heard everything."""
 
+    async def warm_transfer(self, number: str, summary: str, **options: Any) -> str:
+        """Hold the caller, dial ``number`` with ``summary``, bridge them; the outcome."""
+
     async def fail(self, failure: Failure, *, say: str, transfer_to: str | None = None) -> None:
         """The bot cannot go on: a spoken line in Twilio's voice, or a transfer."""

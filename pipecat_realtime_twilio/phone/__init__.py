@@ -8,8 +8,8 @@
 
 Here live :class:`~pipecat_realtime_twilio.phone.call.CallSession` (one media
 stream and its pipeline), the Media Streams serializer, the phone output with
-its playback clock (marks), TwiML, signature checks, the REST client and
-outbound calls.
+its playback clock (marks), TwiML, signature checks, the REST client,
+outbound calls and warm transfers (hold audio, the conference's two legs).
 
 Imports: Pipecat, the ``twilio`` package and the package's root modules
 (``audio``, ``frames``, ``errors``, ``failures``, ``settings``, ``seams``). Never ``agent``

@@ -38,6 +38,7 @@ from pipecat_realtime_twilio.phone.stream import (
 )
 from pipecat_realtime_twilio.phone.transport import TwilioTransport
 from pipecat_realtime_twilio.phone.twiml import dial_twiml, fallback_twiml
+from pipecat_realtime_twilio.phone.warm_transfer import WarmTransfer
 from pipecat_realtime_twilio.seams import (
     CALL_METADATA_KEY,
     CallAgent,
@@ -126,6 +127,7 @@ class CallSession(PhoneCall):
         self.worker: PipelineWorker | None = None
         self.ended: CallEnd | None = None
         self.agent: CallAgent | None = None  # the agent talking on the call, once started
+        self.warm_transfers: list[dict[str, Any]] = []  # each attempt, as records keep it
 
     @classmethod
     async def accept(
@@ -326,6 +328,14 @@ class CallSession(PhoneCall):
         end = CallEnd(EndKind.TRANSFERRED, number, next_twiml=dial_twiml(number))
         await self._finish(end, timeout=timeout)
         logger.info(f"Call {self.call_sid}: transferring to {masked_number(number)}")
+
+    async def warm_transfer(self, number: str, summary: str, **options: Any) -> str:
+        """Hold the caller, dial ``number``, bridge them: see ``phone.warm_transfer``."""
+        attempt = WarmTransfer(
+            self, number, summary, gone=self._hung_up, finish=self._finish, **options
+        )
+        self.warm_transfers.append(attempt.record)
+        return await attempt.run()
 
     async def fail(
         self, failure: Failure, *, say: str = FALLBACK_LINE, transfer_to: str | None = None

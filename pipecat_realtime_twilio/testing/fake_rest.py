@@ -347,6 +347,17 @@ class FakeTwilioRest:
         self._set_status(call, status)
         return call
 
+    def add_routes(self, routes: list[Route]) -> None:
+        """Serve more resources (e.g. `FakeConferences`' Conferences), before the 404 route.
+
+        Their handlers can use ``_record``, ``_check_auth``, ``_injected_failure`` and
+        ``_respond`` as the Calls resource does.
+
+        Args:
+            routes: Starlette routes, paths starting with ``/2010-04-01/Accounts/{account_sid}``.
+        """
+        self.app.router.routes[-1:-1] = routes
+
     def requests_to(
         self, call_sid: str | None = None, method: str | None = None
     ) -> list[RecordedRequest]:
