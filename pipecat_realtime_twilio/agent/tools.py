@@ -30,13 +30,14 @@ import docstring_parser
 from loguru import logger
 from pipecat.adapters.llm.schemas.direct_function import BaseDirectFunctionWrapper
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.adapters.llm.schemas.tools_schema import AdapterType, ToolsSchema
 from pipecat.frames.frames import FunctionCallResultProperties
 from pipecat.services.llm_service import FunctionCallParams
 from pydantic import ConfigDict, validate_call
 from pydantic_core import to_jsonable_python
 
 from pipecat_realtime_twilio.agent.controls import AgentControls
+from pipecat_realtime_twilio.agent.mcp import McpServer
 from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.seams import PhoneCall
 from pipecat_realtime_twilio.targets import check_transfer_target
@@ -271,29 +272,42 @@ def split_tools(tools: list | ToolsSchema | None) -> tuple[list[RealtimeTool], T
     """Separate tools with handlers (``RealtimeTool``) from plain schemas, checking both.
 
     Args:
-        tools: What a ``RealtimeAgent`` was given: ``RealtimeTool`` objects and/or
-            Pipecat ``FunctionSchema`` objects, or a ``ToolsSchema``.
+        tools: What a ``RealtimeAgent`` was given: ``RealtimeTool`` objects, Pipecat
+            ``FunctionSchema`` objects and/or :class:`~pipecat_realtime_twilio.agent.mcp.McpServer`
+            objects (sent as tools of type ``mcp``, their headers read from the
+            environment now), or a ``ToolsSchema``.
 
     Returns:
         The tools whose handlers the agent registers, and the schema of all of them.
 
     Raises:
         TypeError: For anything else in the list.
-        ValueError: If two tools have the same name.
+        ValueError: If two tools (or two MCP servers) have the same name.
+        McpHeaderError: If an MCP server's header variable is not set.
     """
     if tools is None or isinstance(tools, ToolsSchema):
         return [], tools
     realtime_tools = [tool for tool in tools if isinstance(tool, RealtimeTool)]
     schemas: list[Any] = []
+    mcp_tools: list[dict[str, Any]] = []
     for tool in tools:
         if isinstance(tool, RealtimeTool):
             schemas.append(tool.schema)
         elif isinstance(tool, FunctionSchema):
             schemas.append(tool)
+        elif isinstance(tool, McpServer):
+            mcp_tools.append(tool.to_realtime_tool())
         else:
-            raise TypeError(f"unsupported tool {tool!r}: use @realtime_tool or a FunctionSchema")
+            raise TypeError(
+                f"unsupported tool {tool!r}: use @realtime_tool, a FunctionSchema or an McpServer"
+            )
     names = [schema.name for schema in schemas]
     duplicates = {name for name in names if names.count(name) > 1}
+    labels = [tool["server_label"] for tool in mcp_tools]
+    duplicates |= {f"MCP server {label}" for label in labels if labels.count(label) > 1}
     if duplicates:
         raise ValueError(f"tools listed twice: {', '.join(sorted(duplicates))}")
-    return realtime_tools, ToolsSchema(standard_tools=schemas) if schemas else None
+    if not schemas and not mcp_tools:
+        return realtime_tools, None
+    custom = {AdapterType.OPENAI: mcp_tools} if mcp_tools else None
+    return realtime_tools, ToolsSchema(standard_tools=schemas, custom_tools=custom)

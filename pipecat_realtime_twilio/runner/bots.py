@@ -114,7 +114,7 @@ class Bot:
         return f"{self.path}:{lines[-1]}" if lines else str(self.path)
 
 
-async def check_bot(bot: Bot, settings: Settings) -> None:
+async def check_bot(bot: Bot, settings: Settings) -> list[FrameProcessor]:
     """Build ``bot``'s pipeline once, offline, as a call would (nothing connects).
 
     Without ``OPENAI_API_KEY`` a stand-in key is used: building opens no session.
@@ -122,6 +122,9 @@ async def check_bot(bot: Bot, settings: Settings) -> None:
     Args:
         bot: The bot.
         settings: The settings the bot is built under.
+
+    Returns:
+        The pipeline's processors (e.g. for ``bots check`` to show their MCP servers).
 
     Raises:
         BotError: ``FILE:LINE: ...`` when ``pipeline()`` raises or returns something
@@ -134,7 +137,7 @@ async def check_bot(bot: Bot, settings: Settings) -> None:
         parameters={"bot": bot.name, "from": "+15550100000", "to": "+15550100001"},
     )
     with settings_in_effect(settings):
-        await bot.build(call)
+        return await bot.build(call)
 
 
 def load_bot_file(path: Path) -> Bot:

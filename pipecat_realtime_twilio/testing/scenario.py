@@ -44,7 +44,13 @@ from pipecat_realtime_twilio.runner.bots import load_bots
 from pipecat_realtime_twilio.runner.records import CallRecord
 from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.caller import TwilioCaller
-from pipecat_realtime_twilio.testing.emulator import FunctionCall, RealtimeEmulator, Reply
+from pipecat_realtime_twilio.testing.emulator import (
+    FunctionCall,
+    McpCall,
+    McpCallRecord,
+    RealtimeEmulator,
+    Reply,
+)
 from pipecat_realtime_twilio.testing.model import words_to_say
 from pipecat_realtime_twilio.testing.server import LocalServer
 from pipecat_realtime_twilio.testing.sounds import silence, tone
@@ -71,6 +77,32 @@ class ScriptedModel:
         """Queue a turn in which the model calls ``tool`` (after ``saying``, if given)."""
         self._turns.append(Reply(text=saying, function_call=FunctionCall(tool, arguments or {})))
         return self
+
+    def calls_mcp(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict | None = None,
+        *,
+        answer: str = "{output}",
+        on_error: str | None = None,
+    ) -> "ScriptedModel":
+        """Queue a turn in which the model calls ``tool`` of the MCP server labelled ``server``.
+
+        The emulator calls the real server (asking the agent's consent first if the
+        server's approval says so), then the model says ``answer`` (``{output}``: the
+        tool's output; empty: nothing, the response ends after the call), or
+        ``on_error`` if the call failed (None: ``McpCall``'s apology; empty: nothing).
+        """
+        call = McpCall(server, tool, arguments or {})
+        if on_error is not None:
+            call.on_error = on_error
+        self._turns.append(Reply(text=answer, mcp_call=call))
+        return self
+
+    def confirms(self, approve: bool = True) -> "ScriptedModel":
+        """Queue a turn in which the model passes on the caller's yes (or no) to a tool call."""
+        return self.calls("confirm_tool_call", {"approve": approve})
 
     def reply(self, session, trigger: str) -> Reply:
         """The emulator's reply factory."""
@@ -222,6 +254,12 @@ class Scenario:
                     result = json.loads(output) if output is not None else None
                     calls.append((reply.function_call.name, reply.function_call.arguments, result))
         return calls
+
+    @property
+    def mcp_calls(self) -> list[McpCallRecord]:
+        """Every MCP tool call the model made (or asked consent for), in order."""
+        sessions = self.emulator.sessions  # GPT-Live sessions have no MCP tools
+        return [call for session in sessions for call in getattr(session, "mcp_calls", [])]
 
     @property
     def transferred_to(self) -> str | None:

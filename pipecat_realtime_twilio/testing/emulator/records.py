@@ -29,6 +29,77 @@ class FunctionCall:
 
 
 @dataclass
+class McpCall:
+    """A scripted MCP tool call: the model calls tool ``name`` of the MCP server ``server_label``.
+
+    The emulator does what OpenAI does: it calls the server named in the session's
+    tools (its URL, with its headers), asking the client's consent first if the
+    server's ``require_approval`` says so. ``Reply.text`` is what the model says after
+    a call that answered, with ``{output}`` replaced by the tool's output.
+
+    Parameters:
+        server_label: The server's label, as in the session's ``mcp`` tool.
+        name: The tool.
+        arguments: The arguments, sent as a JSON string.
+        on_error: What the model says when the call failed (instead of ``Reply.text``).
+        on_decline: What it says when the client declined the call.
+    """
+
+    server_label: str
+    name: str
+    arguments: dict = field(default_factory=dict)
+    on_error: str = "Sorry, I couldn't look that up just now."
+    on_decline: str = "All right, I won't do that."
+
+
+@dataclass
+class McpListing:
+    """An MCP server's tools, as the emulator listed them after a ``session.update``.
+
+    Parameters:
+        server_label: The server's label.
+        server_url: Its URL.
+        item_id: The ``mcp_list_tools`` item's id.
+        tools: The tool names offered to the model (after ``allowed_tools``); None
+            while listing, or if it failed.
+        error: Why listing failed, if it did.
+    """
+
+    server_label: str
+    server_url: str
+    item_id: str
+    tools: list[str] | None = None
+    error: str | None = None
+
+
+@dataclass
+class McpCallRecord:
+    """An MCP tool call the emulated model made.
+
+    Parameters:
+        server_label: The server's label.
+        name: The tool.
+        arguments: The arguments (JSON text).
+        item_id: The ``mcp_call`` item's id (or the approval request's, if it never ran).
+        approval_request_id: The approval request it waited for, if any.
+        approved: The client's answer to that request (None: none asked, or no answer yet).
+        output: The tool's output, if it answered.
+        error: The ``mcp_call`` item's error, if it failed.
+        duration_ms: How long the server took.
+    """
+
+    server_label: str
+    name: str
+    arguments: str
+    item_id: str
+    approval_request_id: str | None = None
+    approved: bool | None = None
+    output: str | None = None
+    error: dict | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass
 class Reply:
     """One scripted model response.
 
@@ -41,6 +112,9 @@ class Reply:
             (a second output item in the same response), or alone if there is no text
             or audio.
         ttfb_ms: Overrides the emulator's ``ttfb_ms`` for this response.
+        mcp_call: If set, the model first calls this MCP tool (OpenAI runs it), then
+            says ``text`` (``{output}`` replaced by the tool's output); an empty ``text``
+            ends the response after the call.
     """
 
     text: str = ""
@@ -48,6 +122,7 @@ class Reply:
     duration_ms: int | None = None
     function_call: FunctionCall | None = None
     ttfb_ms: float | None = None
+    mcp_call: McpCall | None = None
 
 
 class ClientEvent(dict):

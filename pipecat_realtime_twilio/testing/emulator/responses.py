@@ -40,7 +40,7 @@ from .audio import (
 )
 from .config import output_audio
 from .faults import ResponseFault, half_reply
-from .host import SessionParts
+from .mcp_calls import McpCalls
 from .records import AudioDelta, EmulatedResponse, ItemMeta, Reply, ServerEvent, new_id
 from .usage import conversation_input_tokens, response_usage
 
@@ -76,7 +76,7 @@ def _rate_limits_event(total_tokens: int) -> dict:
     }
 
 
-class Responses(SessionParts):
+class Responses(McpCalls):
     """Response generation of ``EmulatedSession`` (a mixin; the session provides the rest).
 
     It owns the response state (``_init_responses``) and handles ``response.create``
@@ -108,6 +108,7 @@ class Responses(SessionParts):
         self._response_input: dict[str, tuple[int, int]] = {}
         self._response_items: dict[str, list[dict]] = {}  # response id -> its output items
         self._audio_out_started = False
+        self._init_mcp()
 
     # -- client events ---------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class Responses(SessionParts):
         )
         self._take_response_faults(response)
         # The mixin only ever runs as part of an ``EmulatedSession``.
-        reply = self._emulator._next_reply(self, trigger)
+        reply = self._mcp_resumed_reply(response) or self._emulator._next_reply(self, trigger)
         logger.debug(f"Realtime emulator {self.id}: response {response.id} ({trigger})")
         task = asyncio.ensure_future(self._run_response(response, reply))
         task.set_name(f"emulator-{response.id}")
@@ -232,6 +233,11 @@ class Responses(SessionParts):
         if fault is not None:
             reply = half_reply(reply, response.kind)
         self._emit_created(response)
+        if reply.mcp_call is not None:  # the call first (mcp_calls), then the words after it
+            after = await self._play_mcp(response, reply)
+            if after is None:
+                return
+            reply = after
         if response.kind == "function_call":
             if fault is None:
                 self._play_function_call(response, reply)
@@ -412,7 +418,7 @@ class Responses(SessionParts):
         """Finish the response's current output item, if it is still open."""
         items = self._response_items.get(response.id)
         stage = self._response_stage.get(response.id, set())
-        if not items or items[-1]["status"] != "in_progress":
+        if not items or items[-1].get("status") != "in_progress":  # MCP items have none
             return
         item = items[-1]
         if "part" in stage:

@@ -499,6 +499,7 @@ class EmulatedSession(InputAudio, Responses, SessionFaults):
         self._input_settings_changed(old_input)
         logger.debug(f"Realtime emulator {self.id}: session.update {json.dumps(update)[:300]}")
         self._emit({"type": "session.updated", "session": copy.deepcopy(self.config)})
+        self._mcp_tools_updated()  # lists the tools of a new MCP server (mcp_calls)
 
     def _on_output_audio_buffer_clear(self, data: dict, model: Any) -> None:
         logger.debug(f"Realtime emulator {self.id}: output_audio_buffer.clear ignored (websocket)")
@@ -538,8 +539,9 @@ class EmulatedSession(InputAudio, Responses, SessionFaults):
                 fail(f"No function call found with call_id '{call_id}'.", "item.call_id")
                 return
         item["id"] = item_id
-        item.setdefault("object", "realtime.item")
-        item.setdefault("status", "completed")
+        if not item.get("type", "").startswith("mcp_"):  # MCP items have neither
+            item.setdefault("object", "realtime.item")
+            item.setdefault("status", "completed")
         meta = ItemMeta()
         if item.get("type") == "message":
             for part in item.get("content") or []:
