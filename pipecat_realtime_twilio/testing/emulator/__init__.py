@@ -48,6 +48,11 @@ What it emulates:
 - Scripted responses (``Reply``): audio with transcript, text-only, or function
   calls, streamed with the GA event sequence and paced at ``send_rate`` times
   real time, with deterministic ``usage``.
+- MCP tools (``mcp_calls``): a session's ``mcp`` servers are really called (the
+  ``mcp`` package, Streamable HTTP, the session's headers): their tools listed after
+  ``session.update``, ``allowed_tools`` and ``require_approval`` honoured, and a
+  ``Reply(mcp_call=McpCall(...))`` calls a tool with the ``mcp_call`` items and
+  ``response.mcp_call*`` events (``session.mcp_listings``, ``session.mcp_calls``).
 - ``response.cancel``, ``conversation.item.create/delete/retrieve/truncate``
   (truncation drops the item's transcript, as the server does: no text is kept for
   audio the caller never heard), ``input_audio_buffer.commit/clear``.
@@ -78,7 +83,15 @@ What it emulates:
   (deterministic values, or ``responses_api.outputs`` scripted), and faults:
   ``fail_next`` (401, 429 with ``Retry-After``, 5xx) and ``stall_next``.
 
-Every server event the emulator sends is validated against ``RealtimeServerEvent``;
+- GPT-Live on the same server and port: ``emulator.live_url``
+  (``ws://HOST:PORT/v1/live/sessions``) speaks the Live protocol, every client event
+  checked against ``openai.types.live.ClientEvent`` (invalid ones land in the same
+  ``validation_errors``), driven by the same ``replies`` and ``transcripts``; see
+  ``live_server`` for the whole behaviour and its knobs. Live sessions are
+  ``LiveSession`` objects, in ``sessions`` and in ``live_sessions``.
+
+Every server event the emulator sends is validated against ``RealtimeServerEvent``
+(Live ones against ``openai.types.live.ServerEvent``);
 failures land in ``RealtimeEmulator.server_event_errors`` (tests assert it stays empty).
 
 Token usage (``response.done``) is deterministic:
@@ -96,7 +109,7 @@ Token usage (``response.done``) is deterministic:
 Not emulated: semantic turn detection itself (``semantic_vad`` is the same energy
 VAD, waiting as described above; it reads the script, not the audio),
 the transcript of an ``idle_timeout_ms`` turn (the timeout fires: see ``input_audio``),
-noise reduction, MCP tools, the real
+noise reduction, the real
 error bodies' request ids and rate limit headers, and WebRTC/SIP-only events
 (``output_audio_buffer.clear`` is accepted and ignored).
 
@@ -113,13 +126,24 @@ bodies), ``session_faults`` (the faults played inside a session, the session cap
 and server events against the ``openai`` models), ``usage`` (token counts),
 ``records`` (replies and what the emulator records), ``audio`` (the Realtime
 audio formats and synthetic speech), ``responses_api`` (``POST /v1/responses``),
-``responses_checks`` (its requests checked as the real API checks them) and
-``plain_http`` (plain HTTP requests on the websocket port).
+``responses_checks`` (its requests checked as the real API checks them),
+``mcp_calls`` (a session's MCP servers: listing, calls, approvals), ``mcp_client``
+(what OpenAI sends an MCP server) and
+``plain_http`` (plain HTTP requests on the websocket port); for GPT-Live,
+``live_server`` (the path, handshake and knobs), ``live_session`` (one connection),
+``live_control`` (the client's session commands),
+``live_input`` (caller audio and turns), ``live_output`` (model turns and the output
+stream), ``live_delegation`` (tools), ``live_validation``, ``live_audio``,
+``live_records`` and ``live_host``.
 """
 
 from ...audio import ALAW_SILENCE, alaw_to_pcm16, pcm16_to_alaw
 from .audio import PCM_RATE, decode_audio, encode_ulaw_as, speech_duration_ms, synthesize_speech
 from .config import DEFAULT_INSTRUCTIONS, DEFAULT_MODEL
+from .live_records import CallerTurn, LiveContext, LiveDelegation, LiveResponse
+from .live_server import LIVE_PATH
+from .live_session import LiveSession
+from .live_validation import validate_live_client_event, validate_live_server_event
 from .records import (
     AudioDelta,
     ClientEvent,
@@ -128,6 +152,9 @@ from .records import (
     FunctionCall,
     FunctionOutput,
     HungHandshake,
+    McpCall,
+    McpCallRecord,
+    McpListing,
     RejectedHandshake,
     Reply,
     ServerEvent,
@@ -142,6 +169,7 @@ from .validation import validate_client_event, validate_server_event
 __all__ = [
     "ALAW_SILENCE",
     "AudioDelta",
+    "CallerTurn",
     "ClientEvent",
     "ClientEventError",
     "DEFAULT_INSTRUCTIONS",
@@ -151,6 +179,14 @@ __all__ = [
     "FunctionCall",
     "FunctionOutput",
     "HungHandshake",
+    "McpCall",
+    "McpCallRecord",
+    "McpListing",
+    "LIVE_PATH",
+    "LiveContext",
+    "LiveDelegation",
+    "LiveResponse",
+    "LiveSession",
     "PCM_RATE",
     "REALTIME_PATH",
     "RESPONSES_PATH",
@@ -170,5 +206,7 @@ __all__ = [
     "speech_duration_ms",
     "synthesize_speech",
     "validate_client_event",
+    "validate_live_client_event",
+    "validate_live_server_event",
     "validate_server_event",
 ]

@@ -33,6 +33,8 @@ from .faults import (
     retired_model,
     unknown_path,
 )
+from .live_server import LiveEmulator
+from .live_session import LiveSession
 from .plain_http import tracked_connection
 from .records import ClientEventError, HungHandshake, RejectedHandshake, Reply, ServerEventError
 from .responses_api import ResponsesApi
@@ -51,8 +53,8 @@ ReplySource = (
 """Scripted replies: a list consumed in order, or a ``(session, trigger)`` callable."""
 
 
-class RealtimeEmulator:
-    """A local websocket server speaking the OpenAI Realtime API (GA protocol).
+class RealtimeEmulator(LiveEmulator):
+    """A local websocket server speaking the OpenAI Realtime API (GA protocol), and GPT-Live.
 
     Replies and input transcripts are scripted. ``replies`` (a list) and
     ``transcripts`` are consumed in order across all sessions; both lists can be
@@ -212,13 +214,14 @@ class RealtimeEmulator:
         self.faults = FaultPlan()
         self.responses_api = ResponsesApi(self)
 
-        self.sessions: list[EmulatedSession] = []
+        self.sessions: list[EmulatedSession | LiveSession] = []  # Live ones: live_server
         self.validation_errors: list[ClientEventError] = []
         self.server_event_errors: list[ServerEventError] = []
         self.rejected_handshakes: list[RejectedHandshake] = []
         self.hung_handshakes: list[HungHandshake] = []
         self.internal_errors: list[BaseException] = []
         self.handshake_attempts = 0
+        self._init_live()
 
         self._server: Server | None = None
         self._stopping = asyncio.Event()
@@ -312,7 +315,7 @@ class RealtimeEmulator:
     # -- helpers for tests ---------------------------------------------------------
 
     @property
-    def open_sessions(self) -> list[EmulatedSession]:
+    def open_sessions(self) -> list[EmulatedSession | LiveSession]:
         """Sessions whose socket is still open."""
         return [s for s in self.sessions if not s.closed]
 
@@ -356,7 +359,9 @@ class RealtimeEmulator:
                 )
             await asyncio.sleep(interval)
 
-    async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> EmulatedSession:
+    async def wait_for_session(
+        self, index: int = 0, timeout: float = 5.0
+    ) -> EmulatedSession | LiveSession:
         """Wait until session number ``index`` (0-based) has connected.
 
         Args:
@@ -649,6 +654,8 @@ class RealtimeEmulator:
     def _refusal(self, request: Request) -> Refused | None:
         """Return why a handshake is refused (status, reason, body), or None to accept it."""
         url = urlsplit(request.path)
+        if self._is_live(request.path):
+            return self._live_refusal(request, self.faults.refusals.take())
         if url.path != self.path:
             return unknown_path(url.path, azure=self.azure)
         model = requested_model({k: v[0] for k, v in parse_qs(url.query).items()})
@@ -667,6 +674,8 @@ class RealtimeEmulator:
         return None
 
     async def _handle(self, websocket: ServerConnection) -> None:
+        if websocket.request is not None and self._is_live(websocket.request.path):
+            return await self._handle_live(websocket)
         session = EmulatedSession(self, websocket)
         self.sessions.append(session)
         logger.debug(f"Realtime emulator: {session.id} connected (model {session.model})")
