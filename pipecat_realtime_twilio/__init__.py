@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""Answer Twilio phone calls with OpenAI's Realtime API in Pipecat, at phone quality.
+"""Answer Twilio phone calls with OpenAI's Realtime API (or GPT-Live) in Pipecat, at phone quality.
 
 The public names are imported on first use, so the command line can set up
 logging before Pipecat is loaded.
@@ -20,6 +20,7 @@ _PUBLIC = {
     "create_app": "pipecat_realtime_twilio.runner.app",
     "CallSession": "pipecat_realtime_twilio.phone.call",
     "RealtimeAgent": "pipecat_realtime_twilio.agent.realtime",
+    "LiveAgent": "pipecat_realtime_twilio.agent.live",
     "TranscriptEntry": "pipecat_realtime_twilio.agent.ledger",
     "Settings": "pipecat_realtime_twilio.settings",
     "SettingsError": "pipecat_realtime_twilio.errors",
@@ -34,6 +35,7 @@ _PUBLIC = {
     "realtime_tool": "pipecat_realtime_twilio.agent.tools",
     "end_call": "pipecat_realtime_twilio.agent.tools",
     "transfer_call": "pipecat_realtime_twilio.agent.tools",
+    "warm_transfer": "pipecat_realtime_twilio.agent.warm_transfer",
     # The openai package's turn detection models, for RealtimeAgent(turn_detection=...).
     "ServerVad": "openai.types.realtime.realtime_audio_input_turn_detection",
     "SemanticVad": "openai.types.realtime.realtime_audio_input_turn_detection",
@@ -45,6 +47,7 @@ __all__ = [
     "CallRunner",
     "CallSession",
     "Failure",
+    "LiveAgent",
     "RealtimeAgent",
     "RealtimeTool",
     "SemanticVad",
@@ -60,6 +63,7 @@ __all__ = [
     "load_settings",
     "realtime_tool",
     "transfer_call",
+    "warm_transfer",
 ]
 
 if TYPE_CHECKING:
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
 
     from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
     from pipecat_realtime_twilio.agent.limits import CallLimits
+    from pipecat_realtime_twilio.agent.live import LiveAgent
     from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
     from pipecat_realtime_twilio.agent.tools import (
         RealtimeTool,
@@ -74,6 +79,7 @@ if TYPE_CHECKING:
         realtime_tool,
         transfer_call,
     )
+    from pipecat_realtime_twilio.agent.warm_transfer import warm_transfer
     from pipecat_realtime_twilio.errors import CallControlError, SettingsError
     from pipecat_realtime_twilio.phone.call import CallSession
     from pipecat_realtime_twilio.phone.output import TwilioOutputTransport

@@ -82,6 +82,8 @@ KNOWN_CODES = frozenset(
         # responses
         "no_first_byte",
         "session_expired",
+        # GPT-Live: the server closed the session for content (a safety stop)
+        "closed_content",
         # the pipeline
         "exception",
         "reconnects_exhausted",

@@ -21,6 +21,8 @@ from pipecat_realtime_twilio.errors import SettingsError
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
+DEFAULT_LIVE_MODEL = "gpt-live-1.1"
+DEFAULT_LIVE_BACKEND_MODEL = "gpt-5.4-mini"
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
 DEFAULT_DATABASE_URL = "sqlite:///calls.db"
 _BOT_ROUTES_FORM = 'a JSON object of called number to bot name, e.g. {"+15551230000": "sales"}'
@@ -47,6 +49,18 @@ class Settings(BaseSettings):
     )
     openai_realtime_model: str = Field(
         default=DEFAULT_REALTIME_MODEL, description="Realtime model of every call."
+    )
+    openai_live_url: str | None = Field(
+        default=None,
+        description="Websocket URL of the GPT-Live API; unset: derived from OPENAI_REALTIME_URL "
+        "(wss://host/v1/realtime -> wss://host/v1/live/sessions).",
+    )
+    openai_live_model: str = Field(
+        default=DEFAULT_LIVE_MODEL, description="GPT-Live model of bots with engine: live."
+    )
+    openai_live_backend_model: str = Field(
+        default=DEFAULT_LIVE_BACKEND_MODEL,
+        description="Responses model GPT-Live delegates reasoning and tools to.",
     )
     twilio_account_sid: str | None = Field(
         default=None,
@@ -178,6 +192,17 @@ class Settings(BaseSettings):
         gt=0,
         description="A pre-warmed session whose stream has not started by then is closed.",
     )
+    greeting_cache_dir: str | None = Field(
+        default=None,
+        description=(
+            "Also keep cached greetings (the model's audio of each bot's greeting) in this "
+            "folder, for restarts and other instances; in memory only without it."
+        ),
+    )
+    greeting_warmup: bool = Field(
+        default=False,
+        description="At start-up, have the model say each prompt bot's greeting for the cache.",
+    )
     stream_url: AnyHttpUrl | None = Field(
         default=None,
         description=(
@@ -299,9 +324,11 @@ class Settings(BaseSettings):
         description="How long a campaign call rings before it counts as no answer.",
     )
 
-    @field_validator("openai_realtime_url")
+    @field_validator("openai_realtime_url", "openai_live_url")
     @classmethod
-    def _check_realtime_url(cls, value: str) -> str:
+    def _check_realtime_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must start with ws:// or wss://")
         return value.rstrip("/")
@@ -390,6 +417,21 @@ class Settings(BaseSettings):
         if rest.endswith("/realtime"):
             rest = rest[: -len("/realtime")]
         return f"{'https' if scheme == 'wss' else 'http'}://{rest}"
+
+    @property
+    def openai_live_sessions_url(self) -> str:
+        """GPT-Live's websocket: ``OPENAI_LIVE_URL``, else derived from ``OPENAI_REALTIME_URL``.
+
+        ``wss://api.openai.com/v1/realtime`` gives ``wss://api.openai.com/v1/live/sessions``
+        (the bundled emulator serves both on one port).
+        """
+        if self.openai_live_url is not None:
+            return self.openai_live_url
+        scheme, rest = self.openai_realtime_url.split("://", 1)
+        rest = rest.split("?", 1)[0].rstrip("/")
+        if rest.endswith("/realtime"):
+            rest = rest[: -len("/realtime")]
+        return f"{scheme}://{rest}/live/sessions"
 
     @property
     def websocket_origin(self) -> str:

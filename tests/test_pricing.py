@@ -8,8 +8,14 @@ from loguru import logger
 from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.errors import SettingsError
 from pipecat_realtime_twilio.runner import pricing
+from pipecat_realtime_twilio.runner.live_pricing import (
+    live_cost_by_kind,
+    live_cost_usd,
+    live_price_for,
+)
 from pipecat_realtime_twilio.runner.pricing import (
     COST_KINDS,
+    LIVE_PRICES,
     PRICES,
     ModelPrice,
     PriceTable,
@@ -53,6 +59,7 @@ def test_table_has_the_published_prices():
         "gpt-realtime-mini": (10, 0.30, 20, 0.60, 0.06, 2.40),
         "gpt-4o-realtime-preview": (40, 2.50, 80, 5, 2.50, 20),
         "gpt-4o-mini-realtime-preview": (10, 0.30, 20, 0.60, 0.30, 2.40),
+        "gpt-5.4-mini": (0, 0, 0, 0.75, 0.075, 4.50),  # GPT-Live's default backend
     }
     assert set(PRICES) == set(expected)
     for model, numbers in expected.items():
@@ -412,3 +419,32 @@ def test_no_price_no_split(warnings):
     assert cost_by_kind(USAGE, None) == {}
     assert PriceTable().cost_by_kind("gpt-unknown-voice", USAGE) == {}
     assert cost_usd("gpt-unknown-voice", USAGE) is None
+
+
+def test_live_calls_are_priced_by_the_minute_plus_the_backends_tokens():
+    assert LIVE_PRICES == {"gpt-live-1": 0.05, "gpt-live-1.1": 0.05}
+    assert live_price_for("gpt-live-1.1-2026-11-01") == 0.05
+    assert live_price_for("gpt-realtime-2") is None
+    table = PriceTable()
+    backend = Usage(input_text_tokens=10_000, cached_text_tokens=2_000, output_text_tokens=1_000)
+    cost = live_cost_by_kind(table, "gpt-live-1.1", 90.0, "gpt-5.4-mini", backend)
+    assert cost == pytest.approx(
+        {
+            "live": 1.5 * 0.05,
+            "text_in": 10_000 * 0.75 / 1e6,
+            "cached_text_in": 2_000 * 0.075 / 1e6,
+            "text_out": 1_000 * 4.50 / 1e6,
+        }
+    )
+    total = live_cost_usd(table, "gpt-live-1.1", 90.0, "gpt-5.4-mini", backend)
+    assert total == pytest.approx(sum(cost.values()))
+    # No backend tokens: the minutes alone, whatever the backend model.
+    assert live_cost_by_kind(table, "gpt-live-1", 60.0, "unpriced", Usage()) == {"live": 0.05}
+
+
+def test_a_live_call_without_the_prices_it_needs_has_no_cost(warnings):
+    table = PriceTable()
+    tokens = Usage(output_text_tokens=10)
+    assert live_cost_by_kind(table, "gpt-live-9", 60.0, "gpt-5.4-mini", tokens) == {}
+    assert live_cost_usd(table, "gpt-live-1.1", 60.0, "unpriced-backend", tokens) is None
+    assert any("gpt-live-9" in m for m in warnings)

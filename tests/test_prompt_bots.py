@@ -216,3 +216,110 @@ async def test_bots_check_builds_each_pipeline_and_names_the_line_that_raised(tm
     assert code == 1, out
     assert f"error: {path}:6: bot 'broken': pipeline() raised KeyError: 'voice'" in out
     assert "ok: default" in out
+
+
+LIVE = """\
+---
+description: A concierge on GPT-Live.
+engine: live
+greeting: Good evening.
+voice: quartz
+backend_model: gpt-5.4-mini
+tools: [end_call, transfer_call]
+transfer_number: "+15551230000"
+limits:
+  max_duration_secs: 300
+---
+You are the concierge.
+"""
+
+
+async def test_engine_live_builds_a_live_agent_from_the_front_matter(tmp_path):
+    from pipecat_realtime_twilio.agent.live import LiveAgent
+
+    bot = load_markdown_bot(write(tmp_path, "concierge.md", LIVE))
+    processors = await build_offline(bot)
+    agent = processors[1]
+    assert isinstance(agent, LiveAgent) and len(processors) == 3
+    assert agent.engine == "live" and agent.model == "gpt-live-1.1"
+    assert agent._voice == "quartz" and agent.live_usage.backend_model == "gpt-5.4-mini"
+    assert [t["name"] for t in agent._backend_tools] == ["end_call", "transfer_call"]
+    assert agent._limits is not None and agent._greeting == "Good evening."
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        (LIVE.replace("voice: quartz", "voice: quartz\nspeed: 1.2"), 6, "speed: Realtime-only"),
+        (
+            LIVE.replace("limits:", "turn_detection:\n  type: semantic_vad\nlimits:"),
+            9,
+            "turn_detection: Realtime-only (GPT-Live decides turns itself)",
+        ),
+        (
+            LIVE.replace("limits:", "transcription: false\nlimits:"),
+            9,
+            "transcription: Realtime-only",
+        ),
+        (
+            LIVE.replace("limits:", "noise_reduction: near_field\nlimits:"),
+            9,
+            "noise_reduction: Realtime-only",
+        ),
+        (
+            LIVE.replace("limits:", "keypad_response_interval_secs: 2\nlimits:"),
+            9,
+            "keypad_response_interval_secs: Realtime-only",
+        ),
+        (
+            LIVE.replace("backend_model: gpt-5.4-mini", "model: gpt-realtime-2"),
+            6,
+            "model: 'gpt-realtime-2' is no GPT-Live model",
+        ),
+        (
+            LIVE.replace(
+                "tools: [end_call, transfer_call]",
+                'tools: [end_call, warm_transfer]\nwarm_transfer: {number: "+15551230000"}',
+            ),
+            8,
+            "warm_transfer: Realtime-only",
+        ),
+        (LIVE.replace("voice: quartz", "voice: robot"), 5, "unknown voice 'robot'"),
+        (LIVE.replace("engine: live", "engine: turbo"), 3, "unknown engine 'turbo'"),
+        (
+            LIVE.replace("engine: live\n", "").replace("backend_model: gpt-5.4-mini\n", ""),
+            4,
+            "voice: 'quartz' is a GPT-Live voice, not a Realtime one",
+        ),
+        (
+            LIVE.replace("engine: live\n", "").replace("voice: quartz", "voice: cedar"),
+            5,
+            "backend_model: Live-only",
+        ),
+        (
+            GOOD.replace("voice: cedar", "voice: cedar\nmodel: gpt-live-1.1"),
+            5,
+            "model: 'gpt-live-1.1' is a GPT-Live model: set engine: live",
+        ),
+    ],
+    ids=[
+        "speed",
+        "turn detection",
+        "transcription",
+        "noise reduction",
+        "keypad interval",
+        "realtime model",
+        "warm transfer",
+        "unknown voice",
+        "unknown engine",
+        "live voice on realtime",
+        "backend model on realtime",
+        "live model on realtime",
+    ],
+)
+def test_a_live_bot_names_each_key_its_engine_cannot_have(tmp_path, text, line, says):
+    path = write(tmp_path, "concierge.md", text)
+    with pytest.raises(BotError) as error:
+        load_markdown_bot(path)
+    assert str(error.value).startswith(f"{path}:{line}: "), str(error.value)
+    assert says in str(error.value)

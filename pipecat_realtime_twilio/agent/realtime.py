@@ -35,7 +35,7 @@ from pipecat_realtime_twilio.agent.configuration import (
     typed_turn_detection,
     vad_silence_ms,
 )
-from pipecat_realtime_twilio.agent.conversation import Conversation
+from pipecat_realtime_twilio.agent.greeting import CachedGreeting
 from pipecat_realtime_twilio.agent.guard import FIRST_BYTE_TIMEOUT_SECS
 from pipecat_realtime_twilio.agent.keypad import (
     DTMF_TIMEOUT_SECS,
@@ -44,6 +44,8 @@ from pipecat_realtime_twilio.agent.keypad import (
     Keypad,
 )
 from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
+from pipecat_realtime_twilio.agent.mcp import mcp_servers_in
+from pipecat_realtime_twilio.agent.mcp_events import McpEvents, consent_tool
 from pipecat_realtime_twilio.agent.models import warn_once
 from pipecat_realtime_twilio.agent.session_keeper import SESSION_MAX_SECS, SessionKeeper
 from pipecat_realtime_twilio.agent.tools import split_tools
@@ -61,7 +63,7 @@ TOOL_ERROR_MESSAGE = "Sorry, I couldn't do that just now."
 _HEARD_EXTRA_SECS = 5.0
 
 
-class RealtimeAgent(Conversation):
+class RealtimeAgent(McpEvents, CachedGreeting):
     """A speech-to-speech agent for phone calls, on the OpenAI Realtime API.
 
     It is Pipecat's ``OpenAIRealtimeLLMService`` set up for a phone line:
@@ -74,7 +76,9 @@ class RealtimeAgent(Conversation):
       caller audio, so no audio is ever read in the wrong format.
     - OpenAI's server VAD decides turns; no local turn model is loaded.
     - The bot speaks first: with a ``greeting`` it greets as soon as both the
-      call and the session are up.
+      call and the session are up; with the greeting in a cache
+      (:meth:`use_greeting_cache`), the moment the call starts
+      (:mod:`~pipecat_realtime_twilio.agent.greeting`).
     - Barge-in acts on what the caller heard: when the caller starts speaking
       the phone is cleared at once, the model's item is truncated at the ms the
       caller actually heard (from Twilio's marks), and late audio of the
@@ -141,7 +145,8 @@ class RealtimeAgent(Conversation):
                 ``@realtime_tool``, ``end_call()``, ``transfer_call(...)``), whose
                 handlers are registered here, and/or Pipecat ``FunctionSchema``
                 objects or a ``ToolsSchema`` (register those handlers with
-                ``register_function``).
+                ``register_function``), and :class:`~.mcp.McpServer` objects (remote
+                MCP servers OpenAI calls for the model, see :mod:`~.mcp_events`).
             api_key: OpenAI API key; defaults to ``OPENAI_API_KEY``.
             base_url: Realtime websocket URL; defaults to ``OPENAI_REALTIME_URL``.
             turn_detection: Server turn detection: ``ServerVad`` (``threshold``,
@@ -188,6 +193,9 @@ class RealtimeAgent(Conversation):
         api_key, base_url, model = connection(api_key, base_url, model)
         if fallback_number:
             fallback_number = check_transfer_target(fallback_number)  # wrong: fails at build
+        mcp_servers = mcp_servers_in(tools)  # sent as tools of type mcp (agent/mcp_events.py)
+        if isinstance(tools, list) and any(s.approval not in ("never", []) for s in mcp_servers):
+            tools = [*tools, consent_tool()]  # the caller's consent, for the API
         realtime_tools, tools_schema = split_tools(tools)
         detection = typed_turn_detection(turn_detection)
         audio_input = phone_audio_input(
@@ -221,6 +229,7 @@ class RealtimeAgent(Conversation):
         )
         for tool in realtime_tools:
             self.register_function(tool.name, tool.handler)
+        self._init_mcp(mcp_servers)
         self.tool_error_message = tool_error_message
         self.model = model
         warn_once("realtime", model)  # an announced shutdown: said once per process
@@ -256,6 +265,7 @@ class RealtimeAgent(Conversation):
         if call is not None:
             self._plug_in(call)
             call.attach_agent(self)
+        await self._play_cached_greeting()  # the moment the stream starts: no session awaited
         # Pipecat connects at setup, before the phone is known; a pre-warmed session
         # is taken over only now, so its early audio takes the same path as the rest.
         if await self._take_prewarmed():

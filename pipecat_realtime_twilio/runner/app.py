@@ -33,6 +33,7 @@ from pipecat_realtime_twilio.phone.rest import TwilioRest
 from pipecat_realtime_twilio.phone.signatures import websocket_signature_valid
 from pipecat_realtime_twilio.phone.stream import StreamRejected, refuse_stream
 from pipecat_realtime_twilio.phone.twiml import say_twiml
+from pipecat_realtime_twilio.phone.warm_transfer import warm_transfer_record
 from pipecat_realtime_twilio.runner.admission import Admission, StreamTokens
 from pipecat_realtime_twilio.runner.amendments import RecordAmender
 from pipecat_realtime_twilio.runner.analysis import PostCallAnalysis
@@ -42,6 +43,7 @@ from pipecat_realtime_twilio.runner.campaign_routes import CampaignRoutes
 from pipecat_realtime_twilio.runner.campaign_store import CampaignStore
 from pipecat_realtime_twilio.runner.console import Console
 from pipecat_realtime_twilio.runner.dialer import CampaignDialer
+from pipecat_realtime_twilio.runner.greetings import RunnerGreetings
 from pipecat_realtime_twilio.runner.incoming import (
     BUSY_MESSAGE,
     STREAM_ACTION_PARAMETER,
@@ -137,6 +139,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             settings, store=store, webhook_retry_secs=webhook_retry_secs, metrics=self.metrics
         )
         self.prewarmed = PrewarmedCalls(settings.prewarm_timeout_secs, self.metrics)
+        self.greetings = RunnerGreetings(settings)  # GREETING_CACHE_DIR, GREETING_WARMUP
         self.recorders = RecordingKeeper(settings, self.recordings, self.records)
         self.analyses = PostCallAnalysis(settings, self.records, self.metrics)
         self.amender = RecordAmender(self.records, self.admission.shared)  # late news of calls
@@ -213,6 +216,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         self.campaigns.start()  # CAMPAIGN_DIALER: claims numbers while lines are free
         await self.admission.shared.start(self.admission.describe)  # REDIS_URL: the registry
         await self.recorders.start()  # uploads left pending, RECORDING_RETENTION_DAYS
+        self.greetings.start(lambda: self.bots)  # GREETING_WARMUP: in the background
         if self.settings.metrics_port is not None and self._metrics_server is None:
             self._metrics_server, _ = start_http_server(
                 self.settings.metrics_port,
@@ -236,6 +240,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             self._metrics_server.server_close()
             self._metrics_server = None
         await self.prewarmed.close()
+        await self.greetings.close()
         await self.recorders.close()  # recordings being written
         await self.twilio_recording.close()
         await self.amender.close()
@@ -297,7 +302,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         """Build ``bot``'s pipeline for ``call``, or say what failed (logged)."""
         with settings_in_effect(self.settings):
             try:
-                return await self.bots[bot].build(call)
+                return self.greetings.attach(bot, await self.bots[bot].build(call))
             except BotError as e:
                 logger.error(str(e))
                 cause = type(e.__cause__).__name__ if e.__cause__ is not None else "BotError"
@@ -439,6 +444,8 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
         self.take_early_events(call)
         self.admission.had_call(call.call_sid)
         record = self.records.record(call, bot)
+        record.warm_transfer = warm_transfer_record(call.warm_transfers)  # the last attempt
+        record.greeting = self.greetings.source(call.agent)  # cache, model or None
         self.recorders.finish(call, record)  # its recording, if it was recorded
         self.amender.fill(record)  # what came before it (a Twilio recording URL...)
         self.metrics.count_call(record, call.agent, call.ended)

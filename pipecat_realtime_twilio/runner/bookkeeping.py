@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from pipecat_realtime_twilio.agent.live_usage import LiveUsage
 from pipecat_realtime_twilio.agent.usage import Usage
 from pipecat_realtime_twilio.phone.call import CallSession
+from pipecat_realtime_twilio.runner.live_pricing import live_cost_by_kind
 from pipecat_realtime_twilio.runner.outbox import Outbox, default_outbox_dir
 from pipecat_realtime_twilio.runner.pricing import PriceTable
 from pipecat_realtime_twilio.runner.records import CallRecord, latency_summary
@@ -206,12 +208,20 @@ class RecordKeeper:
             record.transcript.append(entry.as_dict())
         record.stream_events = [dict(event) for event in call.stream_events]
         record.caller_audio_dropped_ms = call.caller_audio_dropped_ms
+        live = getattr(agent, "live_usage", None)
+        if isinstance(live, LiveUsage):  # GPT-Live: billed by the minute, and backend tokens
+            record.engine, record.live = "live", live.as_dict()
+            cost = live_cost_by_kind(
+                self.prices, record.model, live.billed_seconds, live.backend_model, record.usage
+            )
+            record.cost, record.cost_usd = cost, sum(cost.values()) if cost else None
         if agent is not None:  # what happened, with times, and the cost (by kind)
-            record.cost_usd = self.prices.cost_usd(record.model, record.usage)
+            if record.engine != "live":
+                record.cost_usd = self.prices.cost_usd(record.model, record.usage)
+                record.cost = self.prices.cost_by_kind(record.model, record.usage)
             events = agent.call_events.as_dict()
             record.tool_calls, record.keypad = events["tool_calls"], events["keypad"]
             record.barge_ins, record.turn_latencies = events["barge_ins"], events["turn_latencies"]
-            record.cost = self.prices.cost_by_kind(record.model, record.usage)
         transfer = call.ended.transfer() if call.ended is not None else None
         record.transfers = [transfer] if transfer is not None else []
         record.finish(call.end_reason or "unknown")

@@ -65,6 +65,12 @@ class RunnerMetrics:
       connects when its stream starts), ``dropped`` (closed unused for another
       reason: the webhook asked again, another bot, the runner stopping), ``elsewhere``
       (its stream started on another instance, which said so through Redis; closed at once).
+    - ``prt_greeting_total{source}``: calls that greeted, by where the greeting came from:
+      ``cache`` (played from the greeting cache at the stream's start) or ``model``.
+    - ``prt_warm_transfers_total{outcome}``: calls that tried a warm transfer, by the
+      outcome of the last attempt (``bridged``, ``no_answer``, ``busy``, ``failed``,
+      ``declined``, ``caller_hung_up``).
+    - ``prt_live_seconds_total``: GPT-Live session seconds billed (``engine: live`` calls).
     - ``prt_records_pending``: call records waiting in the outbox for the database.
     - ``prt_call_failures_total{stage,code}``: calls handed to the fallback, by the
       stage that failed (``build``, ``connect``, ``configure``, ``greet``, ``respond``,
@@ -132,6 +138,15 @@ class RunnerMetrics:
         )
         self.prewarm = Counter(
             "prt_prewarm", "Pre-warmed Realtime sessions, by outcome.", ["outcome"], registry=r
+        )
+        self.greetings = Counter(
+            "prt_greeting", "Calls that greeted, by source (cache, model).", ["source"], registry=r
+        )
+        self.warm_transfers = Counter(
+            "prt_warm_transfers", "Warm transfers, by outcome.", ["outcome"], registry=r
+        )
+        self.live_seconds = Counter(
+            "prt_live_seconds", "GPT-Live session seconds billed.", registry=r
         )
         self.records_pending = Gauge(
             "prt_records_pending", "Call records in the outbox, not yet stored.", registry=r
@@ -227,6 +242,12 @@ class RunnerMetrics:
         if record.cost_usd is not None:
             self.cost.inc(record.cost_usd)
         self.caller_audio_dropped.inc(record.caller_audio_dropped_ms / 1000)
+        if record.warm_transfer is not None:
+            self.warm_transfers.labels(record.warm_transfer.get("outcome") or "unfinished").inc()
+        if record.live is not None:
+            self.live_seconds.inc(float(record.live.get("billed_seconds") or 0.0))
+        if record.greeting in ("cache", "model"):
+            self.greetings.labels(record.greeting).inc()
 
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""

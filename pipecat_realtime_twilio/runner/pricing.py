@@ -31,6 +31,11 @@ The file maps model ids to their six prices, USD per million tokens::
 
     {"gpt-realtime-2.1": {"audio_in": 32, "cached_audio_in": 0.4, "audio_out": 64,
                           "text_in": 4, "cached_text_in": 0.4, "text_out": 24}}
+
+GPT-Live (a bot with ``engine: live``) is billed differently: the Live model per
+minute of active session (`LIVE_PRICES`, prorated by the second), and the
+Responses model it delegates to by its tokens (a text model's row of `PRICES`, its
+audio prices 0); :mod:`~pipecat_realtime_twilio.runner.live_pricing` prices both.
 """
 
 import json
@@ -153,6 +158,17 @@ PRICES: dict[str, ModelPrice] = {
         cached_text_in=0.30,
         text_out=2.40,
     ),
+    # Responses models GPT-Live delegates to (text only: audio prices 0).
+    # gpt-5.4-mini: input 0.75, cached input 0.075, output 4.50 (OpenAI's launch prices, as
+    # quoted in March 2026). The default OPENAI_LIVE_BACKEND_MODEL.
+    "gpt-5.4-mini": ModelPrice(
+        audio_in=0.0,
+        cached_audio_in=0.0,
+        audio_out=0.0,
+        text_in=0.75,
+        cached_text_in=0.075,
+        text_out=4.50,
+    ),
     # Left out, unpriced (cost None) until OpenAI publishes all six prices:
     # - gpt-audio-mini: models/gpt-audio-mini lists only text 0.60 / 2.40 (no audio and no
     #   cached prices) and marks the Realtime endpoint not supported.
@@ -160,6 +176,17 @@ PRICES: dict[str, ModelPrice] = {
     #   cached input price (and the Realtime endpoint not supported).
 }
 """USD per million tokens of each Realtime model, by model id (without a date suffix)."""
+
+LIVE_PRICES: dict[str, float] = {
+    # GPT-Live over a WebSocket: $0.05 per minute of active session, billed by the second
+    # (the $0.02 per minute of standby is for WebRTC sessions only).
+    "gpt-live-1": 0.05,
+    "gpt-live-1.1": 0.05,
+}
+"""USD per minute of active session of each GPT-Live model, by model id."""
+
+LIVE_COST_KIND = "live"
+"""The kind of a Live call's cost that pays for the session's minutes."""
 
 _SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _warned_models: set[str] = set()

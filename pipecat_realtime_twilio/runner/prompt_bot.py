@@ -30,10 +30,14 @@ Example ``bots/receptionist.md``::
     ---
     You are the receptionist of Acme...
 
-Front matter keys (all optional): ``description``, ``greeting``, ``voice``,
+Front matter keys (all optional): ``description``, ``engine`` (``realtime``, the
+default, or ``live``: GPT-Live, with ``backend_model``; see
+:mod:`~pipecat_realtime_twilio.runner.live_bot`), ``greeting``, ``voice``,
 ``model``, ``language``, ``speed``, ``tools`` (names of built-in tools:
-``end_call``, ``transfer_call``), ``transfer_number`` (needed by
-``transfer_call``), ``fallback_number``, ``fallback_line``,
+``end_call``, ``transfer_call``, ``warm_transfer``), ``transfer_number`` (needed by
+``transfer_call``), ``warm_transfer`` (``number``, ``ring_secs``, ``caller_id``: needed
+by the tool; see :mod:`~pipecat_realtime_twilio.runner.warm_transfer_spec`),
+``fallback_number``, ``fallback_line``,
 ``first_byte_timeout_secs``, ``keypad_max_digits``, ``keypad_response_interval_secs``,
 ``limits`` (``max_duration_secs``, ``closing_line``,
 ``silence_timeout_secs``, ``silence_prompt``, ``silence_goodbye``),
@@ -44,7 +48,9 @@ default, with ``threshold``, ``prefix_padding_ms``, ``silence_duration_ms``,
 ``noise_reduction`` (``near_field`` or ``far_field``), ``transcription``
 (``model``, ``language``; ``false``: no transcript of the caller), ``analysis``
 (the post-call analysis: ``fields``, ``instructions``, ``model``; see
-:mod:`~pipecat_realtime_twilio.runner.analysis_spec`). Any mistake is a
+:mod:`~pipecat_realtime_twilio.runner.analysis_spec`), ``mcp`` (MCP servers, each
+``label``, ``url``, ``allowed_tools``, ``approval``, ``headers``, ``description``; see
+:mod:`~pipecat_realtime_twilio.agent.mcp`). Any mistake is a
 :class:`BotError` naming the file and line (of the nested key, for a nested one);
 each mistake in ``analysis`` gets a line of its own.
 """
@@ -61,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipecat_realtime_twilio.agent.limits import CallLimits
+from pipecat_realtime_twilio.agent.mcp import McpDeclarationError, McpServer, parse_mcp_servers
 from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
 from pipecat_realtime_twilio.agent.tools import end_call, transfer_call
 from pipecat_realtime_twilio.errors import BotError
@@ -70,6 +77,8 @@ from pipecat_realtime_twilio.runner.analysis_spec import (
     AnalysisSpec,
     check_analysis,
 )
+from pipecat_realtime_twilio.runner.live_bot import check_engine, live_agent
+from pipecat_realtime_twilio.runner.warm_transfer_spec import WarmTransferSpec
 from pipecat_realtime_twilio.targets import InvalidTransferTarget, check_transfer_target
 
 Voice = Literal[
@@ -78,7 +87,14 @@ Voice = Literal[
 VOICES: tuple[str, ...] = get_args(Voice)
 """The Realtime API's voices."""
 
-Tool = Literal["end_call", "transfer_call"]
+AnyVoice = Literal[
+    Voice,
+    "beacon", "bossa", "cinder", "delta", "gleam", "meridian", "quartz",
+    "ripple", "shida", "stone", "tempo", "vesper", "willow",
+]  # fmt: skip
+"""A Realtime voice, or a GPT-Live one (for ``engine: live``; checked by engine)."""
+
+Tool = Literal["end_call", "transfer_call", "warm_transfer"]
 TOOLS: tuple[str, ...] = get_args(Tool)
 """Built-in tools a prompt-only bot can list by name."""
 
@@ -132,13 +148,19 @@ class PromptBotSpec(BaseModel):
 
     Parameters:
         description: One line about the bot (``pipecat-realtime-twilio bots``).
+        engine: ``realtime`` (the OpenAI Realtime API, the default) or ``live`` (GPT-Live;
+            see :mod:`~pipecat_realtime_twilio.runner.live_bot` for the keys it refuses).
         greeting: What the bot says first; none: it waits for the caller.
         voice: One of :data:`VOICES`.
-        model: Realtime model; ``OPENAI_REALTIME_MODEL`` when unset.
+        model: Realtime model; ``OPENAI_REALTIME_MODEL`` when unset (``engine: live``:
+            the GPT-Live model; ``OPENAI_LIVE_MODEL`` when unset).
+        backend_model: ``engine: live`` only: the Responses model GPT-Live delegates to;
+            ``OPENAI_LIVE_BACKEND_MODEL`` when unset.
         language: The language the bot speaks (added to the prompt).
         speed: Speaking speed, 0.25 to 1.5.
         tools: Built-in tools by name (:data:`TOOLS`).
         transfer_number: Where ``transfer_call`` transfers.
+        warm_transfer: Where and how ``warm_transfer`` transfers (``number``, ``ring_secs``...).
         fallback_number: Where a call goes if the Realtime API fails for good.
         fallback_line: What the caller hears then (Twilio's voice).
         first_byte_timeout_secs: Most seconds a response may take to its first byte.
@@ -152,18 +174,22 @@ class PromptBotSpec(BaseModel):
         analysis: The post-call analysis (the fields a text model fills after the call).
         voicemail: What a campaign's call says to an answering machine after its beep
             (Twilio's voice, no Realtime session); none: it hangs up.
+        mcp: Remote MCP servers whose tools the model may call (through OpenAI).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
+    engine: Literal["realtime", "live"] = "realtime"
     greeting: str | None = None
-    voice: Voice = "marin"
+    voice: AnyVoice = "marin"
     model: str | None = None
+    backend_model: str | None = None
     language: str | None = None
     speed: float | None = Field(default=None, ge=0.25, le=1.5)
     tools: list[Tool] = Field(default_factory=list)
     transfer_number: str | None = None
+    warm_transfer: WarmTransferSpec | None = None
     fallback_number: str | None = None
     fallback_line: str | None = None
     first_byte_timeout_secs: float | None = Field(default=None, gt=0, le=30)
@@ -175,6 +201,7 @@ class PromptBotSpec(BaseModel):
     transcription: _Transcription | Literal[False] | None = None
     analysis: AnalysisSpec | None = None
     voicemail: str | None = Field(default=None, min_length=1, max_length=1000)
+    mcp: list[McpServer] = Field(default_factory=list)
 
     @field_validator("transfer_number", "fallback_number", mode="before")
     @classmethod
@@ -270,7 +297,10 @@ class PromptBot:
         tools = [
             transfer_call(spec.transfer_number or "") if name == "transfer_call" else end_call()
             for name in spec.tools
+            if name != "warm_transfer"
         ]
+        if spec.warm_transfer is not None and "warm_transfer" in spec.tools:
+            tools.append(spec.warm_transfer.tool())
         instructions = self.prompt
         if spec.language:
             instructions += f"\n\nSpeak {spec.language}."
@@ -296,13 +326,15 @@ class PromptBot:
             if spec.transcription.model:
                 options["transcription_model"] = spec.transcription.model
             options["transcription_language"] = spec.transcription.language
+        if spec.engine == "live":
+            return [call.input(), live_agent(spec, instructions, tools, options), call.output()]
         agent = RealtimeAgent(
             instructions=instructions,
             greeting=spec.greeting,
             voice=spec.voice,
             model=spec.model,
             speed=spec.speed,
-            tools=tools or None,
+            tools=[*tools, *spec.mcp] or None,
             fallback_number=spec.fallback_number,
             **options,
         )
@@ -349,6 +381,13 @@ def load_prompt_bot(path: Path) -> PromptBot:
                 return f"{path}:{_node_line(front, ('analysis', *key))}"
 
             raise BotError(e.lines("analysis", where)) from None
+    if data.get("mcp") is not None:
+        try:
+            data["mcp"] = parse_mcp_servers(data["mcp"])
+        except McpDeclarationError as e:
+            key = "mcp" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.loc)
+            line = _node_line(front, ("mcp", *e.loc))
+            raise BotError(f"{path}:{line}: {key}: {e.message}") from None
     try:
         spec = PromptBotSpec.model_validate(data)
     except ValidationError as e:
@@ -356,13 +395,24 @@ def load_prompt_bot(path: Path) -> PromptBot:
         key = _key_path(error)
         line = _node_line(front, tuple(key.split(".")))
         raise BotError(f"{path}:{line}: {key}: {_explain(error)}") from None
+    if spec.mcp and spec.engine == "live":  # Realtime MCP tools; Live has none of its own
+        line = _node_line(front, ("mcp",))
+        raise BotError(f"{path}:{line}: mcp: MCP servers need engine: realtime")
     if "transfer_call" in spec.tools and not spec.transfer_number:
         line = _node_line(front, ("tools",))
         raise BotError(f"{path}:{line}: tools: transfer_call needs a transfer_number")
+    if "warm_transfer" in spec.tools and spec.warm_transfer is None:
+        line = _node_line(front, ("tools",))
+        raise BotError(f"{path}:{line}: tools: warm_transfer needs warm_transfer: {{number: ...}}")
+    check_engine(data, spec, VOICES, lambda key, message: _key_error(path, front, key, message))
     prompt = "\n".join(lines[end + 1 :]).strip()
     if not prompt:
         raise BotError(f"{path}:{end + 2}: the prompt (the text after the front matter) is empty")
     return PromptBot(path, spec, prompt)
+
+
+def _key_error(path: Path, front: str, key: str, message: str) -> BotError:
+    return BotError(f"{path}:{_node_line(front, (key,))}: {key}: {message}")
 
 
 def _node_line(front: str, keys: tuple[str | int, ...]) -> int:

@@ -130,6 +130,21 @@ class CallRecord:
         analysis: The post-call analysis, if the bot declares one: ``{"model": str,
             "fields": dict (the bot's declared fields, ``summary`` first), "error": str |
             None, "at": float}``.
+        greeting: Where the bot's greeting came from: ``"cache"`` (played from the
+            greeting cache at the stream's start; its transcript turn has ``"cached":
+            true``), ``"model"`` (spoken by the model), or None (no greeting).
+        warm_transfer: The call's warm transfer, if the bot tried one (the last attempt):
+            ``{"number": str, "outcome": "bridged" | "no_answer" | "busy" | "failed" |
+            "declined" | "caller_hung_up", "human_call_sid": str | None, "conference":
+            str, "summary": str, "rang_secs": float | None, "held_secs": float | None,
+            "at": float, "error": str | None, "attempts": int}``.
+        engine: The speech-to-speech API of the call: ``"realtime"`` (OpenAI Realtime,
+            billed by tokens) or ``"live"`` (GPT-Live, billed by the minute).
+        live: GPT-Live billing, for ``engine == "live"``: ``{"billed_seconds": float
+            (active session, as the server reported it), "sessions": int,
+            "backend_model": str}``; ``usage`` then holds the backend model's tokens and
+            ``cost`` the kinds ``live`` (the minutes) and ``text_in``, ``cached_text_in``,
+            ``text_out`` (the backend's tokens).
     """
 
     call_sid: str
@@ -159,6 +174,10 @@ class CallRecord:
     twilio_recording_url: str | None = None
     cost: dict[str, float] = field(default_factory=dict)
     analysis: dict[str, Any] | None = None
+    greeting: str | None = None
+    warm_transfer: dict[str, Any] | None = None
+    engine: str = "realtime"
+    live: dict[str, Any] | None = None
 
     def add_turn(
         self,
