@@ -129,7 +129,13 @@ class _DrainingServer(uvicorn.Server):
 def _simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(args.log_level or "WARNING", settings.log_format)
+    from pipecat_realtime_twilio.shell_args import check_shell_arguments
+    from pipecat_realtime_twilio.shell_simulate import run_shell_simulate
     from pipecat_realtime_twilio.simulate import print_result, simulate_call
+
+    check_shell_arguments(args)
+    if args.url:  # a runner that is running: call it as Twilio would
+        return run_shell_simulate(args, settings)
 
     result = asyncio.run(
         simulate_call(
@@ -143,6 +149,13 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print_result(result)
     return 1 if result.fallback is not None else 0  # the bot failed: say so to scripts too
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    configure_logging("WARNING")  # the emulator's own lines are its output, not its logs
+    from pipecat_realtime_twilio.emulator_cli import run_emulator
+
+    return run_emulator(args)
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -244,13 +257,15 @@ def _bots(args: argparse.Namespace) -> int:
         for path in bot_files(settings.bots_dir):
             try:
                 bot = load_bot(path)
-                asyncio.run(check_bot(bot, settings))  # builds its pipeline, offline
+                processors = asyncio.run(check_bot(bot, settings))  # builds it, offline
             except BotError as e:
                 problems += 1
                 for line in str(e).splitlines():  # one mistake per line, each marked
                     print(f"error: {line}")
             else:
                 print(f"ok: {bot.name} ({path})")
+                for server in (s for p in processors for s in getattr(p, "mcp_servers", [])):
+                    print(f"  mcp: {server.describe()}")  # header names only, never values
         return 1 if problems else 0
 
     bots = load_bots(settings.bots_dir)
@@ -285,9 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate",
-        help="place a simulated phone call to a bot, offline on the bundled emulator without a key",
+        help="place a simulated phone call to a bot, offline on the bundled emulator without a "
+        "key, or to a running runner (--url)",
     )
-    simulate.add_argument("--wav", type=Path, help="WAV file the caller speaks (default: a sample)")
+    simulate.add_argument(
+        "--wav", "--say", type=Path, help="WAV file the caller speaks (default: a sample)"
+    )
     simulate.add_argument(
         "--out", type=Path, default=Path("heard.wav"), help="WAV of what the caller heard"
     )
@@ -301,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url",
         help="store the call's record in this database (SQLAlchemy URL; default: a temporary one)",
     )
+    from pipecat_realtime_twilio.shell_args import add_shell_arguments
+
+    add_shell_arguments(simulate)
     simulate.set_defaults(run=_simulate)
 
     call = commands.add_parser(
@@ -314,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pipecat_realtime_twilio.runner.campaign_cli import add_parser as add_campaign_parser
 
     add_campaign_parser(commands, _campaign)
+
+    from pipecat_realtime_twilio.emulator_cli import add_parser as add_emulator_parser
+
+    add_emulator_parser(commands, _emulator)
 
     calls = commands.add_parser("calls", help="list call records, or show one")
     calls.add_argument("call_sid", nargs="?", help="show this call's record")

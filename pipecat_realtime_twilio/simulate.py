@@ -273,7 +273,7 @@ async def _result(
     """Wait for the call's record, write what the caller heard, and sum the call up."""
     await _wait_finished(runner, caller.call_sid)
     summary = next(s for s in runner.finished if s.call_sid == caller.call_sid)
-    write_ulaw_wav(out, _real_time_recording(caller))
+    write_ulaw_wav(out, real_time_recording(caller))
     greeting_at = caller.play_time_of(0)
     return SimulationResult(
         summary=summary,
@@ -300,7 +300,7 @@ def _speech_end(ulaw: bytes, threshold: float = 300.0) -> int:
     return int(loud[-1] + 1) * FRAME_BYTES if len(loud) else len(ulaw)
 
 
-def _real_time_recording(caller: TwilioCaller) -> bytes:
+def real_time_recording(caller: TwilioCaller) -> bytes:
     """What the phone played, tick by tick, with silence where nothing played."""
     recording = bytearray()
     for _, played, offset in caller.playback:
