@@ -11,11 +11,12 @@ import json
 import aiohttp
 import pytest
 from conftest import AUTH_TOKEN, phone_call
+from pydantic import SecretStr
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from pipecat_realtime_twilio import RealtimeAgent, warm_transfer
-from pipecat_realtime_twilio.errors import BotError
+from pipecat_realtime_twilio.errors import BotError, SettingsError
 from pipecat_realtime_twilio.phone.conference import (
     SUMMARY_INTRO,
     caller_leg_twiml,
@@ -25,7 +26,10 @@ from pipecat_realtime_twilio.phone.conference import (
 from pipecat_realtime_twilio.phone.ending import EndKind
 from pipecat_realtime_twilio.phone.hold_audio import hold_sound
 from pipecat_realtime_twilio.phone.warm_transfer import WarmTransferEnd, warm_transfer_record
+from pipecat_realtime_twilio.runner.bots import load_bots
+from pipecat_realtime_twilio.runner.preflight import check_runner
 from pipecat_realtime_twilio.runner.prompt_bot import load_prompt_bot
+from pipecat_realtime_twilio.settings import Settings
 from pipecat_realtime_twilio.testing.emulator import FunctionCall, Reply
 from pipecat_realtime_twilio.testing.fake_conference import FakeConferences
 from pipecat_realtime_twilio.testing.fake_rest import FakeTwilioRest, TwilioApiError
@@ -416,3 +420,25 @@ def test_a_wrong_warm_transfer_key_names_its_line(tmp_path, front, says):
         load_prompt_bot(path)
     assert str(error.value).startswith(f"{path}:"), error.value
     assert says in str(error.value), error.value
+
+
+@pytest.mark.parametrize(
+    ("credentials", "says"),
+    [
+        ({}, "TWILIO_ACCOUNT_SID is not set: bot 'reception' uses warm_transfer"),
+        ({"twilio_account_sid": "AC" + "1" * 32}, "TWILIO_AUTH_TOKEN is not set: bot"),
+    ],
+)
+def test_a_runner_with_a_warm_transfer_bot_needs_rest_credentials(tmp_path, credentials, says):
+    (tmp_path / "reception.md").write_text(BOT)
+    bots = load_bots(tmp_path)
+    settings = Settings(
+        _env_file=None, bot="reception", twilio_validate_signatures=False, **credentials
+    )
+    with pytest.raises(SettingsError) as error:
+        check_runner(settings, bots)
+    assert str(error.value).startswith(says), error.value
+    ready = settings.model_copy(
+        update={"twilio_account_sid": "AC" + "1" * 32, "twilio_auth_token": SecretStr("t")}
+    )
+    check_runner(ready, bots)  # with both, it starts

@@ -57,6 +57,8 @@ class Bot:
         voicemail: What a campaign's call says to an answering machine after its
             beep (a prompt bot's ``voicemail:``, a Python bot's ``VOICEMAIL``); none:
             the call hangs up.
+        rest_tools: Its tools that need Twilio's REST API (a prompt bot's
+            ``warm_transfer``), for the runner to check the credentials at start-up.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Bot:
     path: Path | None = None
     analysis: AnalysisSpec | None = None
     voicemail: str | None = None
+    rest_tools: tuple[str, ...] = ()
 
     async def build(self, call: CallSession) -> list[FrameProcessor]:
         """Build a fresh pipeline for one call.
@@ -210,6 +213,7 @@ def load_markdown_bot(path: Path) -> Bot:
         path=path,
         analysis=prompt_bot.spec.analysis,
         voicemail=prompt_bot.spec.voicemail,
+        rest_tools=tuple(t for t in prompt_bot.spec.tools if t == "warm_transfer"),
     )
 
 

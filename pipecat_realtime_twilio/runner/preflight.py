@@ -28,6 +28,7 @@ def check_runner(settings: Settings, bots: dict[str, Bot]) -> None:
         BotError: ``BOT`` is not among the bots.
     """
     require_signing_secret(settings)
+    require_rest_credentials(settings, bots)
     select_bot(bots, settings.bot)
     for number, name in settings.bot_routes.items():
         if name not in bots:
@@ -55,3 +56,33 @@ def require_signing_secret(settings: Settings) -> None:
             "TWILIO_AUTH_TOKEN is not set: Twilio's request signatures cannot be checked "
             "(set it, or TWILIO_VALIDATE_SIGNATURES=false for local development only)"
         )
+
+
+def require_rest_credentials(settings: Settings, bots: dict[str, Bot]) -> None:
+    """Refuse to run a bot whose tools dial through Twilio's REST API without its credentials.
+
+    Args:
+        settings: The runner's settings.
+        bots: The bots by name.
+
+    Raises:
+        SettingsError: A bot lists such a tool (``warm_transfer``) and
+            ``TWILIO_ACCOUNT_SID`` or ``TWILIO_AUTH_TOKEN`` is missing.
+    """
+    token = settings.twilio_auth_token
+    missing = [
+        name
+        for name, value in (
+            ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+            ("TWILIO_AUTH_TOKEN", token.get_secret_value() if token is not None else None),
+        )
+        if not value
+    ]
+    if not missing:
+        return
+    for bot in sorted(bots.values(), key=lambda b: b.name):
+        if bot.rest_tools:
+            raise SettingsError(
+                f"{missing[0]} is not set: bot '{bot.name}' uses {bot.rest_tools[0]}, which "
+                "dials through Twilio's REST API"
+            )
