@@ -186,11 +186,11 @@ def test_two_servers_with_one_label_and_not_a_list(tmp_path, token):
         load_prompt_bot(path)
 
 
-def test_mcp_servers_need_the_realtime_engine(tmp_path, token):
+def test_mcp_servers_work_on_the_live_engine_too(tmp_path, token):
     path = write_bot(tmp_path)
     path.write_text(path.read_text().replace("tools: [end_call]", "engine: live"))
-    with pytest.raises(BotError, match=r"crm.md:4: mcp: MCP servers need engine: realtime"):
-        load_prompt_bot(path)
+    spec = load_prompt_bot(path).spec  # Responses MCP tools there (tests/test_mcp_live.py)
+    assert spec.engine == "live" and [server.label for server in spec.mcp] == ["crm"]
 
 
 def test_header_values_never_show(tmp_path, token, monkeypatch):

@@ -247,6 +247,28 @@ async def test_engine_live_builds_a_live_agent_from_the_front_matter(tmp_path):
     assert agent._limits is not None and agent._greeting == "Good evening."
 
 
+async def test_a_live_bot_may_warm_transfer_and_use_mcp_servers(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_TOKEN", "t0ken")
+    text = LIVE.replace(
+        "tools: [end_call, transfer_call]",
+        'tools: [end_call, warm_transfer]\nwarm_transfer: {number: "+15551230000"}\n'
+        "mcp:\n  - label: crm\n    url: https://crm.example.com/mcp\n"
+        "    headers:\n      Authorization: Bearer ${CRM_TOKEN}",
+    )
+    bot = load_markdown_bot(write(tmp_path, "concierge.md", text))
+    agent = (await build_offline(bot))[1]
+    tools = agent._backend_tools  # the Responses backend's: function tools, then MCP servers
+    assert [t.get("name", t["type"]) for t in tools] == ["end_call", "warm_transfer", "mcp"]
+    assert tools[2] == {
+        "type": "mcp",
+        "server_label": "crm",
+        "server_url": "https://crm.example.com/mcp",
+        "require_approval": "never",
+        "headers": {"Authorization": "Bearer t0ken"},
+    }
+    assert [server.label for server in agent.mcp_servers] == ["crm"]
+
+
 @pytest.mark.parametrize(
     ("text", "line", "says"),
     [
@@ -276,14 +298,6 @@ async def test_engine_live_builds_a_live_agent_from_the_front_matter(tmp_path):
             6,
             "model: 'gpt-realtime-2' is no GPT-Live model",
         ),
-        (
-            LIVE.replace(
-                "tools: [end_call, transfer_call]",
-                'tools: [end_call, warm_transfer]\nwarm_transfer: {number: "+15551230000"}',
-            ),
-            8,
-            "warm_transfer: Realtime-only",
-        ),
         (LIVE.replace("voice: quartz", "voice: robot"), 5, "unknown voice 'robot'"),
         (LIVE.replace("engine: live", "engine: turbo"), 3, "unknown engine 'turbo'"),
         (
@@ -309,7 +323,6 @@ async def test_engine_live_builds_a_live_agent_from_the_front_matter(tmp_path):
         "noise reduction",
         "keypad interval",
         "realtime model",
-        "warm transfer",
         "unknown voice",
         "unknown engine",
         "live voice on realtime",

@@ -19,8 +19,8 @@ from pipecat_realtime_twilio.agent.live_config import (
     backend_tools,
     live_connection,
 )
+from pipecat_realtime_twilio.agent.live_mcp import LiveMcp, mcp_tools
 from pipecat_realtime_twilio.agent.live_turns import SETTLE_SECS
-from pipecat_realtime_twilio.agent.live_work import LiveDelegations
 from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT, TOOL_ERROR_MESSAGE
 from pipecat_realtime_twilio.agent.tools import split_tools
 from pipecat_realtime_twilio.errors import CallControlError
@@ -35,7 +35,7 @@ an apology) or, nudged once, an answer it owes the caller; then the call falls b
 _HEARD_EXTRA_SECS = 5.0
 
 
-class LiveAgent(LiveDelegations):
+class LiveAgent(LiveMcp):
     """A speech-to-speech agent for phone calls, on OpenAI's GPT-Live API.
 
     It is Pipecat's ``OpenAILiveLLMService`` set up for a phone line, and takes
@@ -58,7 +58,9 @@ class LiveAgent(LiveDelegations):
       ``tools`` (``@realtime_tool``, ``end_call()``, ``transfer_call(number)``) run as
       function tools of the Responses model GPT-Live delegates to; a failing tool
       becomes a spoken apology, and the call ends or is transferred once the
-      goodbye was heard.
+      goodbye was heard. ``warm_transfer(number)`` holds the caller itself
+      (:mod:`~.live_hold`); :class:`~.mcp.McpServer` objects are Responses MCP tools
+      the backend calls (:mod:`~.live_mcp`).
     - Keypad digits reach the model as commentary (``KEYPAD_INPUT`` and the keys),
       which it answers; a key stops the bot on the phone.
     - No dead air: a refused or hanging handshake, a rejected ``session.start``, a
@@ -109,7 +111,8 @@ class LiveAgent(LiveDelegations):
             model: GPT-Live model; defaults to ``OPENAI_LIVE_MODEL``.
             tools: Tools the backend model may call: :class:`RealtimeTool` objects, whose
                 handlers are registered here, and/or Pipecat ``FunctionSchema`` objects or
-                a ``ToolsSchema`` (register those handlers with ``register_function``).
+                a ``ToolsSchema`` (register those handlers with ``register_function``), and
+                :class:`~.mcp.McpServer` objects (Responses MCP tools, see :mod:`~.live_mcp`).
             backend_model: The Responses model GPT-Live delegates to; defaults to
                 ``OPENAI_LIVE_BACKEND_MODEL``.
             backend_instructions: The backend's instructions (business rules, tool
@@ -137,8 +140,10 @@ class LiveAgent(LiveDelegations):
         )
         if fallback_number:
             fallback_number = check_transfer_target(fallback_number)
+        tools, mcp_servers = mcp_tools(tools)  # MCP servers: Responses mcp tools
         realtime_tools, tools_schema = split_tools(tools)
         super().__init__(
+            mcp_servers=mcp_servers,
             instructions=instructions,
             voice=voice,
             model=model,

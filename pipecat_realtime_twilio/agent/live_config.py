@@ -11,8 +11,9 @@ GPT-Live (``/v1/live/sessions``) is configured once, by the first client event,
 fixed for the session's life), the delegation and the conversation so far. A
 phone session asks for 8 kHz ``audio/pcmu`` both ways (one format serves input
 and output on a Live websocket), and delegates reasoning and tools to a
-Responses model (``delegation: {type: responses}``), whose function tools are
-the bot's :class:`~pipecat_realtime_twilio.agent.tools.RealtimeTool` schemas.
+Responses model (``delegation: {type: responses}``), whose tools are the bot's
+:class:`~pipecat_realtime_twilio.agent.tools.RealtimeTool` schemas (function tools)
+and its MCP servers (Responses ``mcp`` tools, which OpenAI's backend calls).
 
 Every client event but the audio appends is checked against the ``openai``
 package's ``openai.types.live.ClientEvent`` before it is sent
@@ -25,7 +26,8 @@ from typing import Any, get_args
 from loguru import logger
 from openai.types.live import ClientEvent, SessionConfig
 from openai.types.live.built_in_voice import BuiltInVoice
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from openai.types.responses.tool import Mcp as ResponsesMcp
+from pipecat.adapters.llm.schemas.tools_schema import AdapterType, ToolsSchema
 from pydantic import TypeAdapter, ValidationError
 
 from pipecat_realtime_twilio.agent.configuration import is_azure_url
@@ -89,14 +91,16 @@ def live_connection(
 
 
 def backend_tools(tools: ToolsSchema | None) -> list[dict[str, Any]]:
-    """The Responses backend's function tools, from the bot's tool schemas.
+    """The Responses backend's tools, from the bot's tool schemas.
 
     Args:
         tools: The schemas of the bot's tools (``split_tools``), or None.
 
     Returns:
         ``[{"type": "function", "name", "description", "parameters"}, ...]``, as
-        ``openai.types.live.FunctionTool`` has them.
+        ``openai.types.live.FunctionTool`` has them, then the MCP servers' ``mcp`` tools
+        (``server_label``, ``server_url``, ``allowed_tools``, ``require_approval``,
+        ``headers``, ``server_description``), each a valid Responses ``Mcp`` tool.
     """
     if tools is None:
         return []
@@ -109,6 +113,10 @@ def backend_tools(tools: ToolsSchema | None) -> list[dict[str, Any]]:
         if schema.description:
             tool["description"] = schema.description
         result.append(tool)
+    for custom in (tools.custom_tools or {}).get(AdapterType.OPENAI) or []:
+        if custom.get("type") == "mcp":  # McpServer.to_realtime_tool(): the same fields
+            ResponsesMcp.model_validate(custom)
+            result.append(dict(custom))
     return result
 
 

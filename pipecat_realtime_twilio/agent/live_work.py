@@ -15,13 +15,18 @@ to its last response's end, so the agent knows the backend is at work (the bot i
 "responding": a goodbye is not over while the backend still works, and a silent
 model is not nudged meanwhile), adds the backend's tokens to the call's usage, and
 handles a failed response: an apology the first time, the fallback when it fails
-again or for good (``insufficient_quota`` and the other fatal codes).
+again or for good (``insufficient_quota`` and the other fatal codes). A tool that
+finishes after its session was lost (a reconnect while it ran: the new session has
+no such call) has its result told to the model as commentary, unless it asked for no
+answer, so the caller is not left waiting in silence.
 """
 
+import json
 import time
 from typing import Any
 
 from loguru import logger
+from pipecat.frames.frames import FunctionCallResultFrame
 from pipecat.services.openai.live import events
 
 from pipecat_realtime_twilio.agent.live_turns import LiveConversation
@@ -29,9 +34,21 @@ from pipecat_realtime_twilio.agent.live_usage import add_backend_usage
 from pipecat_realtime_twilio.agent.session_keeper import FATAL_ERROR_CODES
 from pipecat_realtime_twilio.failures import Failure
 
+_MAX_LOST_RESULT_CHARS = 1200  # commentary takes at most 500 tokens
+
 
 class LiveDelegations(LiveConversation):
     """Delegated work of a GPT-Live call: followed, counted, and its failures handled."""
+
+    def __init__(self, **kwargs):
+        """Initialize.
+
+        Args:
+            **kwargs: :class:`~pipecat_realtime_twilio.agent.live_turns.LiveConversation`
+                arguments.
+        """
+        super().__init__(**kwargs)
+        self._lost_calls: set[str] = set()  # function calls whose session was lost
 
     async def _handle_evt_delegation_created(self, evt: events.SessionDelegationCreatedEvent):
         if evt.delegation.target == "responses":
@@ -81,6 +98,26 @@ class LiveDelegations(LiveConversation):
         self._last_activity = time.monotonic()
         if not self._work and self._speech.last_speech_at < self._caller_words_at:
             self._expect_speech(self._response_stage(), nudge=True)  # the answer is owed now
+
+    def _forget_session(self) -> None:
+        lost = set(self._open_function_calls)  # their session is gone: no output can follow
+        super()._forget_session()
+        self._lost_calls |= lost
+
+    async def _handle_function_call_result(self, frame: FunctionCallResultFrame):
+        if frame.tool_call_id not in self._lost_calls:
+            await super()._handle_function_call_result(frame)
+            return
+        self._lost_calls.discard(frame.tool_call_id)
+        if frame.properties is not None and frame.properties.run_llm is False:
+            return  # nothing to say about it (the call ends, or the tool spoke itself)
+        result = json.dumps(frame.result, ensure_ascii=False)[:_MAX_LOST_RESULT_CHARS]
+        logger.warning(f"{self} {frame.function_name} finished after its session was lost")
+        await self._commentary(
+            f"The result of {frame.function_name}, which was called before the connection "
+            f"was renewed: {result}. Tell the caller what it means for them."
+        )
+        self._expect_speech(self._response_stage(), nudge=True)
 
     async def _delegated_response_failed(self, response: dict[str, Any]) -> None:
         error = response.get("error")

@@ -19,9 +19,16 @@ REST API: Twilio says the summary to them, then the two are bridged in a confere
 and the bot leaves the call. If the line is busy, nobody answers within
 ``ring_secs``, the call fails or the human hangs up first, the hold audio stops, the
 bot listens again, and the model gets a result saying so, which it tells the caller.
+
+On GPT-Live the tool runs inside a delegated Responses function call (its result goes
+back as the ``function_call_output``): the agent waits only for the model's words to be
+heard, not for that delegation, and holds the caller itself
+(:mod:`~pipecat_realtime_twilio.agent.live_hold`: ``session.input_audio.mute``, and
+none of the model's audio played until the caller is back).
 """
 
 import asyncio
+from typing import Protocol, runtime_checkable
 
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
@@ -128,10 +135,11 @@ def warm_transfer(
     async def _transfer(
         params: FunctionCallParams, agent: AgentControls, call: PhoneCall, summary: str
     ) -> None:
-        await _heard(agent, _HEARD_TIMEOUT_SECS)  # "please hold", before the hold audio
-        listen = getattr(params.llm, "set_audio_input_paused", None)
-        if listen is not None:
-            listen(True)  # on hold: the caller's words are not for the bot
+        if isinstance(agent, HoldsCaller):  # GPT-Live: this tool runs inside a delegation
+            await agent.wait_said(_HEARD_TIMEOUT_SECS)  # "please hold", before the hold audio
+        else:
+            await _heard(agent, _HEARD_TIMEOUT_SECS)
+        await _on_hold(params.llm, True)  # on hold: the caller's words are not for the bot
         reported = False
 
         async def bridging() -> None:  # the result goes back before the call's pipeline ends
@@ -141,16 +149,16 @@ def warm_transfer(
             await params.result_callback(result, properties=_GONE)
 
         options = {"ring_secs": ring_secs, "caller_id": caller_id, "hold_audio": hold_audio}
+        outcome = "failed"
         try:
             outcome = str(
                 await call.warm_transfer(number, summary, before_bridge=bridging, **options)
             )
         except (CallControlError, ValueError) as e:
-            outcome = "failed"
             logger.error(f"warm_transfer: {e}")
         finally:
-            if listen is not None:
-                listen(False)
+            if outcome != "bridged":  # bridged: the bot has left, nothing of it plays again
+                await _on_hold(params.llm, False)
         if reported:  # the bridge failed after all: never silence
             if outcome != "bridged":
                 agent.call_events.tool_failed(params.tool_call_id, "warm_transfer failed")
@@ -165,6 +173,27 @@ def warm_transfer(
         await params.result_callback(result, properties=_BACK_WITH_THE_BOT)
 
     return RealtimeTool(name="warm_transfer", schema=schema, handler=handler)
+
+
+@runtime_checkable
+class HoldsCaller(Protocol):
+    """An agent that puts its side of the call on hold itself (GPT-Live's ``LiveAgent``)."""
+
+    async def wait_said(self, timeout: float) -> bool:
+        """Wait until what the model says now was heard, delegated work in flight aside."""
+
+    async def hold(self, on: bool) -> None:
+        """Mute the caller to the model and play none of it (True), or undo that (False)."""
+
+
+async def _on_hold(llm: object, on: bool) -> None:
+    """Keep the caller's audio from the model (``on``), or let it through again."""
+    if isinstance(llm, HoldsCaller):
+        await llm.hold(on)  # session.input_audio.mute / unmute
+        return
+    pause = getattr(llm, "set_audio_input_paused", None)
+    if pause is not None:
+        pause(on)  # Pipecat's Realtime service stops appending the caller's audio
 
 
 async def _heard(agent: AgentControls, timeout: float) -> bool:

@@ -14,7 +14,9 @@ tune those on Realtime (:data:`REALTIME_ONLY`) are a mistake on a Live bot, name
 with their line; ``backend_model`` (the Responses model GPT-Live delegates to) is
 one on a Realtime bot. A Live bot's ``voice`` may be any GPT-Live voice
 (:data:`~pipecat_realtime_twilio.agent.live_config.LIVE_VOICES`); its ``model`` must
-be a GPT-Live one, and a Realtime bot's must not.
+be a GPT-Live one, and a Realtime bot's must not. ``tools`` (``warm_transfer``
+included) and ``mcp`` servers work on both engines: on GPT-Live they are tools of the
+Responses backend (function tools, and Responses ``mcp`` tools).
 """
 
 from collections.abc import Callable, Mapping
@@ -29,8 +31,6 @@ REALTIME_ONLY = {
     "transcription": "GPT-Live transcribes the caller itself",
     "speed": "GPT-Live has no speed setting",
     "keypad_response_interval_secs": "GPT-Live answers keys when it sees fit",
-    "mcp": "MCP servers are sent as Realtime tools",
-    "warm_transfer": "its hold and bridge are built on the Realtime agent",
 }
 """Front matter keys a Live bot cannot have, and why."""
 
@@ -100,7 +100,7 @@ def live_agent(spec: Any, instructions: str, tools: list, options: dict[str, Any
     Args:
         spec: The checked ``PromptBotSpec``.
         instructions: The prompt (and language line).
-        tools: The bot's built-in tools.
+        tools: The bot's built-in tools (its MCP servers are added from ``spec.mcp``).
         options: The agent options the front matter set (limits, fallback line,
             first-byte timeout, keypad group size).
 
@@ -113,7 +113,7 @@ def live_agent(spec: Any, instructions: str, tools: list, options: dict[str, Any
         voice=spec.voice,
         model=spec.model,
         backend_model=spec.backend_model,
-        tools=tools or None,
+        tools=[*tools, *spec.mcp] or None,
         fallback_number=spec.fallback_number,
         **options,
     )

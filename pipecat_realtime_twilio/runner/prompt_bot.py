@@ -395,9 +395,6 @@ def load_prompt_bot(path: Path) -> PromptBot:
         key = _key_path(error)
         line = _node_line(front, tuple(key.split(".")))
         raise BotError(f"{path}:{line}: {key}: {_explain(error)}") from None
-    if spec.mcp and spec.engine == "live":  # Realtime MCP tools; Live has none of its own
-        line = _node_line(front, ("mcp",))
-        raise BotError(f"{path}:{line}: mcp: MCP servers need engine: realtime")
     if "transfer_call" in spec.tools and not spec.transfer_number:
         line = _node_line(front, ("tools",))
         raise BotError(f"{path}:{line}: tools: transfer_call needs a transfer_number")

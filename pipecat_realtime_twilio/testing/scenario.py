@@ -258,7 +258,7 @@ class Scenario:
     @property
     def mcp_calls(self) -> list[McpCallRecord]:
         """Every MCP tool call the model made (or asked consent for), in order."""
-        sessions = self.emulator.sessions  # GPT-Live sessions have no MCP tools
+        sessions = self.emulator.sessions  # Realtime and GPT-Live sessions alike
         return [call for session in sessions for call in getattr(session, "mcp_calls", [])]
 
     @property

@@ -36,8 +36,10 @@ does not have, such as ``insufficient_quota``, comes as a Live ``error`` event o
 that type instead, and the ``response.failed`` has no ``error``). The model says
 nothing for the failed turn.
 
-A scripted ``mcp_call`` is not emulated on Live: it is flagged in
-``validation_errors`` (code ``not_emulated``) and the turn only speaks its text.
+A scripted ``mcp_call`` is a call of one of the session's Responses ``mcp`` tools
+(``live_mcp``: the backend lists and calls the real MCP server); with client
+delegation there are none: it is flagged in ``validation_errors`` (code
+``not_emulated``) and the turn only speaks its text.
 """
 
 import copy
@@ -50,7 +52,7 @@ from loguru import logger
 from openai.types.responses import ResponseError
 
 from .faults import _CODE_ERRORS, SERVER_ERROR_MESSAGE
-from .live_host import LiveParts
+from .live_mcp import LiveMcpCalls, backend_usage
 from .live_records import DelegationFailure, LiveDelegation, LiveResponse
 from .records import ClientEventError, FunctionCall, FunctionOutput, new_id
 from .usage import text_tokens
@@ -59,7 +61,7 @@ _RESPONSE_ERROR_CODES = set(typing.get_args(ResponseError.model_fields["code"].a
 _BACKEND_MODEL = "gpt-5.2"
 
 
-class LiveDelegations(LiveParts):
+class LiveDelegations(LiveMcpCalls):
     """Delegation handling of ``LiveSession`` (a mixin; the session provides the rest)."""
 
     if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class LiveDelegations(LiveParts):
         self.backend_items: list[dict] = []
         self._calls: dict[str, LiveDelegation] = {}
         self._sequence = 0
+        self._init_mcp()
 
     # -- public --------------------------------------------------------------------
 
@@ -142,6 +145,10 @@ class LiveDelegations(LiveParts):
                 "function_call_outputs_required",
             )
             return
+        answered = self._mcp_answered()  # an MCP call the client (dis)approved goes on
+        if answered is not None:
+            self._mcp_resume_turn(answered)
+            return
         latest = self.delegations[-1] if self.delegations else None
         if latest is not None and latest.target != "responses":
             latest = None
@@ -158,9 +165,12 @@ class LiveDelegations(LiveParts):
         reply = turn.reply
         assert reply is not None
         responses = self.delegation["type"] == "responses"
-        if getattr(reply, "mcp_call", None) is not None:
+        if reply.mcp_call is not None:
+            if responses:
+                return self._mcp_delegate(turn)
             self._flag(
-                "A scripted MCP call is not emulated on Live sessions: not called.", "not_emulated"
+                "A scripted MCP call needs Responses delegation (its mcp tools): not called.",
+                "not_emulated",
             )
         call = reply.function_call
         if call is not None and not responses:
@@ -252,15 +262,12 @@ class LiveDelegations(LiveParts):
             output_tokens = self._function_call_events(turn, delegation, call, send)
         else:
             output_tokens = self._message_events(turn.reply.text if turn.reply else "", send)
-        usage = {
-            "input_tokens": text_tokens(self._backend_input_text()),
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": text_tokens(self._backend_input_text()) + output_tokens,
-        }
+        usage = self._backend_usage(output_tokens)
         send("response.completed", response=self._snapshot(response_id, "completed", usage))
         return True
+
+    def _backend_usage(self, output_tokens: int) -> dict:
+        return backend_usage(self._backend_input_text(), output_tokens)
 
     def _function_call_events(
         self, turn: LiveResponse, delegation: LiveDelegation, call: FunctionCall, send: Any
@@ -297,7 +304,7 @@ class LiveDelegations(LiveParts):
         logger.debug(f"Live emulator {self.id}: delegated call {call.name} ({call_id})")
         return text_tokens(arguments)
 
-    def _message_events(self, text: str, send: Any) -> int:
+    def _message_events(self, text: str, send: Any, output_index: int = 0) -> int:
         item_id = new_id("msg")
         item: dict[str, Any] = {
             "id": item_id,
@@ -307,27 +314,32 @@ class LiveDelegations(LiveParts):
             "content": [],
         }
         part = {"type": "output_text", "text": "", "annotations": []}
-        send("response.output_item.added", output_index=0, item=copy.deepcopy(item))
+        send("response.output_item.added", output_index=output_index, item=copy.deepcopy(item))
         send(
             "response.content_part.added",
             item_id=item_id,
-            output_index=0,
+            output_index=output_index,
             content_index=0,
             part=part,
         )
-        where = {"item_id": item_id, "output_index": 0, "content_index": 0, "logprobs": []}
+        where = {
+            "item_id": item_id,
+            "output_index": output_index,
+            "content_index": 0,
+            "logprobs": [],
+        }
         send("response.output_text.delta", delta=text, **where)
         send("response.output_text.done", text=text, **where)
         done_part = {**part, "text": text}
         send(
             "response.content_part.done",
             item_id=item_id,
-            output_index=0,
+            output_index=output_index,
             content_index=0,
             part=done_part,
         )
         item.update(status="completed", content=[done_part])
-        send("response.output_item.done", output_index=0, item=item)
+        send("response.output_item.done", output_index=output_index, item=item)
         return text_tokens(text)
 
     def _fail_response(

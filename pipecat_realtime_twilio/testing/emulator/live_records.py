@@ -24,8 +24,9 @@ class LiveResponse:
     Parameters:
         id: The emulator's ``turn_...`` id (the Live protocol has no turn ids).
         trigger: What made the model speak: ``"vad"`` (the caller's turn ended),
-            ``"commentary"`` (a ``session.commentary.append``) or ``"response.create"``
-            (the Responses backend's answer after the client's ``response.create``).
+            ``"commentary"`` (a ``session.commentary.append``), ``"response.create"``
+            (the Responses backend's answer after the client's ``response.create``) or
+            ``"delegation"`` (the backend's answer after an MCP call).
         reply: The scripted reply it plays (None until chosen).
         status: ``"queued"``, ``"speaking"``, ``"completed"``, ``"interrupted"`` (the
             caller barged in), ``"cancelled"`` (dropped: a caller turn started while it

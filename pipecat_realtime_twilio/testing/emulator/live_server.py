@@ -59,7 +59,9 @@ The behaviour, in brief (each module's docstring has the details):
   ``response.item.create`` + ``response.create``) or the client
   (``session.delegation.created`` target ``client``, answered by commentary). A
   scripted function the session's Responses tools lack is not called and lands in
-  ``validation_errors`` (``unknown_tool``); scripted MCP calls are not emulated on Live.
+  ``validation_errors`` (``unknown_tool``). A scripted ``Reply(mcp_call=...)`` makes the
+  Responses backend list and call the session's MCP server (``live_mcp``: Responses
+  ``mcp_list_tools``/``mcp_call`` items, approvals answered by ``mcp_approval_response``).
 - ``LiveSession.conversation`` is the conversation as the model holds it: the startup
   ``input`` messages, the caller's transcripts, what each model turn actually said.
 - ``session.close``: queued turns dropped, the turn being spoken finishes (at most
