@@ -18,6 +18,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipecat_realtime_twilio.errors import SettingsError
+from pipecat_realtime_twilio.settings_scale_out import ScaleOutSettings
 
 DEFAULT_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2.1"
@@ -28,12 +29,14 @@ DEFAULT_DATABASE_URL = "sqlite:///calls.db"
 _BOT_ROUTES_FORM = 'a JSON object of called number to bot name, e.g. {"+15551230000": "sales"}'
 
 
-class Settings(BaseSettings):
+class Settings(ScaleOutSettings, BaseSettings):
     """Settings of the runner and the agents it builds.
 
     Every field is read from the environment variable of the same name in upper
     case (``OPENAI_API_KEY`` for ``openai_api_key``) or from a ``.env`` file in
-    the working directory. ``.env.example`` documents each one.
+    the working directory. ``.env.example`` documents each one. The settings of
+    several instances and of campaigns (``REDIS_URL``, ``CAMPAIGN_*``...) are
+    declared in :class:`~pipecat_realtime_twilio.settings_scale_out.ScaleOutSettings`.
     """
 
     model_config = SettingsConfigDict(
@@ -267,63 +270,6 @@ class Settings(BaseSettings):
         description="Text model that fills a bot's post-call analysis fields.",
     )
 
-    redis_url: str | None = Field(
-        default=None,
-        description=(
-            "Redis shared by every instance (redis://host:6379/0): stream tokens single use "
-            "across instances, MAX_CALLS_TOTAL, pre-warmed sessions handed over, the instance "
-            "registry. Without it, one process keeps all of that itself."
-        ),
-    )
-    redis_prefix: str = Field(
-        default="prt:",
-        min_length=1,
-        description="Prefix of this deployment's Redis keys and channel (several on one Redis).",
-    )
-    max_calls_total: int | None = Field(
-        default=None,
-        ge=1,
-        description=(
-            "Most calls at once across every instance sharing REDIS_URL (the account's cap); "
-            "more hear the busy message. Without REDIS_URL it caps this process."
-        ),
-    )
-    instance_id: str | None = Field(
-        default=None,
-        description="This instance's name in the registry and logs; host name and PID by default.",
-    )
-    campaign_dialer: bool = Field(
-        default=True,
-        description="Place calls of outbound campaigns from this instance (the queue is shared).",
-    )
-    campaign_rate_per_minute: float = Field(
-        default=30.0,
-        gt=0,
-        le=6000,
-        description="A campaign's default pace: calls placed per minute, across all instances.",
-    )
-    campaign_calling_hours: str = Field(
-        default="09:00-20:00",
-        description="A campaign's default calling hours, HH:MM-HH:MM in each number's time zone.",
-    )
-    campaign_max_attempts: int = Field(
-        default=3,
-        ge=1,
-        le=10,
-        description="A campaign's default tries per number (busy, no answer and failed retry).",
-    )
-    campaign_retry_secs: float = Field(
-        default=600.0,
-        gt=0,
-        description="Wait before a number's second try; doubled for each try after it.",
-    )
-    campaign_ring_secs: int = Field(
-        default=25,
-        ge=5,
-        le=600,
-        description="How long a campaign call rings before it counts as no answer.",
-    )
-
     @field_validator("openai_realtime_url", "openai_live_url")
     @classmethod
     def _check_realtime_url(cls, value: str | None) -> str | None:
@@ -373,23 +319,6 @@ class Settings(BaseSettings):
                 "dialect+driver://user:password@host/database, e.g. sqlite:///calls.db"
             ) from None
         return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
-
-    @field_validator("campaign_calling_hours")
-    @classmethod
-    def _check_calling_hours(cls, value: str) -> str:
-        match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)", value.strip())
-        if match is None or (match[3] == "24" and match[4] != "00"):
-            raise ValueError("must be HH:MM-HH:MM, e.g. 09:00-20:00")
-        if match.group(1, 2) == match.group(3, 4):
-            raise ValueError("must not start and end at the same time")
-        return value.strip()
 
     @field_validator("log_level", mode="before")
     @classmethod

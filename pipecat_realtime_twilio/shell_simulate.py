@@ -22,8 +22,10 @@ after the greeting, each after the bot answered the one before; ``--press 1#@2.5
 thing as it happens, timed from the dial. When the runner ends the call, its
 ``<Connect action>`` is asked what comes next (``<Hangup/>``, a ``<Dial>`` for a
 transfer, a line). With the runner's ``RUNNER_API_KEY`` (``--api-key``, else the
-setting) its read API gives the call's record: the transcript, keys and tools are
-printed at the end.
+setting) what is said is printed as it is said (``bot: ...``, ``caller: ...``, from the
+runner's ``/api/calls/{CallSid}/transcript``: :mod:`~pipecat_realtime_twilio.shell_words`),
+and its read API gives the call's record: the transcript, keys and tools are printed
+at the end.
 
 Exit status: 0 when the call went through and did not fail; 1 with one line on
 standard error when the runner refused it (signature, unknown bot, busy, draining,
@@ -51,6 +53,7 @@ from pipecat_realtime_twilio.shell_args import (
     shell_call_from_args,
 )
 from pipecat_realtime_twilio.shell_progress import CallProgress, record_lines
+from pipecat_realtime_twilio.shell_words import SpokenWords
 from pipecat_realtime_twilio.testing.caller import CallRejected, TwilioCaller
 from pipecat_realtime_twilio.testing.twiml import DialResult, TwimlError
 
@@ -62,6 +65,9 @@ QUIET_MS = 1000.0
 
 RECORD_WAIT_SECS = 10.0
 """How long the read API is asked for the call's record once the call is over."""
+
+WORDS_WAIT_SECS = 3.0
+"""How long the runner may take, once the call is over, to tell its last words."""
 
 
 class ShellError(Exception):
@@ -120,12 +126,21 @@ async def place_shell_call(
         webhook_path=target.webhook_path,
     )
     progress = CallProgress(caller, write, asyncio.get_running_loop().time())
+    words = (
+        SpokenWords(target.server_url, call.api_key, caller.call_sid, progress)
+        if call.api_key
+        else None
+    )
     try:
         async with asyncio.timeout(call.timeout):
-            result = await _converse(call, caller, progress)
+            result = await _converse(call, caller, progress, words)
+            if words is not None:
+                await words.finish(WORDS_WAIT_SECS)  # the last words, then the record
     except TimeoutError:
         raise ShellError(f"the call did not end within {call.timeout:g} s (--timeout)") from None
     finally:
+        if words is not None:
+            await words.finish(0)
         await progress.stop()
         await caller.close()
     if out is not None and caller.playback:
@@ -139,7 +154,9 @@ async def place_shell_call(
     return result
 
 
-async def _converse(call: ShellCall, caller: TwilioCaller, progress: CallProgress) -> ShellResult:
+async def _converse(
+    call: ShellCall, caller: TwilioCaller, progress: CallProgress, words: SpokenWords | None
+) -> ShellResult:
     target = call.target
     signed = "" if target.signed_url == target.dial_url else f" (signed for {target.signed_url})"
     progress.line(f"dialling {target.dial_url}{signed}")
@@ -158,6 +175,8 @@ async def _converse(call: ShellCall, caller: TwilioCaller, progress: CallProgres
         raise ShellError(f"could not open the media stream: {e}") from None
     progress.line(f"connected: stream {caller.stream_sid} started", caller.started_at)
     progress.start()
+    if words is not None:
+        words.start()  # bot: ..., caller: ... as each utterance completes
     if call.bot and bot != call.bot:
         await caller.hangup()
         raise ShellError(

@@ -14,8 +14,10 @@ line (the README's table and the issue's closing note are made from it).
 """
 
 import asyncio
+import functools
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +139,7 @@ class Case:
             drops after the greeting), ``"expire"`` (the session hits its cap).
         bound: Seconds allowed from the failure to help.
         bot: The bot builder.
-        settings: Runner settings.
+        settings: Runner settings (a callable value is called when the case runs).
         emulator: ``RealtimeEmulator`` arguments.
     """
 
@@ -162,6 +164,21 @@ def _refuse(status: int, n: int = 99, code: str | None = None):
 
 
 NO_PREWARM = {"prewarm": False}
+
+
+@functools.cache
+def refusing_port() -> int:
+    """A port bound here and never listening: every TCP connect to it is refused."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    refusing_port.socket = held  # type: ignore[attr-defined]  # kept open: the port stays ours
+    return held.getsockname()[1]
+
+
+def refusing_url() -> str:
+    """A Realtime URL where nothing listens, as with a wrong port in ``OPENAI_REALTIME_URL``."""
+    return f"ws://127.0.0.1:{refusing_port()}/v1/realtime"
+
 
 CASES = [
     # building the bot
@@ -240,12 +257,46 @@ CASES = [
     ),
     Case(
         "connect",
+        "TCP refused, pre-warmed",
+        None,
+        "fallback",
+        "unreachable",
+        bound=RETRIED_HELP_SECS,
+        settings={"openai_realtime_url": refusing_url},
+    ),
+    Case(
+        "connect",
+        "TCP refused",
+        None,
+        "fallback",
+        "unreachable",
+        bound=RETRIED_HELP_SECS,
+        settings={"openai_realtime_url": refusing_url, **NO_PREWARM},
+    ),
+    Case(
+        "connect",
         "handshake hangs",
         lambda e: e.hang_handshakes(99),
         "fallback",
         "timeout",
         bound=RETRIED_HELP_SECS,
         settings=NO_PREWARM,
+    ),
+    Case(
+        "connect",
+        "handshake hangs, pre-warmed",
+        lambda e: e.hang_handshakes(99),
+        "fallback",
+        "timeout",
+        bound=RETRIED_HELP_SECS,
+    ),
+    Case(
+        "connect",
+        "503 retried, no luck, pre-warmed",
+        _refuse(503),
+        "fallback",
+        "server_error",
+        bound=RETRIED_HELP_SECS,
     ),
     # configure
     Case(
@@ -501,7 +552,7 @@ async def test_the_caller_hears_help_in_time(case: Case):
     async with phone_call(
         pipeline=case.bot,
         replies=replies(tool=case.stage == "tool"),
-        settings=case.settings,
+        settings={k: v() if callable(v) else v for k, v in case.settings.items()},
         **case.emulator,
     ) as (emulator, runner, caller):
         if case.when == "start" and case.arrange is not None:
@@ -512,6 +563,7 @@ async def test_the_caller_hears_help_in_time(case: Case):
         since = _failure_time(case, emulator, since)
         secs = help.at - since
         _log(case, secs, help)
+        print(f"\n{case.id}: help ({help.kind}) after {secs:.2f} s (bound {case.bound:g} s)")
 
         if case.expect == "works":
             assert help.kind == "audio", help

@@ -22,6 +22,7 @@ Set ``FAULT_MATRIX_LOG=path`` to have each case append its measured time as a JS
 import asyncio
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,14 @@ def _refuse(status: int, n: int = 99, code: str | None = None):
     return lambda e: e.refuse_handshakes(n, status, code=code)
 
 
+def refused_bot(call):
+    """The test bot on a Live URL where nothing listens: every TCP connect is refused."""
+    held = socket.socket()  # bound, never listening: kept open while the call runs
+    held.bind(("127.0.0.1", 0))
+    refused_bot.held = held  # type: ignore[attr-defined]
+    return bot(base_url=f"ws://127.0.0.1:{held.getsockname()[1]}/v1/live/sessions")(call)
+
+
 CASES = [
     # connect: refused and hanging handshakes
     Case("connect", "401", _refuse(401), "fallback", "invalid_api_key"),
@@ -168,6 +177,15 @@ CASES = [
         "fallback",
         "timeout",
         bound=RETRIED_HELP_SECS,
+    ),
+    Case(
+        "connect",
+        "TCP refused",
+        None,
+        "fallback",
+        "unreachable",
+        bound=RETRIED_HELP_SECS,
+        bot=refused_bot,
     ),
     # configure: session.start
     Case(

@@ -38,6 +38,8 @@ Ask the caller to press one and hash. Then say goodbye and call end_call.
 
 REPLIES = """\
 # What the emulated model says, for tests/test_shell.py.
+transcripts:
+  - "What time do you open?"
 turns:
   - keys: "1#"
     say: You pressed one. Goodbye!
@@ -353,6 +355,7 @@ async def test_simulate_url_calls_a_running_serve_and_keys_reach_the_model(tmp_p
     try:
         banner = [(await asyncio.wait_for(emulator.stdout.readline(), 60)).decode()]
         while "OPENAI_BASE_URL=" not in banner[-1]:
+            assert banner[-1], "the emulator stopped: " + "".join(banner)  # EOF, not a line
             banner.append((await asyncio.wait_for(emulator.stdout.readline(), 10)).decode())
         realtime = next(line for line in banner if "OPENAI_REALTIME_URL=" in line)
         assert realtime.split("=", 1)[1].strip() == f"ws://127.0.0.1:{emulator_port}/v1/realtime"
@@ -377,6 +380,9 @@ async def test_simulate_url_calls_a_running_serve_and_keys_reach_the_model(tmp_p
         pressed_at, _ = _at(lines, r"\] you press 1# \(at 2 s\)$")
         closed_at, _ = _at(lines, r"\] the runner closed the stream \(code 1000\)")
         assert pressed_at < closed_at
+        # With the runner's key, the words came as they were said: the greeting's before the end.
+        greeted_at, _ = _at(lines, r"\] bot: Hello\. Press one and hash\.$")
+        assert greeted_at < closed_at
         _at(lines, r"\] greeting heard \d+ ms after the stream started")
         _at(lines, r"\] the call goes on to: <Hangup>")
         # The keys reached the model: the reply scripted for them was spoken, and the record
@@ -396,12 +402,23 @@ async def test_simulate_url_calls_a_running_serve_and_keys_reach_the_model(tmp_p
         assert greeting_quiet < _at(lines, r"\] you press 1#$")[0]
         _at(lines, r"bot: You pressed one\. Goodbye!$")
 
+        # The caller speaks (the built-in sample): their words come as they are transcribed.
+        code, lines, stderr = await _simulate("--url", url, env=shell, cwd=tmp_path)
+        assert code == 0, stderr
+        heard_at, _ = _at(lines, r"\] caller: What time do you open\?$")
+        _at(lines, r"\] bot: That is all my script says")
+        assert heard_at < _at(lines, r"\] you hang up$")[0]
+        _at(lines, r"ended: caller hung up")
+
+        # Without the runner's key: the progress lines only, no words.
+        keyless = {k: v for k, v in shell.items() if k != "RUNNER_API_KEY"}
         code, lines, stderr = await _simulate(
-            "--url", url, "--hangup-after", "1", env=shell, cwd=tmp_path
+            "--url", url, "--hangup-after", "1", env=keyless, cwd=tmp_path
         )
         assert code == 0, stderr
         _at(lines, r"\] you hang up$")
-        _at(lines, r"ended: caller hung up")
+        _at(lines, r"give the runner's RUNNER_API_KEY")
+        assert not [text for _, text in lines if re.search(r"\] (bot|caller): ", text)]
 
         # A wrong token: refused at the webhook, one line that says so.
         wrong = {**shell, "TWILIO_AUTH_TOKEN": "not-the-token"}

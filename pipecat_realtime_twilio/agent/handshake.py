@@ -12,11 +12,13 @@ The real API refuses a handshake at the HTTP upgrade, before any ``error`` event
 a connect can also hang. :func:`open_realtime` retries what a wait may cure
 (429 rate limits, 5xx, timeouts, refused TCP connections) with backoff inside a
 time budget, so a caller hears help within seconds either way, and gives up at
-once on what no retry cures.
+once on what no retry cures. A caller waits one budget at most: a pre-warm's retries
+that went on after the stream started count against it (:class:`ConnectBudget`).
 """
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,6 +34,9 @@ ATTEMPT_TIMEOUT_SECS = 2.0
 
 RETRY_DELAYS_SECS = (0.25, 0.5, 1.0, 2.0)
 """Waits between attempts (the last repeats), within the budget."""
+
+MIN_CONNECT_SECS = 0.1
+"""Least of a caller's budget worth one more attempt; with less, the call falls back at once."""
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _FATAL_CODES = frozenset(
@@ -66,6 +71,48 @@ class ConnectFailed(Exception):
         """
         super().__init__(f"{refusal.code}: {refusal.detail}")
         self.refusal = refusal
+
+
+class ConnectBudget:
+    """What is left of a caller's wait for the session to open.
+
+    A pre-warm retries within its own budget, begun at the webhook. When it fails,
+    the caller, whose stream started meanwhile, has waited through part of it: the
+    connect at start gets the rest of one budget from the stream's start
+    (:meth:`limit`), not a fresh one, which made a refused connection 7.5 s of
+    silence. Any later connect (a reconnect) gets a whole budget.
+    """
+
+    def __init__(self) -> None:
+        """Initialize with no limit: the next connect gets a whole budget."""
+        self._deadline: float | None = None
+        self._refusal: Refusal | None = None
+
+    def limit(self, waiting_since: float, refusal: Refusal) -> None:
+        """Limit the next connect to one budget from ``waiting_since``.
+
+        Args:
+            waiting_since: When the caller began to wait (``time.monotonic()``).
+            refusal: Why the retries so far failed (the call's failure if no time is left).
+        """
+        self._deadline = waiting_since + CONNECT_BUDGET_SECS
+        self._refusal = refusal
+
+    def take(self) -> float | Refusal:
+        """The seconds the next connect may take, or the refusal when too few are left.
+
+        Returns:
+            A budget for :func:`open_realtime`, or the refusal the call fails with.
+        """
+        deadline, self._deadline = self._deadline, None
+        if deadline is None:
+            return CONNECT_BUDGET_SECS
+        left = deadline - time.monotonic()
+        if left >= MIN_CONNECT_SECS:
+            return left
+        refusal = self._refusal or Refusal("timeout", True, "no time left to connect")
+        logger.error(f"The Realtime API could not be reached in time: {refusal.detail}")
+        return refusal
 
 
 def read_refusal(error: BaseException) -> Refusal:

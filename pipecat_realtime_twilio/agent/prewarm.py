@@ -22,11 +22,13 @@ from loguru import logger
 from websockets.asyncio.client import ClientConnection
 
 from pipecat_realtime_twilio.agent.guard import SessionGuard
-from pipecat_realtime_twilio.agent.handshake import ConnectFailed, open_realtime
+from pipecat_realtime_twilio.agent.handshake import ConnectFailed, Refusal, open_realtime
 
 
 class Prewarm(SessionGuard):
     """A session that can open before the call's pipeline starts."""
+
+    _prewarm_refusal: Refusal | None = None  # why the pre-warm could not open the session
 
     def prewarm(self) -> asyncio.Task:
         """Start opening the Realtime session now, before the pipeline starts.
@@ -54,6 +56,7 @@ class Prewarm(SessionGuard):
             self._websocket = None
             if not e.refusal.transient:
                 self._connect_failed = e.refusal  # no retry cures it: fall back at start
+            self._prewarm_refusal = e.refusal
             return False
         self._session_opened_at = time.monotonic()
         self._early_reader = asyncio.create_task(self._keep_early_events(self._websocket))
@@ -74,7 +77,10 @@ class Prewarm(SessionGuard):
     async def _take_prewarmed(self) -> bool:
         """At start: wait for a pre-warm in progress; take its session over if it opened."""
         task, self._prewarm_task = self._prewarm_task, None
+        waiting_since = time.monotonic()
         if task is None or not await task:
+            if task is not None and self._prewarm_refusal is not None:  # retried in vain
+                self._connect_budget.limit(waiting_since, self._prewarm_refusal)
             return False
         reader, self._early_reader = self._early_reader, None
         if reader is not None:

@@ -22,8 +22,10 @@ the :attr:`SessionKeeper.transcript` the agent keeps):
   caller's turn so far when they were in the middle of one.
 - Before the API's 60-minute cap the session is moved to a fresh one at a turn
   boundary, the same way.
-- Opening a session retries what a wait may cure (rate limits, 5xx, hanging
-  connects) within a budget (:mod:`~pipecat_realtime_twilio.agent.handshake`).
+- Opening a session retries what a wait may cure (rate limits, 5xx, hanging or
+  refused connects) within a budget (:mod:`~pipecat_realtime_twilio.agent.handshake`);
+  the caller waits at most one budget: a pre-warm that failed so spent the part of it
+  that ran after the stream started, and the connect at start gets only the rest.
 - When the API is gone for good (a refused handshake, a fatal error code,
   reconnects exhausted) the agent falls back (a line in Twilio's own voice, or a
   transfer): never dead air. What failed is a
@@ -50,7 +52,12 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
 from pipecat_realtime_twilio.agent.configuration import is_azure_url, realtime_url
-from pipecat_realtime_twilio.agent.handshake import ConnectFailed, Refusal, open_realtime
+from pipecat_realtime_twilio.agent.handshake import (
+    ConnectBudget,
+    ConnectFailed,
+    Refusal,
+    open_realtime,
+)
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
 from pipecat_realtime_twilio.audio import BYTES_PER_MS
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
@@ -163,6 +170,7 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         self._held_dropped = 0
         self._session_expires_at: float | None = None  # time.monotonic()
         self._connect_failed: Refusal | None = None
+        self._connect_budget = ConnectBudget()  # what is left of the caller's wait
         self._pending_failure: Failure | None = None
         self._prewarm_task: asyncio.Task | None = None
         self._early_reader: asyncio.Task | None = None
@@ -223,8 +231,14 @@ class SessionKeeper(OpenAIRealtimeLLMService):
         if self._connect_failed is not None:
             return  # failed already (at setup): start() falls back
         if self._websocket is None:
+            budget = self._connect_budget.take()
+            if isinstance(budget, Refusal):
+                self._connect_failed = budget  # the caller's wait is spent: start() falls back
+                return
             try:
-                self._websocket = await open_realtime(self._open_socket, name=str(self))
+                self._websocket = await open_realtime(
+                    self._open_socket, budget_secs=budget, name=str(self)
+                )
             except ConnectFailed as e:
                 self._connect_failed = e.refusal
                 return

@@ -49,6 +49,7 @@ from pipecat_realtime_twilio.runner.incoming import (
     STREAM_ACTION_PARAMETER,
     IncomingCalls,
 )
+from pipecat_realtime_twilio.runner.live_transcript import LiveTranscripts
 from pipecat_realtime_twilio.runner.metrics import RunnerMetrics
 from pipecat_realtime_twilio.runner.model_check import log_model_warnings
 from pipecat_realtime_twilio.runner.operator_api import OperatorRoutes
@@ -176,6 +177,7 @@ class CallRunner(IncomingCalls, StreamStatus, OperatorRoutes):
             playground = Playground(self, settings.playground_token.get_secret_value())
             self.router.include_router(playground.router)
         self.router.include_router(Console(self).router)  # /api/calls..., /console
+        self.router.include_router(LiveTranscripts(self).router)  # what is said, as it is
         self.router.include_router(CampaignRoutes(self.campaigns, lambda: self.bots).router)
 
     #
