@@ -7,10 +7,12 @@ the first test), the one timed assert; elsewhere the figures are printed, and th
 told from the model by what the model was asked and by the audio itself.
 """
 
+import asyncio
 import base64
 
 import pytest
 from conftest import AUTH_TOKEN, ROOT, LocalServer, phone_call, runner_settings
+from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.agent.conversation import SAY_INSTRUCTION
 from pipecat_realtime_twilio.agent.realtime import RealtimeAgent
@@ -46,6 +48,23 @@ class Bot:
     def pipeline(self, call):
         agent = RealtimeAgent(instructions="Be brief.", greeting=self.greeting, voice=self.voice)
         return [call.input(), agent, call.output()]
+
+
+class SlowSetup(FrameProcessor):
+    """A processor that takes half a second to set up (a model it loads, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_up_at: float | None = None  # loop.time() its setup was done
+
+    async def setup(self, setup):
+        await super().setup(setup)
+        await asyncio.sleep(0.5)
+        self.set_up_at = asyncio.get_running_loop().time()
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
 
 
 def first_audible_at(caller: TwilioCaller) -> float:
@@ -313,3 +332,37 @@ async def test_a_slow_connect_does_not_hold_the_cached_greeting(prewarm):
         assert first_audible_at(caller) < session.opened_at  # heard before the session opened
         assert bytes(caller.heard) == bytes(emulator.sessions[0].responses[0].audio)
         await hang_up(caller, session, runner)
+
+
+async def test_the_cached_greeting_does_not_wait_for_the_pipeline_to_start():
+    slow: list[SlowSetup] = []
+
+    def pipeline(call):
+        slow.append(SlowSetup())
+        agent = RealtimeAgent(instructions="Be brief.", greeting=GREETING)
+        return [call.input(), slow[-1], agent, call.output()]
+
+    async with phone_call(pipeline=pipeline, ttfb_ms=TTFB_MS, replies=parrot) as (
+        emulator,
+        runner,
+        first,
+    ):
+        await first.call()
+        await first.wait_quiet(quiet_ms=600, timeout=15)
+        await hang_up(first, emulator.sessions[0], runner)
+        caller = await place_call(first.server_url)
+        session = await emulator.wait_for_session(1)
+        await caller.wait_quiet(quiet_ms=600, timeout=15)
+        set_up_at = slow[1].set_up_at
+        assert set_up_at is not None
+        heard_at = first_audible_at(caller)
+        print(
+            f"\npipeline set up {(set_up_at - heard_at) * 1000:.0f} ms after the greeting was "
+            f"first heard ({first_audible_ms(caller):.1f} ms after the stream's start)"
+        )
+        assert heard_at < set_up_at  # heard while the pipeline was still being set up
+        assert bytes(caller.heard) == bytes(emulator.sessions[0].responses[0].audio)
+        await emulator.wait_for(lambda: greeting_items(session), timeout=5)
+        assert session.events_of_type("response.create") == []
+        await hang_up(caller, session, runner)
+        assert runner.finished[-1].greeting == "cache"

@@ -13,9 +13,11 @@
 name (:meth:`CachedGreeting.use_greeting_cache`, which the runner calls when it
 builds a call's pipeline):
 
-- With the greeting in the cache, the agent plays it as soon as it starts (the
-  stream's ``start``), through the phone output with its marks, without waiting for
-  the session. The model is told, once its session is configured, with a
+- With the greeting in the cache, the agent plays it the moment the stream starts
+  (:meth:`CachedGreeting.play_at_stream_start`, which the call runs before its
+  pipeline starts; else as the agent starts), through the phone output with its
+  marks, without waiting for the session. The model is told, once its session is
+  configured, with a
   ``conversation.item.create`` of an *assistant* message (``output_text``: the
   greeting's words) instead of being asked to say it: no greeting response.
 - A caller who cuts the cached greeting off is heard as any barge-in (the phone is
@@ -32,54 +34,28 @@ in records); :attr:`CachedGreeting.greeting_source` says where the greeting came
 """
 
 import base64
-import secrets
-import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from loguru import logger
 from pipecat.frames.frames import InterruptionFrame
 from pipecat.services.openai.realtime import events
 
 from pipecat_realtime_twilio.agent.conversation import Conversation
+from pipecat_realtime_twilio.agent.greeting_audio import (
+    CachedAudio,
+    CachedGreetingEntry,
+    GreetingSource,
+    greeting_item_id,
+    start_playing,
+)
 from pipecat_realtime_twilio.agent.greeting_cache import GreetingCache, GreetingKey, variant_of
-from pipecat_realtime_twilio.agent.ledger import TranscriptEntry, cut_words
-from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, ulaw_to_pcm16
-from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+from pipecat_realtime_twilio.audio import BYTES_PER_MS
+from pipecat_realtime_twilio.seams import PhoneCall
+
+__all__ = ["CachedGreeting", "CachedGreetingEntry", "GreetingSource"]
 
 ENGINE = "realtime"
 """The engine named in this agent's greeting keys."""
-
-GreetingSource = Literal["cache", "model"]
-
-
-@dataclass
-class CachedGreetingEntry(TranscriptEntry):
-    """The transcript entry of a greeting played from the cache (``"cached": true``)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """The entry as call records keep it, marked cached."""
-        turn = super().as_dict()
-        turn["cached"] = True
-        return turn
-
-
-def _item_id() -> str:
-    """A fresh id for the greeting's item (client-chosen: at most 32 characters)."""
-    return f"greeting_{secrets.token_hex(8)}"
-
-
-@dataclass
-class _Cached:
-    """A greeting from the cache, for one call."""
-
-    text: str
-    audio: bytes
-    item_id: str = field(default_factory=_item_id)  # its audio's on the phone, and the item's
-    spoken: str = ""  # the words the model is told it said (cut by a barge-in)
-    told_id: str | None = None  # the item in the model's conversation, once told
-    entry: CachedGreetingEntry | None = None  # in the transcript, once playing
-    live: bool = False  # on the phone, not yet heard in full
 
 
 @dataclass
@@ -106,7 +82,7 @@ class CachedGreeting(Conversation):
         """
         super().__init__(**kwargs)
         self.greeting_source: GreetingSource | None = None
-        self._cached: _Cached | None = None
+        self._cached: CachedAudio | None = None
         self._capture: _Capture | None = None
 
     #
@@ -157,7 +133,7 @@ class CachedGreeting(Conversation):
         if audio is None:
             self._cached, self._capture = None, _Capture(cache, key)
             return False
-        self._cached = _Cached(text=key.text, audio=audio, spoken=key.text)
+        self._cached = CachedAudio(text=key.text, audio=audio)
         self._capture = None
         return True
 
@@ -165,35 +141,41 @@ class CachedGreeting(Conversation):
     # playing it
     #
 
+    async def play_at_stream_start(self, call: PhoneCall) -> None:
+        """The stream started, the pipeline not yet: play the cached greeting now.
+
+        Only when the phone output is the next processor (else :meth:`start` plays it).
+
+        Args:
+            call: The call.
+        """
+        cached = self._cached
+        output: object = call.output()
+        if cached is not None and cached.entry is None and self.next is output:
+            frame = start_playing(cached)
+            self.greeting_source = "cache"
+            await call.output().play(frame)
+            await self._greeting_played(cached)
+
     async def _play_cached_greeting(self) -> None:
-        """At start: play the cached greeting now, before any session is waited for."""
+        """At start: play the cached greeting now, if not yet, before any session is waited for."""
         cached = self._cached
         if cached is None or cached.entry is not None:
             return
         if self._phone is None:  # no phone to play it on: the model greets
             self._cached = None
             return
+        frame = start_playing(cached)
         self.greeting_source = "cache"
-        cached.live = True
-        now = time.time()
-        cached.entry = CachedGreetingEntry(
-            role="bot",
-            text=cached.spoken,
-            at=now + len(cached.audio) / BYTES_PER_MS / 1000,
-            started_at=now,
-        )
-        frame = RealtimeAudioFrame(
-            audio=ulaw_to_pcm16(cached.audio),
-            sample_rate=SAMPLE_RATE,
-            num_channels=1,
-            item_id=cached.item_id,
-            ulaw=cached.audio,
-        )
         if self._phone_follows:
             await self._phone.play(frame)
         else:  # queued until the next processor has started (Pipecat starts it first)
             await self.push_frame(frame)
+        await self._greeting_played(cached)
+
+    async def _greeting_played(self, cached: CachedAudio) -> None:
         logger.debug(f"{self} greeting from the cache ({len(cached.audio) // BYTES_PER_MS} ms)")
+        assert cached.entry is not None
         await self._add_transcript(cached.entry)
 
     async def _connect(self):
@@ -230,7 +212,7 @@ class CachedGreeting(Conversation):
         if not cached.spoken:
             return  # cut off before a word was heard
         # The first time, the item takes the id its audio has on the phone.
-        item_id = cached.told_id = _item_id() if again else cached.item_id
+        item_id = cached.told_id = greeting_item_id() if again else cached.item_id
         self._messages_added_manually[item_id] = True  # Pipecat: no response starts
         content = events.ItemContent(type="output_text", text=cached.spoken)
         item = events.ConversationItem(
@@ -264,12 +246,9 @@ class CachedGreeting(Conversation):
             await self.push_frame(InterruptionFrame())
         return True
 
-    async def _cut_greeting(self, cached: _Cached, heard: int) -> None:
+    async def _cut_greeting(self, cached: CachedAudio, heard: int) -> None:
         """The caller cut the cached greeting off after ``heard`` bytes: keep what was heard."""
-        cached.spoken = cut_words(cached.text, heard / len(cached.audio))
-        if cached.entry is not None:
-            cached.entry.text, cached.entry.interrupted = cached.spoken, True
-            cached.entry.at = time.time()
+        cached.cut(heard)
         self.barge_ins += 1
         self.call_events.barge_in(heard / BYTES_PER_MS, cached.told_id or cached.item_id)
         logger.debug(f"{self} cached greeting cut after {heard // BYTES_PER_MS} ms")

@@ -19,8 +19,9 @@ the moment its stream starts. A different text, voice or model is a different ke
   that is short, corrupt or another key's is ignored (and made again by the next put).
   The directory keeps at most ``max_entries`` files, the oldest removed first.
 
-It is engine-neutral and does no network I/O: an agent asks :meth:`GreetingCache.get`
-before the call and gives :meth:`GreetingCache.put` the greeting it captured::
+It is engine-neutral and does no network I/O: an agent (of either engine: a
+:class:`UsesGreetingCache`) asks :meth:`GreetingCache.get` before the call and gives
+:meth:`GreetingCache.put` the greeting it captured::
 
     cache = GreetingCache("/var/cache/greetings")
     key = GreetingKey(bot="receptionist", engine="realtime", voice="marin",
@@ -37,6 +38,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from loguru import logger
 
@@ -93,6 +95,19 @@ def variant_of(*parts: object) -> str:
     """
     data = json.dumps([str(part) for part in parts], ensure_ascii=False).encode()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+@runtime_checkable
+class UsesGreetingCache(Protocol):
+    """An agent that greets from a :class:`GreetingCache` (``RealtimeAgent``, ``LiveAgent``)."""
+
+    def greeting_key(self, bot: str) -> "GreetingKey | None":
+        """The key of the agent's greeting, for ``bot`` (None: it has no greeting)."""
+        ...
+
+    def use_greeting_cache(self, cache: "GreetingCache", bot: str) -> bool:
+        """Greet from ``cache`` if the greeting is in it, else fill it; whether it is in it."""
+        ...
 
 
 class GreetingCache:

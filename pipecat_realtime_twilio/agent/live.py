@@ -19,6 +19,7 @@ from pipecat_realtime_twilio.agent.live_config import (
     backend_tools,
     live_connection,
 )
+from pipecat_realtime_twilio.agent.live_greeting import LiveGreeting
 from pipecat_realtime_twilio.agent.live_mcp import LiveMcp, mcp_tools
 from pipecat_realtime_twilio.agent.live_turns import SETTLE_SECS
 from pipecat_realtime_twilio.agent.realtime import KEYPAD_INPUT, TOOL_ERROR_MESSAGE
@@ -35,7 +36,7 @@ an apology) or, nudged once, an answer it owes the caller; then the call falls b
 _HEARD_EXTRA_SECS = 5.0
 
 
-class LiveAgent(LiveMcp):
+class LiveAgent(LiveGreeting, LiveMcp):
     """A speech-to-speech agent for phone calls, on OpenAI's GPT-Live API.
 
     It is Pipecat's ``OpenAILiveLLMService`` set up for a phone line, and takes
@@ -53,7 +54,9 @@ class LiveAgent(LiveMcp):
       event can truncate or cancel it). When it does, what is still queued on the
       phone is cleared at once, the reply's transcript is cut to what was heard, and
       the barge-in is counted.
-    - The bot speaks first with a ``greeting`` (``session.commentary.append``).
+    - The bot speaks first with a ``greeting`` (``session.commentary.append``); with it
+      in a greeting cache (:meth:`use_greeting_cache`), the moment the stream starts
+      (:mod:`~pipecat_realtime_twilio.agent.live_greeting`).
     - Tools: the :class:`~pipecat_realtime_twilio.agent.tools.RealtimeTool` objects in
       ``tools`` (``@realtime_tool``, ``end_call()``, ``transfer_call(number)``) run as
       function tools of the Responses model GPT-Live delegates to; a failing tool

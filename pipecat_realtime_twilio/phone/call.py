@@ -22,10 +22,10 @@ from pipecat.transports.websocket.fastapi import (
 from pipecat.workers.runner import WorkerRunner
 
 from pipecat_realtime_twilio.audio import SAMPLE_RATE
-from pipecat_realtime_twilio.errors import CallControlError
 from pipecat_realtime_twilio.failures import FALLBACK_LINE, Failure, Stage
-from pipecat_realtime_twilio.logs import mask_numbers, masked_number
-from pipecat_realtime_twilio.phone.control import Handover, end_stream, hand_over, within
+from pipecat_realtime_twilio.logs import mask_numbers
+from pipecat_realtime_twilio.phone.call_ending import CallEnding
+from pipecat_realtime_twilio.phone.early_audio import play_at_stream_start
 from pipecat_realtime_twilio.phone.ending import CallEnd, EndKind
 from pipecat_realtime_twilio.phone.output import CHUNK_MS, MAX_LEAD_MS, TwilioOutputTransport
 from pipecat_realtime_twilio.phone.rest import TwilioRest
@@ -37,7 +37,6 @@ from pipecat_realtime_twilio.phone.stream import (
     refuse_stream,
 )
 from pipecat_realtime_twilio.phone.transport import TwilioTransport
-from pipecat_realtime_twilio.phone.twiml import dial_twiml, fallback_twiml
 from pipecat_realtime_twilio.phone.warm_transfer import WarmTransfer
 from pipecat_realtime_twilio.seams import (
     CALL_METADATA_KEY,
@@ -47,7 +46,7 @@ from pipecat_realtime_twilio.seams import (
 )
 
 
-class CallSession(PhoneCall):
+class CallSession(CallEnding, PhoneCall):
     """One phone call on a Twilio media stream.
 
     Owns the websocket transport (Pipecat's ``FastAPIWebsocketTransport`` with
@@ -288,47 +287,6 @@ class CallSession(PhoneCall):
             start_metadata={CALL_METADATA_KEY: self},
         )
 
-    async def end(self, reason: str = "bot ended the call", *, timeout: float = 30.0) -> None:
-        """End the call once the caller has heard everything already sent or queued.
-
-        With REST credentials the call is updated with ``<Hangup/>`` TwiML and
-        Twilio ends the stream. Without them (or if the update fails) the stream
-        is closed: with the runner's TwiML Twilio requests the ``<Connect action>``
-        URL, which answers ``<Hangup/>``; with other TwiML Twilio runs the next
-        verb (none: the call ends).
-
-        Args:
-            reason: Why the call ends (logged and kept in :attr:`ended`).
-            timeout: Most seconds to wait for the audio to play out.
-        """
-        await self._finish(CallEnd(EndKind.ENDED, reason), timeout=timeout)
-
-    async def transfer(self, number: str, *, timeout: float = 30.0) -> None:
-        """Transfer the call to ``number`` (cold) once the caller has heard everything.
-
-        Through Twilio's REST API when credentials are configured (the call is
-        updated with ``<Dial>``), otherwise, or if that fails, through the runner's
-        ``<Connect action>`` URL when it follows the stream (answering ``<Dial>``).
-        A SIP URI is dialled as ``<Dial><Sip>``.
-
-        Args:
-            number: The phone number (E.164) or SIP URI (``sip:``/``sips:``) to dial.
-            timeout: Most seconds to wait for the audio to play out.
-
-        Raises:
-            CallControlError: If ``number`` is neither a number nor a SIP URI, if
-                neither the action URL nor the REST API is available, or the REST
-                request fails with no action URL to fall back on.
-        """
-        if self.stream_action is None and self.rest is None:
-            raise CallControlError(
-                "a transfer needs the runner's <Connect action> URL or Twilio REST "
-                "credentials (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
-            )
-        end = CallEnd(EndKind.TRANSFERRED, number, next_twiml=dial_twiml(number))
-        await self._finish(end, timeout=timeout)
-        logger.info(f"Call {self.call_sid}: transferring to {masked_number(number)}")
-
     async def warm_transfer(self, number: str, summary: str, **options: Any) -> str:
         """Hold the caller, dial ``number``, bridge them: see ``phone.warm_transfer``."""
         attempt = WarmTransfer(
@@ -337,101 +295,6 @@ class CallSession(PhoneCall):
         self.warm_transfers.append(attempt.record)
         return await attempt.run()
 
-    async def fail(
-        self, failure: Failure, *, say: str = FALLBACK_LINE, transfer_to: str | None = None
-    ) -> None:
-        """The bot cannot go on: never leave the caller in silence.
-
-        At once, the call moves on to TwiML that transfers it to ``transfer_to``
-        or says ``say`` in Twilio's own voice and hangs up: through Twilio's REST
-        API, or the runner's ``<Connect action>``; with neither, the stream is
-        closed (and Twilio runs the next verb). Works whether or not the call's
-        pipeline runs (a bot that failed to build has none). Before the call's
-        stream has started, the end is only noted: whoever answers Twilio's
-        webhook answers with ``call.ended.next_twiml``.
-
-        Args:
-            failure: What failed, for logs, the call record and metrics.
-            say: The line to say.
-            transfer_to: A number to transfer the call to instead.
-        """
-        if self._hung_up.is_set() or (self.ended is not None and self._end_requested.is_set()):
-            return  # the caller is gone, or the call is ending already (the first word counts)
-        logger.error(f"Call {self.call_sid}: {failure}; handing the caller to the fallback")
-        twiml = fallback_twiml(say, transfer_to)
-        end = CallEnd(EndKind.FAILED, next_twiml=twiml, failure=failure, transfer_to=transfer_to)
-        if self._websocket is None:
-            self._request_end(end)
-            return
-        await self._finish(end, timeout=None)
-        if self.worker is None or self._over.is_set():  # no pipeline reads or ends the stream
-            await self._end_stream(self._websocket)
-
-    async def shut_down(self, closing_line: str, *, timeout: float = 30.0) -> None:
-        """End the call now for the runner's sake: stop the bot, say ``closing_line``, hang up.
-
-        Args:
-            closing_line: What the caller hears last.
-            timeout: Most seconds for all of it; then the stream is closed regardless.
-        """
-        end = CallEnd(EndKind.SHUT_DOWN)
-        if self._hung_up.is_set() or self._over.is_set():
-            return  # nobody is left to hear it
-
-        async def close() -> None:
-            if self.agent is not None:
-                await self.agent.interrupt()
-                await self.agent.say(closing_line)
-                await self.agent.wait_heard(timeout)
-            await self._finish(end, timeout=timeout)
-
-        # The caller may hang up meanwhile: then there is nothing to wait for.
-        if not await within(close(), timeout, self._hung_up, self._over) and not (
-            self._hung_up.is_set() or self._over.is_set()
-        ):
-            logger.warning(f"Call {self.call_sid}: closing line not done in {timeout:g} s")
-            self._request_end(end)
-
-    async def _finish(self, end: CallEnd, *, timeout: float | None) -> None:
-        """End the call on our side: the one path of ending, transferring and failing.
-
-        Once the caller has heard everything (up to ``timeout`` seconds; None: at
-        once), Twilio is told what comes next (``control.hand_over``): through the
-        REST API, and Twilio ends the stream; or through the runner's ``<Connect
-        action>`` (or nothing), and the stream is closed.
-
-        Raises:
-            CallControlError: If a transfer can go neither way.
-        """
-        if timeout is not None and not await self.output().wait_idle(timeout):
-            logger.warning(f"Call {self.call_sid}: audio still playing after {timeout:.0f} s")
-        first = self.ended is None
-        self._note_end(end)  # before the REST update: Twilio's `stop` follows it
-        try:
-            way = await hand_over(
-                end, call_sid=self.call_sid, rest=self.rest, stream_action=self.stream_action
-            )
-        except CallControlError:
-            if first and not self._hung_up.is_set():
-                self.ended = None  # the call goes on
-            raise
-        self._twilio_ends_stream = way is Handover.REST
-        self._request_end(end)
-
-    async def _end_stream(self, unread: WebSocket | None = None) -> None:
-        """Leave the stream to Twilio after a REST update (read ``unread`` for its stop)."""
-        stopped = None if unread is not None else self._hung_up
-        await end_stream(self._twilio_ends_stream, unread, stopped, self.close, self.call_sid)
-
-    def _request_end(self, end: CallEnd) -> None:
-        self._note_end(end)
-        self._end_requested.set()
-
-    def _note_end(self, end: CallEnd) -> None:
-        """Keep how the call ended: the first word on it counts."""
-        if self.ended is None:
-            self.ended = end
-
     async def run(self, processors: Sequence[FrameProcessor]) -> None:
         """Run the call's pipeline until the call ends.
 
@@ -439,8 +302,11 @@ class CallSession(PhoneCall):
             processors: The bot's pipeline, normally starting with :meth:`input`
                 and ending with :meth:`output`.
         """
+        pipeline = Pipeline(list(processors))
+        if self._websocket is not None:  # a cached greeting leaves now, not once started
+            await play_at_stream_start(self, processors)
         self.worker = PipelineWorker(
-            Pipeline(list(processors)),
+            pipeline,
             params=self.pipeline_params(),
             idle_timeout_secs=None,
             enable_rtvi=False,

@@ -24,7 +24,7 @@ from pipecat.frames.frames import (
     OutputAudioRawFrame,
     StartFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
@@ -33,6 +33,7 @@ from pipecat.transports.websocket.fastapi import (
 
 from pipecat_realtime_twilio.audio import BYTES_PER_MS, SAMPLE_RATE, pcm16_to_ulaw
 from pipecat_realtime_twilio.frames import RealtimeAudioFrame
+from pipecat_realtime_twilio.phone.output_heard import HeardQueries
 from pipecat_realtime_twilio.phone.playback import PlaybackClock
 from pipecat_realtime_twilio.phone.recording import CallRecorder
 from pipecat_realtime_twilio.phone.serializer import (
@@ -52,7 +53,7 @@ _SPEAKING_FRAME_PERIOD_SECS = 0.2
 _STOP_DRAIN_EXTRA_SECS = 2.0
 
 
-class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
+class TwilioOutputTransport(HeardQueries, FastAPIWebsocketOutputTransport):
     """Plays the pipeline's audio on the phone, knowing what the caller has heard.
 
     Pipecat's websocket output paces audio by its own clock and cannot tell what
@@ -69,7 +70,10 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
     - reports the bot speaking as heard on the phone: ``BotStartedSpeakingFrame``
       when playback starts, ``BotStoppedSpeakingFrame`` when the phone has played
       everything or was cleared, ``BotSpeakingFrame`` in between (each pushed both
-      ways, as Pipecat's outputs do).
+      ways, as Pipecat's outputs do);
+    - can play before the pipeline has started (:meth:`play`: a cached greeting the
+      moment the stream starts): what the lead allows goes at once, and the sender
+      that paces the rest starts when the pipeline sets the output up.
 
     Event handlers available:
 
@@ -141,6 +145,16 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
     # lifecycle
     #
 
+    async def setup(self, setup: FrameProcessorSetup):  # type: ignore[override]  # Pipecat's
+        """Set up the output; audio played before this (:meth:`play`) gets its sender now.
+
+        Args:
+            setup: The pipeline's setup.
+        """
+        await super().setup(setup)
+        if self._queue and self._sender is None:  # not left to wait for the StartFrame
+            self._sender = self.create_task(self._send_loop(), "twilio-audio-sender")
+
     async def start(self, frame: StartFrame):
         """Start the output and its sender.
 
@@ -200,9 +214,9 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         Used by a ``RealtimeAgent`` right before the phone output: the audio skips
         the pipeline's queue to this processor (the first chunk of a response can
         leave in the same event-loop turn it arrived in), and the frame still goes on
-        downstream as if it had come through. Once set up, the output sends it even
-        before the pipeline's start reaches it (a cached greeting, the moment the
-        stream starts, while the agent still waits for its session).
+        downstream as if it had come through. It may come before the pipeline has
+        started, even before it is set up (a cached greeting, the moment the stream
+        starts): the first ``max_lead_ms`` go out at once, the rest once set up.
 
         Args:
             frame: The audio.
@@ -236,7 +250,9 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
         self._queue.append((ulaw, item))
         self._queued_bytes += len(ulaw)
         self._wake.set()
-        if self.clock.idle and self._sender is not None:
+        if self._sender is None:  # not set up yet: nothing paces, send what the lead allows
+            await self._send_ahead()
+        elif self.clock.idle:
             # The phone has nothing to play: send the first chunk now rather than a
             # loop turn later from the sender (which paces the rest).
             await self._send_chunk(min(self._chunk_bytes, len(self._queue[0][0])), self._now())
@@ -245,9 +261,6 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
     # sending, paced by the playback clock
     #
 
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
     async def _send_loop(self):
         while True:
             if not self._queue:
@@ -255,16 +268,28 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
                 await self._wake.wait()
                 continue
             now = self._now()
-            data, _ = self._queue[0]
-            size = min(self._chunk_bytes, len(data))
-            # A conservative lead: the phone may start a chunk a frame after it arrives.
-            lead_ms = self.clock.lead_ms(now - _PLAYOUT_SLACK_SECS)
-            excess_ms = lead_ms + size / BYTES_PER_MS - self._max_lead_ms
+            size = min(self._chunk_bytes, len(self._queue[0][0]))
+            excess_ms = self._excess_ms(size, now)
             if excess_ms > 0 and not self.clock.idle:
                 self._warn_if_marks_overdue()
                 await self._settle()
                 await self._sleep(min(excess_ms, 100.0) / 1000)
                 continue
+            await self._send_chunk(size, now)
+
+    def _excess_ms(self, size: int, now: float) -> float:
+        """How far past ``max_lead_ms`` sending ``size`` more bytes now takes the lead."""
+        # A conservative lead: the phone may start a chunk a frame after it arrives.
+        lead_ms = self.clock.lead_ms(now - _PLAYOUT_SLACK_SECS)
+        return lead_ms + size / BYTES_PER_MS - self._max_lead_ms
+
+    async def _send_ahead(self):
+        """Send queued audio now, as far as ``max_lead_ms`` allows (no sender runs yet)."""
+        while self._queue:
+            now = self._now()
+            size = min(self._chunk_bytes, len(self._queue[0][0]))
+            if self._excess_ms(size, now) > 0 and not self.clock.idle:
+                return
             await self._send_chunk(size, now)
 
     async def _sleep(self, secs: float):
@@ -365,38 +390,6 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             await self._set_speaking(False, interrupted=True)
         return heard
 
-    def heard_ms(self, item: str) -> float:
-        """Milliseconds of ``item`` the caller has heard (best estimate, now).
-
-        Args:
-            item: The assistant item id.
-        """
-        return self.clock.heard_bytes(item, self._now()) / BYTES_PER_MS
-
-    def heard_bytes(self, item: str) -> int:
-        """Bytes of ``item`` the caller has heard (best estimate, now).
-
-        Args:
-            item: The assistant item id.
-        """
-        return self.clock.heard_bytes(item, self._now())
-
-    def confirmed_bytes(self, item: str) -> int:
-        """Bytes of ``item`` the phone has confirmed playing with mark echoes.
-
-        Args:
-            item: The assistant item id.
-        """
-        return self.clock.confirmed_bytes(item)
-
-    def forget(self, item: str) -> None:
-        """Drop what the playback clock keeps about ``item`` (nobody will ask again).
-
-        Args:
-            item: The assistant item id.
-        """
-        self.clock.forget(item)
-
     def attach(self, stream_sid: str) -> None:
         """Play on the stream ``stream_sid`` (for an output built before its stream started).
 
@@ -404,14 +397,6 @@ class TwilioOutputTransport(FastAPIWebsocketOutputTransport):
             stream_sid: The Media Stream SID.
         """
         self._stream_sid = stream_sid
-
-    def discarded(self, item: str) -> bool:
-        """Whether ``item`` was interrupted (its further audio is dropped).
-
-        Args:
-            item: The assistant item id.
-        """
-        return item in self._dropped_items
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until the phone has played everything sent or queued here.

@@ -10,13 +10,15 @@
 :class:`~pipecat_realtime_twilio.agent.greeting_cache.GreetingCache` (in memory, and in
 ``GREETING_CACHE_DIR`` when set) and gives it, with the bot's name, to every agent of a
 call's pipeline as the pipeline is built (:meth:`RunnerGreetings.attach`), pre-warmed
-or not. The first call of a bot greets through the model and fills the cache; the
-next ones play the greeting the moment their stream starts
-(:mod:`~pipecat_realtime_twilio.agent.greeting`).
+or not, whatever the engine. The first call of a bot greets through the model and
+fills the cache; the next ones play the greeting the moment their stream starts
+(:mod:`~pipecat_realtime_twilio.agent.greeting`, and for GPT-Live
+:mod:`~pipecat_realtime_twilio.agent.live_greeting`).
 
 With ``GREETING_WARMUP=true`` and ``OPENAI_API_KEY`` set, :meth:`RunnerGreetings.start`
-has the model say each prompt bot's greeting in the background, one session per
-greeting, so even the first call's greeting is instant. Startup never waits for it;
+has the model say each Realtime prompt bot's greeting in the background, one session
+per greeting, so even the first call's greeting is instant (a GPT-Live bot's is made
+on its first call). Startup never waits for it;
 a failure is logged and that greeting is made on first use instead. All of it is
 bounded by :data:`WARMUP_TIMEOUT_SECS`.
 """
@@ -30,7 +32,7 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipecat_realtime_twilio.agent.greeting import CachedGreeting
-from pipecat_realtime_twilio.agent.greeting_cache import GreetingCache
+from pipecat_realtime_twilio.agent.greeting_cache import GreetingCache, UsesGreetingCache
 from pipecat_realtime_twilio.agent.greeting_warmup import record_greeting
 from pipecat_realtime_twilio.errors import BotError, SettingsError
 from pipecat_realtime_twilio.phone.call import CallSession
@@ -63,7 +65,7 @@ class RunnerGreetings:
         self.warmed: list[str] = []  # bots whose greeting the warm-up made
 
     def attach(self, bot: str, processors: list[FrameProcessor]) -> list[FrameProcessor]:
-        """Give the cache to the agents of a call's pipeline, as it is built.
+        """Give the cache to the agents of a call's pipeline (either engine), as it is built.
 
         Args:
             bot: The bot's name.
@@ -73,7 +75,7 @@ class RunnerGreetings:
             The same processors.
         """
         for processor in processors:
-            if isinstance(processor, CachedGreeting):
+            if isinstance(processor, UsesGreetingCache):
                 processor.use_greeting_cache(self.cache, bot)
         return processors
 
