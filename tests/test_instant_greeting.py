@@ -4,7 +4,9 @@ Every call here dials and connects with no gap between the webhook's answer and 
 stream's start (``caller.call()``), against an emulator whose model takes 300 ms to
 its first byte. The bound of 50 ms is the issue's own done-when (the second call of
 the first test), the one timed assert; elsewhere the figures are printed, and the cache is
-told from the model by what the model was asked and by the audio itself.
+told from the model by what the model was asked and by the audio itself. The test with
+the bound is marked ``quiet``: it runs alone, after the parallel suite (``pytest -m quiet``),
+because on a machine loaded far beyond its cores scheduling alone adds tens of ms.
 """
 
 import asyncio
@@ -117,6 +119,7 @@ async def hang_up(caller: TwilioCaller, session, runner) -> None:
     )
 
 
+@pytest.mark.quiet
 async def test_second_call_hears_the_cached_greeting_at_once_and_the_model_is_told():
     bot = Bot()
     async with phone_call(pipeline=bot.pipeline, ttfb_ms=TTFB_MS, replies=parrot) as (

@@ -61,6 +61,7 @@ async def model_greets_and_fills_the_cache(bot, emulator, runner, caller) -> byt
     return cached
 
 
+@pytest.mark.quiet
 async def test_second_live_call_hears_the_cached_greeting_at_once_and_the_model_is_told():
     bot = LiveBot()
     async with phone_call(pipeline=bot.pipeline, ttfb_ms=TTFB_MS, replies=REPLIES) as (

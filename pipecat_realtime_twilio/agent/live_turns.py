@@ -423,7 +423,7 @@ class LiveConversation(LiveSession):
         if self._greeted or not self._greeting or not (self._call_started and self._audio_ready):
             return
         self._greeted = True
-        self.greeting_source = "model"  # the record's ``greeting`` (no cache on Live yet)
+        self.greeting_source = "model"  # the record's ``greeting`` (a cache hit set "cache")
         logger.debug(f"{self} greeting the caller")
         await self._say(self._greeting, "The call has just been answered.", Stage.GREET)
 
