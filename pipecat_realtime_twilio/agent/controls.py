@@ -18,7 +18,10 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
 
 from pipecat_realtime_twilio.agent.events import CallEvents
-from pipecat_realtime_twilio.seams import PhoneCall
+from pipecat_realtime_twilio.seams import CallAgent, PhoneCall
+
+HEARD_EXTRA_SECS = 5.0
+"""Beyond the time to say something, how long the phone may take to play it all."""
 
 
 @runtime_checkable
@@ -60,3 +63,27 @@ class AgentControls(Protocol):
 
     async def cancel_task(self, task: asyncio.Task, timeout: float | None = ...) -> None:
         """Cancel a task started with :meth:`create_task`."""
+
+
+def speech_timeout(text: str | None) -> float:
+    """Seconds to allow for a response (and ``text``, if any) to be said and heard.
+
+    Args:
+        text: Words the agent was asked to say, if any.
+
+    Returns:
+        The timeout for :meth:`CallAgent.wait_heard`.
+    """
+    return 30.0 + (len(text) * 0.1 if text else 0.0) + HEARD_EXTRA_SECS
+
+
+async def say_and_wait_heard(agent: CallAgent, words: str | None) -> None:
+    """Say ``words`` (if any), then wait until the caller heard everything: before a hang-up.
+
+    Args:
+        agent: The agent on the call (either engine).
+        words: A goodbye or an announcement; None: only wait.
+    """
+    if words:
+        await agent.say(words)
+    await agent.wait_heard(timeout=speech_timeout(words))

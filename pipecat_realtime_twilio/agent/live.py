@@ -11,6 +11,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputDTMFFrame, StartFrame
 from pipecat.processors.frame_processor import FrameDirection
 
+from pipecat_realtime_twilio.agent.controls import say_and_wait_heard
 from pipecat_realtime_twilio.agent.events import TOOL_FRAMES
 from pipecat_realtime_twilio.agent.keypad import DTMF_TIMEOUT_SECS, KEYPAD_MAX_DIGITS, Keypad
 from pipecat_realtime_twilio.agent.limits import CallLimits, LimitsWatcher
@@ -32,8 +33,6 @@ from pipecat_realtime_twilio.targets import check_transfer_target
 FIRST_SPEECH_TIMEOUT_SECS = 3.0
 """Most seconds for GPT-Live to start speaking words it was asked to say (the greeting,
 an apology) or, nudged once, an answer it owes the caller; then the call falls back."""
-
-_HEARD_EXTRA_SECS = 5.0
 
 
 class LiveAgent(LiveGreeting, LiveMcp):
@@ -254,9 +253,7 @@ class LiveAgent(LiveGreeting, LiveMcp):
             CallControlError: Outside a ``CallSession`` pipeline.
         """
         call = self._require_call()
-        if goodbye:
-            await self.say(goodbye)
-        await self.wait_heard(timeout=_speech_timeout(goodbye))
+        await say_and_wait_heard(self, goodbye)
         await call.end(reason)
 
     async def transfer_call(self, number: str, *, announcement: str | None = None):
@@ -271,9 +268,7 @@ class LiveAgent(LiveGreeting, LiveMcp):
                 call cannot be transferred.
         """
         call = self._require_call()
-        if announcement:
-            await self.say(announcement)
-        await self.wait_heard(timeout=_speech_timeout(announcement))
+        await say_and_wait_heard(self, announcement)
         await call.transfer(number)
 
     async def interrupt(self) -> None:
@@ -359,8 +354,3 @@ class _LiveKeypad(Keypad):
 
     async def _answer(self) -> None:
         """GPT-Live bills by time, not responses: no answer is held back or asked for."""
-
-
-def _speech_timeout(text: str | None) -> float:
-    """Seconds to allow for the model to say ``text`` (if any) and for it to be heard."""
-    return 30.0 + (len(text) * 0.1 if text else 0.0) + _HEARD_EXTRA_SECS

@@ -37,6 +37,7 @@ from loguru import logger
 from pipecat.frames.frames import StartFrame
 from pipecat.services.openai.live import events
 
+from pipecat_realtime_twilio.agent.controls import HEARD_EXTRA_SECS
 from pipecat_realtime_twilio.agent.greeting_audio import CachedAudio, start_playing
 from pipecat_realtime_twilio.agent.greeting_cache import GreetingCache, GreetingKey, variant_of
 from pipecat_realtime_twilio.agent.ledger import TranscriptEntry
@@ -47,8 +48,6 @@ from pipecat_realtime_twilio.seams import PhoneCall
 
 ENGINE = "live"
 """The engine named in a Live agent's greeting keys."""
-
-_HEARD_EXTRA_SECS = 5.0
 
 
 @dataclass
@@ -273,7 +272,7 @@ class LiveGreeting(LiveConversation):
             return
         capture.done = True
         if self._phone is not None:
-            timeout = len(capture.audio) / BYTES_PER_MS / 1000 + _HEARD_EXTRA_SECS
+            timeout = len(capture.audio) / BYTES_PER_MS / 1000 + HEARD_EXTRA_SECS
             items = dict(capture.items)
             self._capture_watch = self.create_task(
                 self._watch_capture(items, timeout), "greeting-capture"

@@ -35,6 +35,7 @@ from pipecat_realtime_twilio.agent.configuration import (
     typed_turn_detection,
     vad_silence_ms,
 )
+from pipecat_realtime_twilio.agent.controls import say_and_wait_heard
 from pipecat_realtime_twilio.agent.greeting import CachedGreeting
 from pipecat_realtime_twilio.agent.guard import FIRST_BYTE_TIMEOUT_SECS
 from pipecat_realtime_twilio.agent.keypad import (
@@ -59,8 +60,6 @@ KEYPAD_INPUT = "The caller pressed these keys on the phone keypad: "
 
 TOOL_ERROR_MESSAGE = "Sorry, I couldn't do that just now."
 """What the bot says when a tool fails or times out."""
-
-_HEARD_EXTRA_SECS = 5.0
 
 
 class RealtimeAgent(McpEvents, CachedGreeting):
@@ -343,9 +342,7 @@ class RealtimeAgent(McpEvents, CachedGreeting):
             CallControlError: Outside a ``CallSession`` pipeline.
         """
         call = self._require_call()
-        if goodbye:
-            await self.say(goodbye)
-        await self.wait_heard(timeout=_speech_timeout(goodbye))
+        await say_and_wait_heard(self, goodbye)
         await call.end(reason)
 
     async def transfer_call(self, number: str, *, announcement: str | None = None):
@@ -360,9 +357,7 @@ class RealtimeAgent(McpEvents, CachedGreeting):
                 call cannot be transferred.
         """
         call = self._require_call()
-        if announcement:
-            await self.say(announcement)
-        await self.wait_heard(timeout=_speech_timeout(announcement))
+        await say_and_wait_heard(self, announcement)
         await call.transfer(number)
 
     async def interrupt(self) -> None:
@@ -463,8 +458,3 @@ class RealtimeAgent(McpEvents, CachedGreeting):
         await self._send_message_item(KEYPAD_INPUT + digits, role="user")
         self.call_events.keypad_sent(digits)
         await self._call_event_handler("on_keypad", digits)
-
-
-def _speech_timeout(text: str | None) -> float:
-    """Seconds to allow for a response (and ``text``, if any) to be generated and heard."""
-    return 30.0 + (len(text) * 0.1 if text else 0.0) + _HEARD_EXTRA_SECS

@@ -28,6 +28,7 @@ hung up once answered), even when the call's task is being cancelled.
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -314,10 +315,8 @@ class WarmTransfer:
         return spoken * _SPEECH_SECS_PER_CHAR + JOIN_EXTRA_SECS
 
     async def _caller_gone_within(self, secs: float) -> bool:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._gone.wait(), secs)
-        except TimeoutError:
-            pass
         return self._gone.is_set()
 
     async def _bridge_now(self, dialer: ConferenceRest) -> None:
